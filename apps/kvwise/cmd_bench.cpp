@@ -1,0 +1,139 @@
+// Prefill and decode speed at given context depths, in the manner of llama-bench: ppN is N prompt
+// tokens prefilled on top of a context of depth d; tgN is N single-token decode steps at depth d.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "base/error.h"
+#include "base/timer.h"
+#include "common.h"
+#include "model/sampler.h"
+
+namespace kvwise::cli {
+
+namespace {
+
+struct BenchRow {
+  std::string test;
+  int depth;
+  int tokens;
+  std::vector<double> seconds;
+  double tokens_per_second() const {
+    double best = 0, sum = 0;
+    for (double s : seconds) sum += s;
+    best = sum / static_cast<double>(seconds.size());
+    return tokens / best;
+  }
+  double stddev_tps() const {
+    if (seconds.size() < 2) return 0;
+    std::vector<double> tps;
+    for (double s : seconds) tps.push_back(tokens / s);
+    double m = 0;
+    for (double x : tps) m += x;
+    m /= static_cast<double>(tps.size());
+    double v = 0;
+    for (double x : tps) v += (x - m) * (x - m);
+    return std::sqrt(v / static_cast<double>(tps.size() - 1));
+  }
+};
+
+std::vector<int32_t> random_tokens(std::mt19937& rng, int n, int n_vocab) {
+  std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  struct Opts {
+    ModelOptions m;
+    std::vector<int> prompt = {512};
+    int n_gen = 128;
+    std::vector<int> depth = {0};
+    int reps = 3;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("bench", "prefill (pp) and decode (tg) tokens/s at context depths");
+  add_model_options(*cmd, o->m);
+  cmd->add_option("-p,--n-prompt", o->prompt, "prompt sizes, comma separated")->delimiter(',');
+  cmd->add_option("-n,--n-gen", o->n_gen, "tokens to decode (0 = skip)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-d,--depth", o->depth, "context depths, comma separated")->delimiter(',');
+  cmd->add_option("-r,--repetitions", o->reps, "repetitions per test")->check(CLI::Range(1, 100));
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->callback([o] {
+    auto model = Model::load(resolve_model_path(o->m));
+    EngineOptions eo = engine_options(o->m);
+    int need = 0;
+    for (int d : o->depth)
+      for (int p : o->prompt) need = std::max(need, d + std::max(p, o->n_gen));
+    if (eo.ctx == 0) eo.ctx = std::max(model->config().ctx_len, need);
+    KV_CHECK(need <= eo.ctx, "depth + test size {} exceeds the context {}", need, eo.ctx);
+    Engine engine(*model, eo);
+    const int n_vocab = model->config().n_vocab;
+    std::mt19937 rng(1234);
+    std::vector<BenchRow> rows;
+    const auto at_depth = [&](int depth) {
+      const SeqId seq = engine.new_sequence();
+      if (depth > 0) engine.prefill(seq, random_tokens(rng, depth, n_vocab));
+      return seq;
+    };
+    for (int d : o->depth) {
+      KV_CHECK(d >= 0, "depth must be >= 0");
+      for (int p : o->prompt) {
+        KV_CHECK(p > 0, "prompt size must be positive");
+        BenchRow row{fmt::format("pp{}", p), d, p, {}};
+        for (int r = 0; r < o->reps; ++r) {
+          const SeqId seq = at_depth(d);
+          const auto toks = random_tokens(rng, p, n_vocab);
+          const double t0 = now_seconds();
+          engine.prefill(seq, toks);
+          row.seconds.push_back(now_seconds() - t0);
+          engine.free_sequence(seq);
+        }
+        rows.push_back(row);
+      }
+      if (o->n_gen > 0) {
+        BenchRow row{fmt::format("tg{}", o->n_gen), d, o->n_gen, {}};
+        for (int r = 0; r < o->reps; ++r) {
+          const SeqId seq = at_depth(d);
+          int32_t tok = 5;
+          const double t0 = now_seconds();
+          for (int i = 0; i < o->n_gen; ++i) tok = argmax(engine.decode(seq, tok).data(), n_vocab);
+          row.seconds.push_back(now_seconds() - t0);
+          engine.free_sequence(seq);
+        }
+        rows.push_back(row);
+      }
+    }
+    const auto& cfg = model->config();
+    const size_t rss = resident_bytes();
+    if (o->json) {
+      nlohmann::json j;
+      j["model"] = model->file().path();
+      j["params"] = model->weights().parameters;
+      j["weight_bytes"] = model->weights().mapped_bytes;
+      j["threads"] = eo.threads;
+      j["kv_type"] = o->m.kv_type;
+      j["resident_bytes_end"] = rss;
+      for (const auto& r : rows)
+        j["results"].push_back({{"test", r.test}, {"depth", r.depth}, {"tokens", r.tokens},
+                                {"tokens_per_second", r.tokens_per_second()}, {"stddev", r.stddev_tps()},
+                                {"seconds", r.seconds}});
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("| model | size | params | threads | kv | test | t/s |\n|---|---:|---:|---:|---|---:|---:|\n");
+    for (const auto& r : rows)
+      std::printf("| %s %dL | %s | %.1f M | %d | %s | %s @ d%d | %.2f ± %.2f |\n", cfg.arch.c_str(), cfg.n_layers,
+                  human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
+                  static_cast<double>(model->weights().parameters) / 1e6, eo.threads, o->m.kv_type.c_str(),
+                  r.test.c_str(), r.depth, r.tokens_per_second(), r.stddev_tps());
+    std::printf("resident memory at end: %s (weights %s mapped)\n", human_bytes(static_cast<double>(rss)).c_str(),
+                human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str());
+  });
+}
+
+}  // namespace kvwise::cli

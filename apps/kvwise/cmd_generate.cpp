@@ -1,0 +1,70 @@
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "common.h"
+#include "model/generate.h"
+
+namespace kvwise::cli {
+
+void add_generate(CLI::App& app) {
+  struct Opts {
+    ModelOptions m;
+    std::string prompt;
+    int n = 64;
+    SamplerParams s;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
+  add_model_options(*cmd, o->m);
+  cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, i.e. just BOS)");
+  cmd->add_option("-n,--n-predict", o->n, "tokens to generate")->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--temp", o->s.temperature, "temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-k", o->s.top_k, "top-k (0 = off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", o->s.top_p, "top-p (1 = off)")->check(CLI::Range(0.000001, 1.0));
+  cmd->add_option("--seed", o->s.seed, "sampling seed");
+  cmd->add_flag("--json", o->json, "print one JSON object: text, token ids, timings, KV bytes");
+  cmd->callback([o] {
+    auto model = Model::load(resolve_model_path(o->m));
+    Engine engine(*model, engine_options(o->m));
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<int32_t> prompt = tok.encode(o->prompt, true);
+    KV_CHECK(static_cast<int>(prompt.size()) <= engine.ctx(), "the prompt has {} tokens, more than the context of {}",
+             prompt.size(), engine.ctx());
+    Sampler sampler(o->s);
+    if (!o->json) {
+      std::fputs(o->prompt.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    GenerateResult r = generate(engine, prompt, o->n, sampler, [&](const std::string& piece) {
+      if (o->json) return;
+      std::fputs(piece.c_str(), stdout);
+      std::fflush(stdout);
+    });
+    const double pp = r.prefill_seconds > 0 ? static_cast<double>(prompt.size()) / r.prefill_seconds : 0;
+    const double tg = r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0;
+    if (o->json) {
+      nlohmann::json j;
+      j["model"] = model->file().path();
+      j["prompt"] = o->prompt;
+      j["text"] = r.text;
+      j["prompt_tokens"] = r.prompt_tokens;
+      j["tokens"] = r.tokens;
+      j["stopped_at_eos"] = r.stopped_at_eos;
+      j["timings"] = {{"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds},
+                      {"prefill_tokens_per_second", pp}, {"decode_tokens_per_second", tg}};
+      j["kv"] = {{"type", o->m.kv_type}, {"bytes_final", r.kv_bytes}, {"bytes_peak", r.kv_bytes_peak},
+                 {"bytes_per_token_full", engine.kv().bytes_per_token_full()}};
+      j["threads"] = engine.options().threads;
+      std::puts(j.dump(2).c_str());
+    } else {
+      std::fputs("\n", stdout);
+      std::fprintf(stderr, "\nprompt %zu tokens %.1f tok/s | generated %zu tokens %.1f tok/s | KV %s (peak %s, %s)\n",
+                   prompt.size(), pp, r.tokens.size(), tg, human_bytes(static_cast<double>(r.kv_bytes)).c_str(),
+                   human_bytes(static_cast<double>(r.kv_bytes_peak)).c_str(), o->m.kv_type.c_str());
+    }
+  });
+}
+
+}  // namespace kvwise::cli

@@ -1,0 +1,153 @@
+// Model file tools: inspect, convert (llama2.c), quantize, make-model.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "common.h"
+#include "model/convert.h"
+
+namespace kvwise::cli {
+
+namespace {
+
+void add_inspect(CLI::App& app) {
+  struct Opts {
+    std::string model;
+    bool json = false;
+    bool all_tensors = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("inspect", "print a GGUF model's metadata, tensors, parameters, KV bytes/token");
+  cmd->add_option("model", o->model, "GGUF file")->required();
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_flag("--all-tensors", o->all_tensors, "list every tensor (default: the first 24)");
+  cmd->callback([o] {
+    auto model = Model::load(o->model);
+    const GgufFile& f = model->file();
+    const ModelConfig& c = model->config();
+    const size_t kv16 = c.kv_bytes_per_token(2), kv32 = c.kv_bytes_per_token(4);
+    if (o->json) {
+      nlohmann::json j;
+      j["path"] = f.path();
+      j["gguf_version"] = f.version();
+      j["architecture"] = c.arch;
+      j["parameters"] = model->weights().parameters;
+      j["weight_bytes"] = model->weights().mapped_bytes;
+      j["config"] = {{"dim", c.dim},         {"layers", c.n_layers},   {"heads", c.n_heads},
+                     {"kv_heads", c.n_kv_heads}, {"head_dim", c.head_dim}, {"ffn", c.ffn_dim},
+                     {"vocab", c.n_vocab},   {"ctx", c.ctx_len},       {"rope_base", c.rope_freq_base},
+                     {"rope", c.rope_type == RopeType::Neox ? "neox" : "normal"}, {"tied_output", model->weights().tied_output}};
+      j["kv_bytes_per_token"] = {{"f16", kv16}, {"f32", kv32}};
+      j["tokenizer"] = model->tokenizer().kind();
+      for (const auto& [k, v] : f.metadata()) j["metadata"][k] = v.to_display(8);
+      for (const auto& t : f.tensors())
+        j["tensors"].push_back({{"name", t.name}, {"type", dtype_name(t.type)}, {"dims", t.dims}, {"bytes", t.bytes}});
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s: GGUF v%u, %zu metadata entries, %zu tensors\n\n", f.path().c_str(), f.version(),
+                f.metadata().size(), f.tensors().size());
+    for (const auto& [k, v] : f.metadata()) std::printf("  %-44s %s\n", k.c_str(), v.to_display(6).c_str());
+    std::printf("\n  %-32s %-6s %-20s %s\n", "tensor", "type", "shape", "bytes");
+    size_t shown = 0;
+    for (const auto& t : f.tensors()) {
+      if (!o->all_tensors && shown++ >= 24) {
+        std::printf("  ... %zu more (--all-tensors)\n", f.tensors().size() - 24);
+        break;
+      }
+      std::printf("  %-32s %-6s %-20s %llu\n", t.name.c_str(), dtype_name(t.type),
+                  fmt::format("{}", fmt::join(t.dims, " x ")).c_str(), static_cast<unsigned long long>(t.bytes));
+    }
+    std::printf("\narchitecture %s | dim %d | layers %d | heads %d (KV %d, head dim %d) | ffn %d | vocab %d | ctx %d\n",
+                c.arch.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len);
+    std::printf("parameters %.3f M | weights %s | tokenizer %s | output %s\n",
+                static_cast<double>(model->weights().parameters) / 1e6,
+                human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
+                model->tokenizer().kind().c_str(), model->weights().tied_output ? "tied" : "separate");
+    std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32, c.ctx_len,
+                human_bytes(static_cast<double>(kv16) * c.ctx_len).c_str());
+  });
+}
+
+void add_convert(CLI::App& app) {
+  struct Opts {
+    std::string model_bin, tokenizer_bin, out;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("convert", "convert a model from another format to GGUF");
+  cmd->require_subcommand(1);
+  CLI::App* l2c = cmd->add_subcommand("llama2c", "llama2.c checkpoint + tokenizer.bin -> GGUF (F32)");
+  l2c->add_option("model", o->model_bin, "llama2.c model .bin")->required();
+  l2c->add_option("tokenizer", o->tokenizer_bin, "llama2.c tokenizer .bin")->required();
+  l2c->add_option("-o,--out", o->out, "output GGUF")->required();
+  l2c->callback([o] {
+    convert_llama2c(o->model_bin, o->tokenizer_bin, o->out);
+    std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+  });
+}
+
+void add_quantize(CLI::App& app) {
+  struct Opts {
+    std::string in, out, type;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("quantize", "re-quantize a GGUF model's weights");
+  cmd->add_option("input", o->in, "input GGUF")->required();
+  cmd->add_option("output", o->out, "output GGUF")->required();
+  cmd->add_option("type", o->type, "f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q6_k")->required();
+  cmd->callback([o] {
+    quantize_model(o->in, o->out, o->type);
+    std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+  });
+}
+
+void add_make_model(CLI::App& app) {
+  struct Opts {
+    std::string shape, out, type, arch;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
+    uint64_t seed = 1;
+    bool untied = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("make-model", "write a random-weight model of a named real shape");
+  cmd->add_option("--shape", o->shape, "shape: " + model_shape_names())->required();
+  cmd->add_option("-o,--out", o->out, "output GGUF")->required();
+  cmd->add_option("--type", o->type, "weight type (default: the shape's)");
+  cmd->add_option("--arch", o->arch, "override: llama, mistral or qwen2");
+  cmd->add_option("--dim", o->dim, "override: embedding width");
+  cmd->add_option("--layers", o->layers, "override: layers");
+  cmd->add_option("--heads", o->heads, "override: query heads");
+  cmd->add_option("--kv-heads", o->kv_heads, "override: KV heads");
+  cmd->add_option("--ffn", o->ffn, "override: feed-forward width");
+  cmd->add_option("--vocab", o->vocab, "override: vocabulary size");
+  cmd->add_option("--ctx", o->ctx, "override: context length");
+  cmd->add_option("--seed", o->seed, "random seed");
+  cmd->add_flag("--untied", o->untied, "separate output matrix");
+  cmd->callback([o] {
+    ModelShape s = model_shape(o->shape);
+    if (!o->type.empty()) s.type = parse_dtype(o->type);
+    if (!o->arch.empty()) s.arch = o->arch;
+    if (o->dim) s.dim = o->dim;
+    if (o->layers) s.n_layers = o->layers;
+    if (o->heads) s.n_heads = o->heads;
+    if (o->kv_heads) s.n_kv_heads = o->kv_heads;
+    if (o->ffn) s.ffn_dim = o->ffn;
+    if (o->vocab) s.n_vocab = o->vocab;
+    if (o->ctx) s.ctx = o->ctx;
+    if (o->untied) s.tied = false;
+    s.seed = o->seed;
+    make_random_model(s, o->out);
+    std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+  });
+}
+
+}  // namespace
+
+void add_model_tools(CLI::App& app) {
+  add_inspect(app);
+  add_convert(app);
+  add_quantize(app);
+  add_make_model(app);
+}
+
+}  // namespace kvwise::cli

@@ -1,0 +1,63 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "base/data_dir.h"
+#include "base/error.h"
+
+namespace kvwise::cli {
+
+void add_model_options(CLI::App& app, ModelOptions& o) {
+  app.add_option("-m,--model", o.model, "GGUF model (default: stories260K under the data directory)");
+  app.add_option("--data-dir", o.data_dir, "shared data directory (default: $KVWISE_DATA or ../shared)");
+  app.add_option("-t,--threads", o.threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-type", o.kv_type, "KV cache element type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
+  app.add_option("-c,--ctx", o.ctx, "context size in tokens (default: the model's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--page-tokens", o.page_tokens, "tokens per KV page")->check(CLI::Range(1, 4096));
+  app.add_option("--prefill-chunk", o.prefill_chunk, "tokens per prefill step")->check(CLI::Range(1, 1 << 20));
+}
+
+std::string resolve_model_path(const ModelOptions& o) {
+  if (!o.model.empty()) return o.model;
+  const std::string path = resolve_data_dir(o.data_dir) + "/models/stories260K/stories260K.gguf";
+  KV_CHECK(access(path.c_str(), R_OK) == 0,
+           "no model given and the default model {} is missing (pass -m MODEL, --data-dir or KVWISE_DATA)", path);
+  return path;
+}
+
+int default_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+EngineOptions engine_options(const ModelOptions& o) {
+  EngineOptions e;
+  e.threads = o.threads > 0 ? o.threads : default_threads();
+  e.kv_type = o.kv_type == "f32" ? DType::F32 : DType::F16;
+  e.ctx = o.ctx;
+  e.page_tokens = o.page_tokens;
+  e.prefill_chunk = o.prefill_chunk;
+  return e;
+}
+
+size_t resident_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return static_cast<size_t>(std::stoull(line.substr(6))) * 1024;
+  return 0;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  int u = 0;
+  while (b >= 1024 && u < 3) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.2f} {}", b, units[u]);
+}
+
+bool stdout_is_tty() { return isatty(STDOUT_FILENO) != 0; }
+
+}  // namespace kvwise::cli

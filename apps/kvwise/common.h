@@ -1,0 +1,36 @@
+// Pieces shared by the subcommands: model/data-dir options, engine options, memory readings.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "model/forward.h"
+
+namespace kvwise::cli {
+
+struct ModelOptions {
+  std::string model;  // empty: the default model under the data directory
+  std::string data_dir;
+  int threads = 0;    // 0: all cores
+  std::string kv_type = "f16";
+  int ctx = 0;
+  int page_tokens = 32;
+  int prefill_chunk = 512;
+};
+
+void add_model_options(CLI::App& app, ModelOptions& o);
+std::string resolve_model_path(const ModelOptions& o);
+EngineOptions engine_options(const ModelOptions& o);
+int default_threads();
+
+// Resident set size of this process in bytes (from /proc/self/status).
+size_t resident_bytes();
+std::string human_bytes(double bytes);
+bool stdout_is_tty();
+
+void add_generate(CLI::App& app);
+void add_perplexity(CLI::App& app);
+void add_bench(CLI::App& app);
+void add_model_tools(CLI::App& app);
+
+}  // namespace kvwise::cli

@@ -1,0 +1,43 @@
+// A fixed pool of worker threads for data-parallel loops (GEMV rows, attention heads, dequantization).
+// parallel_for blocks until all chunks are done; the calling thread takes part in the work.
+#pragma once
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace kvwise {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(begin, end, worker) on disjoint ranges covering [0, n); at most size() ranges at once.
+  void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn);
+  // Like parallel_for, but each index is its own task, handed out dynamically (uneven work).
+  void parallel_tasks(size_t n_tasks, const std::function<void(size_t, int)>& fn);
+
+ private:
+  void worker_loop(int id);
+  void run_job(int worker);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_start_, cv_done_;
+  const std::function<void(size_t, int)>* job_ = nullptr;
+  size_t job_n_ = 0;
+  size_t next_ = 0;
+  int active_ = 0;
+  unsigned long generation_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace kvwise

@@ -1,0 +1,276 @@
+#include "kv/attention.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+
+namespace kvwise {
+
+namespace {
+
+constexpr int kBlasMinQueries = 16;
+
+// Number of slots whose position is <= p (slots are in ascending position order).
+int count_visible(const KvStore& store, const std::vector<uint32_t>& pages, int len, int32_t p) {
+  const int P = store.layout().page_tokens;
+  if (len == 0) return 0;
+  const auto pos_at = [&](int slot) { return store.page_pos(pages[static_cast<size_t>(slot / P)])[slot % P]; };
+  if (pos_at(len - 1) <= p) return len;
+  int lo = 0, hi = len - 1;  // invariant: answer in [lo, hi]
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (pos_at(mid) <= p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+void resize_at_least(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n, 0.0f);
+}
+
+// Folds one query's probability row (n_visible entries of a head holding n_total slots) into the taps.
+void record_taps(HeadTaps& t, const TapConfig& cfg, const float* p, int n_visible, int n_total, int32_t qpos) {
+  const size_t n = static_cast<size_t>(n_total);
+  if (cfg.col_sums) {
+    resize_at_least(t.col_sums, n);
+    for (int j = 0; j < n_visible; ++j) t.col_sums[static_cast<size_t>(j)] += p[j];
+  }
+  if (cfg.last_row) {
+    t.last_row.assign(n, 0.0f);
+    std::copy(p, p + n_visible, t.last_row.begin());
+  }
+  const int32_t w0 = cfg.prompt_end - cfg.window;
+  if (cfg.window > 0 && qpos >= w0 && qpos < cfg.prompt_end) {
+    resize_at_least(t.window_sum, n);
+    resize_at_least(t.window_sumsq, n);
+    double entropy = 0;
+    for (int j = 0; j < n_visible; ++j) {
+      t.window_sum[static_cast<size_t>(j)] += p[j];
+      t.window_sumsq[static_cast<size_t>(j)] += p[j] * p[j];
+      if (p[j] > 0) entropy -= static_cast<double>(p[j]) * std::log(static_cast<double>(p[j]));
+    }
+    t.window_entropy += entropy;
+    if (cfg.keep_window_rows) {
+      if (t.window_cols == 0) {
+        t.window_cols = std::max<int>(cfg.prompt_end, n_total);
+        t.window_rows.assign(static_cast<size_t>(cfg.window) * static_cast<size_t>(t.window_cols), 0.0f);
+      }
+      const int cols = std::min(n_visible, t.window_cols);
+      std::copy(p, p + cols, t.window_rows.begin() + static_cast<int64_t>(qpos - w0) * t.window_cols);
+    }
+  }
+}
+
+// One task of the direct path: queries t of the G query heads of KV head h, over slots [s0, s1).
+struct Partial {
+  float max = -std::numeric_limits<float>::infinity();
+  float sum = 0;
+};
+
+void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {
+  const KvLayout& L = store.layout();
+  const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
+  const bool f16 = L.type == DType::F16;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const Kernels& k = kernels();
+
+  struct Task {
+    int h, t, s0, s1, n_total;
+  };
+  std::vector<Task> tasks;
+  std::vector<int> first_task;  // per (h, t): index of its first task
+  int max_len = 0;
+  for (int h = 0; h < HK; ++h) max_len = std::max(max_len, store.head_len(seq, layer, h));
+  // Chunks of whole pages, enough of them to keep every thread busy even with few KV heads.
+  const int want_chunks = std::max(1, 4 * pool.size() / std::max(1, HK * a.T));
+  const int chunk = std::max(P, (max_len / want_chunks + P - 1) / P * P);
+  for (int h = 0; h < HK; ++h) {
+    const auto& pages = store.head_pages(seq, layer, h);
+    const int len = store.head_len(seq, layer, h);
+    for (int t = 0; t < a.T; ++t) {
+      first_task.push_back(static_cast<int>(tasks.size()));
+      const int nv = count_visible(store, pages, len, a.pos[t]);
+      for (int s0 = 0; s0 < nv; s0 += chunk) tasks.push_back({h, t, s0, std::min(nv, s0 + chunk), len});
+      if (nv == 0) tasks.push_back({h, t, 0, 0, len});
+    }
+  }
+  first_task.push_back(static_cast<int>(tasks.size()));
+
+  // Scores per (task, g) for the task's slot range; partial outputs per (task, g).
+  std::vector<size_t> score_off(tasks.size() + 1, 0);
+  for (size_t i = 0; i < tasks.size(); ++i)
+    score_off[i + 1] = score_off[i] + static_cast<size_t>(G) * static_cast<size_t>(tasks[i].s1 - tasks[i].s0);
+  std::vector<float> scores(score_off.back());
+  std::vector<float> partial_out(tasks.size() * static_cast<size_t>(G * hd), 0.0f);
+  std::vector<Partial> partial(tasks.size() * static_cast<size_t>(G));
+
+  pool.parallel_tasks(tasks.size(), [&](size_t ti, int) {
+    const Task& task = tasks[ti];
+    const int n = task.s1 - task.s0;
+    if (n == 0) return;
+    const auto& pages = store.head_pages(seq, layer, task.h);
+    float* S = scores.data() + score_off[ti];
+    const float* Q = a.q + task.t * a.q_stride + task.h * G * hd;
+    for (int s = task.s0; s < task.s1;) {
+      const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
+      const uint32_t page = pages[static_cast<size_t>(s / P)];
+      const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
+      k.kv_scores(f16, static_cast<const uint8_t*>(store.page_k(page)) + off, cnt, hd, Q, G, scale, S + (s - task.s0),
+                  n);
+      s += cnt;
+    }
+    for (int g = 0; g < G; ++g) {
+      float* row = S + g * n;
+      Partial& pr = partial[ti * static_cast<size_t>(G) + static_cast<size_t>(g)];
+      pr.max = *std::max_element(row, row + n);
+      float sum = 0;
+      for (int j = 0; j < n; ++j) {
+        row[j] = std::exp(row[j] - pr.max);
+        sum += row[j];
+      }
+      pr.sum = sum;
+    }
+    float* O = partial_out.data() + ti * static_cast<size_t>(G * hd);
+    for (int s = task.s0; s < task.s1;) {
+      const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
+      const uint32_t page = pages[static_cast<size_t>(s / P)];
+      const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
+      k.kv_accum(f16, static_cast<const uint8_t*>(store.page_v(page)) + off, cnt, hd, S + (s - task.s0), G, n, O);
+      s += cnt;
+    }
+  });
+
+  // Log-sum-exp merge of the chunks of each (h, t, g); taps see the final probabilities.
+  const TapConfig& cfg = store.tap_config(seq);
+  std::vector<float> prob;
+  for (int h = 0; h < HK; ++h)
+    for (int t = 0; t < a.T; ++t) {
+      const int idx = h * a.T + t;
+      const int t0 = first_task[static_cast<size_t>(idx)], t1 = first_task[static_cast<size_t>(idx) + 1];
+      for (int g = 0; g < G; ++g) {
+        float M = -std::numeric_limits<float>::infinity();
+        for (int ti = t0; ti < t1; ++ti) M = std::max(M, partial[static_cast<size_t>(ti * G + g)].max);
+        float Lsum = 0;
+        std::vector<float> scale_c(static_cast<size_t>(t1 - t0));
+        for (int ti = t0; ti < t1; ++ti) {
+          const Partial& pr = partial[static_cast<size_t>(ti * G + g)];
+          scale_c[static_cast<size_t>(ti - t0)] = pr.sum > 0 ? std::exp(pr.max - M) : 0.0f;
+          Lsum += pr.sum * scale_c[static_cast<size_t>(ti - t0)];
+        }
+        float* out = a.out + t * a.out_stride + (h * G + g) * hd;
+        std::fill(out, out + hd, 0.0f);
+        for (int ti = t0; ti < t1; ++ti) {
+          const float w = Lsum > 0 ? scale_c[static_cast<size_t>(ti - t0)] / Lsum : 0.0f;
+          const float* O = partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(G * hd) +
+                           static_cast<size_t>(g * hd);
+          for (int c = 0; c < hd; ++c) out[c] += w * O[c];
+        }
+        if (cfg.enabled && Lsum > 0) {
+          const int nv = tasks[static_cast<size_t>(t1 - 1)].s1;
+          prob.assign(static_cast<size_t>(nv), 0.0f);
+          for (int ti = t0; ti < t1; ++ti) {
+            const Task& task = tasks[static_cast<size_t>(ti)];
+            const int n = task.s1 - task.s0;
+            const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
+            const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(g * n);
+            for (int j = 0; j < n; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
+          }
+          record_taps(store.taps(seq, layer, h * G + g), cfg, prob.data(), nv, tasks[static_cast<size_t>(t0)].n_total,
+                      a.pos[t]);
+        }
+      }
+    }
+}
+
+void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {
+  const KvLayout& L = store.layout();
+  const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
+  const bool f16 = L.type == DType::F16;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const Kernels& k = kernels();
+  const TapConfig& cfg = store.tap_config(seq);
+  std::vector<float> Kf, Vf, S;
+  std::vector<int32_t> posv;
+  std::vector<int> n_visible(static_cast<size_t>(a.T));
+  for (int h = 0; h < HK; ++h) {
+    const int n = store.head_len(seq, layer, h);
+    const auto& pages = store.head_pages(seq, layer, h);
+    Kf.resize(static_cast<size_t>(n) * static_cast<size_t>(hd));
+    Vf.resize(Kf.size());
+    posv.resize(static_cast<size_t>(n));
+    for (size_t pi = 0; pi < pages.size(); ++pi) {
+      const int s0 = static_cast<int>(pi) * P, cnt = std::min(P, n - s0);
+      float* kd = Kf.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
+      float* vd = Vf.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
+      const size_t elems = static_cast<size_t>(cnt) * static_cast<size_t>(hd);
+      if (f16) {
+        k.f16_to_f32(static_cast<const uint16_t*>(store.page_k(pages[pi])), kd, static_cast<int64_t>(elems));
+        k.f16_to_f32(static_cast<const uint16_t*>(store.page_v(pages[pi])), vd, static_cast<int64_t>(elems));
+      } else {
+        std::copy_n(static_cast<const float*>(store.page_k(pages[pi])), elems, kd);
+        std::copy_n(static_cast<const float*>(store.page_v(pages[pi])), elems, vd);
+      }
+      std::copy_n(store.page_pos(pages[pi]), cnt, posv.data() + s0);
+    }
+    for (int t = 0; t < a.T; ++t)
+      n_visible[static_cast<size_t>(t)] =
+          static_cast<int>(std::upper_bound(posv.begin(), posv.end(), a.pos[t]) - posv.begin());
+    S.resize(static_cast<size_t>(a.T) * static_cast<size_t>(n));
+    for (int g = 0; g < G; ++g) {
+      const int qh = h * G + g;
+      if (n == 0) {
+        for (int t = 0; t < a.T; ++t) std::fill_n(a.out + t * a.out_stride + qh * hd, hd, 0.0f);
+        continue;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.T, n, hd, scale, a.q + qh * hd,
+                  static_cast<int>(a.q_stride), Kf.data(), hd, 0.0f, S.data(), n);
+      pool.parallel_for(static_cast<size_t>(a.T), [&](size_t t0, size_t t1, int) {
+        for (size_t t = t0; t < t1; ++t) {
+          float* row = S.data() + t * static_cast<size_t>(n);
+          const int nv = n_visible[t];
+          if (nv == 0) {
+            std::fill_n(row, n, 0.0f);
+            continue;
+          }
+          const float M = *std::max_element(row, row + nv);
+          float sum = 0;
+          for (int j = 0; j < nv; ++j) {
+            row[j] = std::exp(row[j] - M);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int j = 0; j < nv; ++j) row[j] *= inv;
+          std::fill(row + nv, row + n, 0.0f);
+        }
+      });
+      if (cfg.enabled)
+        for (int t = 0; t < a.T; ++t)
+          record_taps(store.taps(seq, layer, qh), cfg, S.data() + static_cast<size_t>(t) * static_cast<size_t>(n),
+                      n_visible[static_cast<size_t>(t)], n, a.pos[t]);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.T, hd, n, 1.0f, S.data(), n, Vf.data(), hd, 0.0f,
+                  a.out + qh * hd, static_cast<int>(a.out_stride));
+    }
+  }
+}
+
+}  // namespace
+
+void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& query, AttentionPath path) {
+  if (query.T == 0) return;
+  if (path == AttentionPath::Auto) path = query.T >= kBlasMinQueries ? AttentionPath::Blas : AttentionPath::Direct;
+  if (path == AttentionPath::Blas)
+    attend_blas(pool, store, seq, layer, query);
+  else
+    attend_direct(pool, store, seq, layer, query);
+}
+
+}  // namespace kvwise

@@ -1,0 +1,30 @@
+// Causal attention of a chunk of queries over one sequence's paged, ragged KV lists (GQA aware).
+// Keys are post-RoPE; a query at position p attends to every stored slot with position <= p.
+#pragma once
+#include <cstdint>
+
+#include "base/thread_pool.h"
+#include "kv/kv_store.h"
+
+namespace kvwise {
+
+struct AttentionQuery {
+  const float* q = nullptr;  // T rows of n_heads * head_dim floats
+  int64_t q_stride = 0;
+  const int32_t* pos = nullptr;  // T ascending positions
+  int T = 0;
+  float* out = nullptr;  // T rows of n_heads * head_dim floats
+  int64_t out_stride = 0;
+};
+
+enum class AttentionPath {
+  Auto,    // Direct for short chunks (decode), Blas for long ones (prefill)
+  Direct,  // own kernels over the pages, split over slot chunks with a log-sum-exp merge
+  Blas,    // gather the head's K/V once, sgemm for QKᵀ and PV
+};
+
+// Updates the sequence's statistic taps when they are enabled.
+void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& query,
+            AttentionPath path = AttentionPath::Auto);
+
+}  // namespace kvwise

@@ -1,0 +1,180 @@
+#include "kv/kv_store.h"
+
+#include <cstring>
+
+#include "base/error.h"
+#include "tensor/fp16.h"
+
+namespace kvwise {
+
+namespace {
+size_t element_bytes(DType t) {
+  KV_CHECK(t == DType::F32 || t == DType::F16, "KV cache type must be f32 or f16, not {}", dtype_name(t));
+  return t == DType::F32 ? 4 : 2;
+}
+
+template <typename Vec>
+void compact(Vec& v, std::span<const int> keep) {
+  if (v.empty()) return;
+  for (size_t i = 0; i < keep.size(); ++i) v[i] = static_cast<size_t>(keep[i]) < v.size() ? v[keep[i]] : 0;
+  v.resize(keep.size());
+}
+}  // namespace
+
+KvStore::KvStore(const KvLayout& layout)
+    : layout_(layout),
+      row_bytes_(element_bytes(layout.type) * static_cast<size_t>(layout.head_dim)),
+      kv_bytes_(row_bytes_ * static_cast<size_t>(layout.page_tokens)),
+      pool_(2 * kv_bytes_ + 4 * static_cast<size_t>(layout.page_tokens)) {
+  KV_CHECK(layout.n_layers > 0 && layout.n_kv_heads > 0 && layout.head_dim > 0 && layout.page_tokens > 0,
+           "invalid KV layout");
+  KV_CHECK(layout.n_heads % layout.n_kv_heads == 0, "query heads must be a multiple of KV heads");
+}
+
+SeqId KvStore::create_sequence() {
+  const SeqId id = next_id_++;
+  Sequence& s = seqs_[id];
+  s.heads.resize(static_cast<size_t>(layout_.n_layers * layout_.n_kv_heads));
+  return id;
+}
+
+void KvStore::free_sequence(SeqId seq) {
+  Sequence& s = get(seq);
+  for (auto& h : s.heads)
+    for (uint32_t p : h.pages) pool_.release(p);
+  seqs_.erase(seq);
+}
+
+std::vector<SeqId> KvStore::sequences() const {
+  std::vector<SeqId> out;
+  for (const auto& [id, s] : seqs_) out.push_back(id);
+  return out;
+}
+
+KvStore::Sequence& KvStore::get(SeqId seq) {
+  auto it = seqs_.find(seq);
+  KV_CHECK(it != seqs_.end(), "no sequence {} in the KV store", seq);
+  return it->second;
+}
+const KvStore::Sequence& KvStore::get(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  KV_CHECK(it != seqs_.end(), "no sequence {} in the KV store", seq);
+  return it->second;
+}
+KvStore::HeadList& KvStore::list(SeqId seq, int layer, int head) {
+  return get(seq).heads[static_cast<size_t>(layer * layout_.n_kv_heads + head)];
+}
+const KvStore::HeadList& KvStore::list(SeqId seq, int layer, int head) const {
+  return get(seq).heads[static_cast<size_t>(layer * layout_.n_kv_heads + head)];
+}
+
+int32_t KvStore::next_position(SeqId seq) const { return get(seq).next_pos; }
+void KvStore::set_next_position(SeqId seq, int32_t pos) { get(seq).next_pos = pos; }
+
+void KvStore::append(SeqId seq, int layer, int head, const float* k, const float* v, int32_t pos) {
+  HeadList& h = list(seq, layer, head);
+  const int in_page = h.len % layout_.page_tokens;
+  if (in_page == 0) h.pages.push_back(pool_.alloc());
+  const uint32_t page = h.pages.back();
+  if (layout_.type == DType::F32) {
+    std::memcpy(slot_k(page, in_page), k, row_bytes_);
+    std::memcpy(slot_v(page, in_page), v, row_bytes_);
+  } else {
+    auto* kd = reinterpret_cast<uint16_t*>(slot_k(page, in_page));
+    auto* vd = reinterpret_cast<uint16_t*>(slot_v(page, in_page));
+    for (int c = 0; c < layout_.head_dim; ++c) {
+      kd[c] = fp32_to_fp16(k[c]);
+      vd[c] = fp32_to_fp16(v[c]);
+    }
+  }
+  slot_pos(page)[in_page] = pos;
+  ++h.len;
+}
+
+int KvStore::head_len(SeqId seq, int layer, int head) const { return list(seq, layer, head).len; }
+
+const std::vector<uint32_t>& KvStore::head_pages(SeqId seq, int layer, int head) const {
+  return list(seq, layer, head).pages;
+}
+
+int32_t KvStore::slot_position(SeqId seq, int layer, int head, int slot) const {
+  const HeadList& h = list(seq, layer, head);
+  KV_CHECK(slot >= 0 && slot < h.len, "slot {} out of range", slot);
+  return page_pos(h.pages[static_cast<size_t>(slot / layout_.page_tokens)])[slot % layout_.page_tokens];
+}
+
+void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) {
+  HeadList& h = list(seq, layer, head);
+  const int P = layout_.page_tokens;
+  for (size_t i = 0; i < keep.size(); ++i) {
+    KV_CHECK(keep[i] >= 0 && keep[i] < h.len, "retain: slot {} out of range (head holds {})", keep[i], h.len);
+    KV_CHECK(i == 0 || keep[i] > keep[i - 1], "retain: slots must be strictly ascending");
+    const int src = keep[i], dst = static_cast<int>(i);
+    if (src == dst) continue;
+    const uint32_t sp = h.pages[static_cast<size_t>(src / P)], dp = h.pages[static_cast<size_t>(dst / P)];
+    std::memcpy(slot_k(dp, dst % P), slot_k(sp, src % P), row_bytes_);
+    std::memcpy(slot_v(dp, dst % P), slot_v(sp, src % P), row_bytes_);
+    slot_pos(dp)[dst % P] = slot_pos(sp)[src % P];
+  }
+  h.len = static_cast<int>(keep.size());
+  const size_t pages_needed = static_cast<size_t>((h.len + P - 1) / P);
+  while (h.pages.size() > pages_needed) {
+    pool_.release(h.pages.back());
+    h.pages.pop_back();
+  }
+  Sequence& s = get(seq);
+  if (!s.taps.empty()) {
+    const int group = layout_.n_heads / layout_.n_kv_heads;
+    for (int g = 0; g < group; ++g) {
+      HeadTaps& t = s.taps[static_cast<size_t>(layer * layout_.n_heads + head * group + g)];
+      compact(t.window_sum, keep);
+      compact(t.window_sumsq, keep);
+      compact(t.last_row, keep);
+      compact(t.col_sums, keep);
+      t.window_rows.clear();  // rows index pre-compaction slots; they are a prefill-time snapshot
+      t.window_cols = 0;
+    }
+  }
+}
+
+size_t KvStore::bytes_head(SeqId seq, int layer, int head) const {
+  return list(seq, layer, head).pages.size() * pool_.page_bytes();
+}
+
+size_t KvStore::bytes_layer(SeqId seq, int layer) const {
+  size_t b = 0;
+  for (int h = 0; h < layout_.n_kv_heads; ++h) b += bytes_head(seq, layer, h);
+  return b;
+}
+
+size_t KvStore::bytes_sequence(SeqId seq) const {
+  size_t b = 0;
+  for (const auto& h : get(seq).heads) b += h.pages.size() * pool_.page_bytes();
+  return b;
+}
+
+size_t KvStore::bytes_per_token_full() const {
+  return 2 * row_bytes_ * static_cast<size_t>(layout_.n_layers * layout_.n_kv_heads);
+}
+
+void KvStore::set_taps(SeqId seq, const TapConfig& cfg) {
+  Sequence& s = get(seq);
+  s.tap_cfg = cfg;
+  s.taps.assign(cfg.enabled ? static_cast<size_t>(layout_.n_layers * layout_.n_heads) : 0, HeadTaps{});
+}
+
+const TapConfig& KvStore::tap_config(SeqId seq) const { return get(seq).tap_cfg; }
+
+HeadTaps& KvStore::taps(SeqId seq, int layer, int q_head) {
+  Sequence& s = get(seq);
+  KV_CHECK(!s.taps.empty(), "statistic taps are not enabled for sequence {}", seq);
+  return s.taps[static_cast<size_t>(layer * layout_.n_heads + q_head)];
+}
+
+const HeadTaps& KvStore::taps(SeqId seq, int layer, int q_head) const {
+  const Sequence& s = get(seq);
+  KV_CHECK(!s.taps.empty(), "statistic taps are not enabled for sequence {}", seq);
+  return s.taps[static_cast<size_t>(layer * layout_.n_heads + q_head)];
+}
+
+}  // namespace kvwise

@@ -1,0 +1,102 @@
+// The KV cache: per (sequence, layer, KV head) a ragged list of token slots in fixed-size pages from
+// one pool. Every slot keeps its absolute position; slots stay in ascending position order (the
+// attention kernel relies on it for causal masking). Several sequences live in one store.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <span>
+#include <vector>
+
+#include "kv/page_pool.h"
+#include "kv/taps.h"
+#include "tensor/dtype.h"
+
+namespace kvwise {
+
+struct KvLayout {
+  int n_layers = 0;
+  int n_heads = 0;     // query heads (for the statistic taps)
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  DType type = DType::F16;  // F32 or F16
+  int page_tokens = 32;
+};
+
+using SeqId = int32_t;
+
+class KvStore {
+ public:
+  explicit KvStore(const KvLayout& layout);
+
+  const KvLayout& layout() const { return layout_; }
+  PagePool& pool() { return pool_; }
+  const PagePool& pool() const { return pool_; }
+
+  SeqId create_sequence();
+  void free_sequence(SeqId seq);
+  bool has_sequence(SeqId seq) const { return seqs_.count(seq) != 0; }
+  std::vector<SeqId> sequences() const;
+
+  // Next absolute position for the sequence (prompt length + generated tokens so far), independent of
+  // how many slots compression kept.
+  int32_t next_position(SeqId seq) const;
+  void set_next_position(SeqId seq, int32_t pos);
+
+  // Appends one token's key and value (hd floats each, converted to the store type) to a head's list.
+  void append(SeqId seq, int layer, int head, const float* k, const float* v, int32_t pos);
+
+  int head_len(SeqId seq, int layer, int head) const;
+  const std::vector<uint32_t>& head_pages(SeqId seq, int layer, int head) const;
+  // Page accessors: K and V rows are head_dim elements of the store type; positions are int32.
+  const void* page_k(uint32_t page) const { return pool_.data(page); }
+  const void* page_v(uint32_t page) const { return pool_.data(page) + kv_bytes_; }
+  const int32_t* page_pos(uint32_t page) const {
+    return reinterpret_cast<const int32_t*>(pool_.data(page) + 2 * kv_bytes_);
+  }
+  int32_t slot_position(SeqId seq, int layer, int head, int slot) const;
+
+  // Keeps only the given slots (strictly ascending indices) of one head, compacting them to the front
+  // and releasing pages that are no longer needed. Statistic taps of the head's query heads follow.
+  void retain(SeqId seq, int layer, int head, std::span<const int> keep);
+
+  // Exact accounting: bytes of the pages each list holds.
+  size_t bytes_head(SeqId seq, int layer, int head) const;
+  size_t bytes_layer(SeqId seq, int layer) const;
+  size_t bytes_sequence(SeqId seq) const;
+  size_t bytes_total() const { return pool_.bytes_in_use(); }
+  size_t bytes_per_token_full() const;  // K+V bytes of one token over all layers and heads
+
+  // Statistic taps of a sequence (configured per sequence; empty when disabled).
+  void set_taps(SeqId seq, const TapConfig& cfg);
+  const TapConfig& tap_config(SeqId seq) const;
+  HeadTaps& taps(SeqId seq, int layer, int q_head);
+  const HeadTaps& taps(SeqId seq, int layer, int q_head) const;
+
+ private:
+  struct HeadList {
+    std::vector<uint32_t> pages;
+    int len = 0;
+  };
+  struct Sequence {
+    std::vector<HeadList> heads;  // layer * n_kv_heads + head
+    int32_t next_pos = 0;
+    TapConfig tap_cfg;
+    std::vector<HeadTaps> taps;   // layer * n_heads + q_head
+  };
+  Sequence& get(SeqId seq);
+  const Sequence& get(SeqId seq) const;
+  HeadList& list(SeqId seq, int layer, int head);
+  const HeadList& list(SeqId seq, int layer, int head) const;
+  uint8_t* slot_k(uint32_t page, int i) { return pool_.data(page) + static_cast<size_t>(i) * row_bytes_; }
+  uint8_t* slot_v(uint32_t page, int i) { return pool_.data(page) + kv_bytes_ + static_cast<size_t>(i) * row_bytes_; }
+  int32_t* slot_pos(uint32_t page) { return reinterpret_cast<int32_t*>(pool_.data(page) + 2 * kv_bytes_); }
+
+  KvLayout layout_;
+  size_t row_bytes_;  // one K (or V) row
+  size_t kv_bytes_;   // all K rows of a page
+  PagePool pool_;
+  std::map<SeqId, Sequence> seqs_;
+  SeqId next_id_ = 0;
+};
+
+}  // namespace kvwise

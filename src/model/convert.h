@@ -1,0 +1,32 @@
+// Model file producers: llama2.c import, random models of real shapes, and re-quantization.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "tensor/dtype.h"
+
+namespace kvwise {
+
+// Converts a llama2.c checkpoint (tied or untied classifier) and its tokenizer.bin to GGUF (F32).
+void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_bin, const std::string& out_gguf);
+
+struct ModelShape {
+  std::string name;
+  std::string arch = "llama";  // llama | mistral | qwen2
+  int dim = 64, n_layers = 2, n_heads = 4, n_kv_heads = 2, ffn_dim = 128, n_vocab = 320, ctx = 2048;
+  float rope_base = 10000.0f;
+  bool tied = true;
+  DType type = DType::F16;
+  uint64_t seed = 1;
+};
+// Named real shapes: smollm-135m, llama-1b, and tiny test shapes. Throws for unknown names.
+ModelShape model_shape(const std::string& name);
+std::string model_shape_names();
+// Writes a model with random weights (and a byte-fallback SentencePiece vocabulary) of that shape.
+void make_random_model(const ModelShape& shape, const std::string& out_gguf);
+
+// Re-quantizes every 2-D weight of a GGUF file to `type` ("q4_k_m" keeps the sensitive tensors at
+// Q6_K as llama.cpp does); norms and biases stay F32.
+void quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type);
+
+}  // namespace kvwise

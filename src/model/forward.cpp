@@ -1,0 +1,183 @@
+#include "model/forward.h"
+
+#include <cmath>
+
+#include "base/error.h"
+#include "tensor/quant.h"
+
+namespace kvwise {
+
+std::unique_ptr<Model> Model::load(const std::string& path) {
+  auto m = std::unique_ptr<Model>(new Model());
+  m->file_ = GgufFile::open(path);
+  m->config_ = ModelConfig::from_gguf(*m->file_);
+  m->weights_ = bind_weights(*m->file_, m->config_);
+  m->tokenizer_ = Tokenizer::from_gguf(*m->file_);
+  KV_CHECK(m->tokenizer_->n_vocab() == m->config_.n_vocab, "{}: tokenizer has {} tokens, the embedding {} rows", path,
+           m->tokenizer_->n_vocab(), m->config_.n_vocab);
+  return m;
+}
+
+namespace {
+
+void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+// Rotates the first n_rot dimensions of each of n_heads heads of a row, for position pos.
+void rope(float* row, int n_heads, int head_dim, int n_rot, RopeType type, const float* inv_freq, float pos) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < half; ++i) {
+    const float angle = pos * inv_freq[i];
+    const float c = std::cos(angle), s = std::sin(angle);
+    for (int h = 0; h < n_heads; ++h) {
+      float* x = row + h * head_dim;
+      const int a = type == RopeType::Normal ? 2 * i : i;
+      const int b = type == RopeType::Normal ? 2 * i + 1 : i + half;
+      const float x0 = x[a], x1 = x[b];
+      x[a] = x0 * c - x1 * s;
+      x[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void add_bias(float* y, const float* b, int64_t m, int64_t n) {
+  if (!b) return;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y[i * n + j] += b[j];
+}
+
+}  // namespace
+
+Engine::Engine(const Model& model, const EngineOptions& options)
+    : model_(model),
+      options_(options),
+      ctx_(options.ctx > 0 ? options.ctx : model.config().ctx_len),
+      pool_(options.threads),
+      kv_(KvLayout{model.config().n_layers, model.config().n_heads, model.config().n_kv_heads, model.config().head_dim,
+                   options.kv_type, options.page_tokens}) {
+  KV_CHECK(options.prefill_chunk > 0, "prefill chunk must be positive");
+  set_blas_threads(options.threads);
+  const ModelConfig& c = model.config();
+  for (int i = 0; i < c.n_rot / 2; ++i)
+    inv_freq_.push_back(std::pow(c.rope_freq_base, -2.0f * static_cast<float>(i) / static_cast<float>(c.n_rot)));
+}
+
+std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
+  const ModelConfig& c = model_.config();
+  const ModelWeights& W = model_.weights();
+  const int64_t dim = c.dim, q_dim = int64_t{c.n_heads} * c.head_dim, kv_dim = int64_t{c.n_kv_heads} * c.head_dim;
+
+  // Token rows of the batch and their positions.
+  int64_t M = 0, n_logits = 0;
+  std::vector<int32_t> pos;
+  std::vector<int64_t> first_row;
+  for (const BatchEntry& e : batch) {
+    KV_CHECK(!e.tokens.empty(), "empty batch entry for sequence {}", e.seq);
+    const int32_t p0 = kv_.next_position(e.seq);
+    KV_CHECK(static_cast<int64_t>(p0) + static_cast<int64_t>(e.tokens.size()) <= ctx_,
+             "sequence {} would reach {} tokens, more than the context of {}", e.seq,
+             static_cast<int64_t>(p0) + static_cast<int64_t>(e.tokens.size()), ctx_);
+    first_row.push_back(M);
+    for (size_t i = 0; i < e.tokens.size(); ++i) {
+      KV_CHECK(e.tokens[i] >= 0 && e.tokens[i] < c.n_vocab, "token id {} is outside the vocabulary of {}", e.tokens[i],
+               c.n_vocab);
+      pos.push_back(p0 + static_cast<int32_t>(i));
+    }
+    M += static_cast<int64_t>(e.tokens.size());
+    n_logits += e.all_logits ? static_cast<int64_t>(e.tokens.size()) : 1;
+  }
+
+  std::vector<float> x(static_cast<size_t>(M * dim)), xn(x.size()), tmp(x.size());
+  std::vector<float> q(static_cast<size_t>(M * q_dim)), att(q.size());
+  std::vector<float> k(static_cast<size_t>(M * kv_dim)), v(k.size());
+  std::vector<float> g(static_cast<size_t>(M * c.ffn_dim)), u(g.size());
+  {
+    int64_t r = 0;
+    for (const BatchEntry& e : batch)
+      for (int32_t t : e.tokens) {
+        dequantize_row(W.tok_embd.type, W.tok_embd.data + static_cast<size_t>(t) * W.tok_embd.row_bytes,
+                       x.data() + r * dim, dim);
+        ++r;
+      }
+  }
+
+  const float pos_scale = 1.0f / c.rope_linear_factor;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = W.layers[static_cast<size_t>(l)];
+    for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.attn_norm, &xn[r * dim], c.dim, c.rms_eps);
+    matmul(pool_, L.wq, xn.data(), M, q.data());
+    matmul(pool_, L.wk, xn.data(), M, k.data());
+    matmul(pool_, L.wv, xn.data(), M, v.data());
+    add_bias(q.data(), L.bq, M, q_dim);
+    add_bias(k.data(), L.bk, M, kv_dim);
+    add_bias(v.data(), L.bv, M, kv_dim);
+    pool_.parallel_for(static_cast<size_t>(M), [&](size_t r0, size_t r1, int) {
+      for (size_t r = r0; r < r1; ++r) {
+        const float p = static_cast<float>(pos[r]) * pos_scale;
+        rope(&q[r * q_dim], c.n_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
+        rope(&k[r * kv_dim], c.n_kv_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
+      }
+    });
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const BatchEntry& e = batch[b];
+      const int64_t r0 = first_row[b];
+      const int T = static_cast<int>(e.tokens.size());
+      for (int t = 0; t < T; ++t)
+        for (int h = 0; h < c.n_kv_heads; ++h)
+          kv_.append(e.seq, l, h, &k[(r0 + t) * kv_dim + h * c.head_dim], &v[(r0 + t) * kv_dim + h * c.head_dim],
+                     pos[static_cast<size_t>(r0 + t)]);
+      AttentionQuery aq{&q[r0 * q_dim], q_dim, &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim};
+      attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
+    }
+    matmul(pool_, L.wo, att.data(), M, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+
+    for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.ffn_norm, &xn[r * dim], c.dim, c.rms_eps);
+    matmul(pool_, L.w_gate, xn.data(), M, g.data());
+    matmul(pool_, L.w_up, xn.data(), M, u.data());
+    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    matmul(pool_, L.w_down, g.data(), M, tmp.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+  }
+
+  for (const BatchEntry& e : batch)
+    kv_.set_next_position(e.seq, kv_.next_position(e.seq) + static_cast<int32_t>(e.tokens.size()));
+
+  // Final norm and output projection for the rows that want logits.
+  std::vector<float> rows(static_cast<size_t>(n_logits * dim));
+  int64_t n = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const int64_t T = static_cast<int64_t>(batch[b].tokens.size());
+    const int64_t from = batch[b].all_logits ? first_row[b] : first_row[b] + T - 1;
+    for (int64_t r = from; r < first_row[b] + T; ++r, ++n)
+      rmsnorm(&x[r * dim], W.output_norm, &rows[n * dim], c.dim, c.rms_eps);
+  }
+  std::vector<float> logits(static_cast<size_t>(n_logits * c.n_vocab));
+  matmul(pool_, W.output, rows.data(), n_logits, logits.data());
+  return logits;
+}
+
+std::vector<float> Engine::prefill(SeqId seq, std::span<const int32_t> tokens, bool all_logits) {
+  KV_CHECK(!tokens.empty(), "empty prompt");
+  std::vector<float> out;
+  const size_t chunk = static_cast<size_t>(options_.prefill_chunk);
+  for (size_t i = 0; i < tokens.size(); i += chunk) {
+    const size_t n = std::min(chunk, tokens.size() - i);
+    const bool last = i + n == tokens.size();
+    BatchEntry e{seq, tokens.subspan(i, n), all_logits};
+    std::vector<float> lg = forward(std::span<const BatchEntry>(&e, 1));
+    if (all_logits || last) out.insert(out.end(), lg.begin(), lg.end());
+  }
+  return out;
+}
+
+std::vector<float> Engine::decode(SeqId seq, int32_t token) {
+  BatchEntry e{seq, std::span<const int32_t>(&token, 1), false};
+  return forward(std::span<const BatchEntry>(&e, 1));
+}
+
+}  // namespace kvwise

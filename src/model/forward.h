@@ -1,0 +1,61 @@
+// The forward pass of a llama-family model over the paged KV store. A batch holds token runs of
+// one or more sequences (prefill chunks and decode steps alike); their matrix products are shared,
+// attention runs per sequence over that sequence's KV lists.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kv/attention.h"
+#include "kv/kv_store.h"
+#include "model/model.h"
+
+namespace kvwise {
+
+struct EngineOptions {
+  int threads = 1;
+  DType kv_type = DType::F16;
+  int page_tokens = 32;
+  int prefill_chunk = 512;
+  int ctx = 0;  // most positions per sequence; 0 = the model's context length
+  AttentionPath attention_path = AttentionPath::Auto;
+};
+
+struct BatchEntry {
+  SeqId seq = 0;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;  // logits for every token (perplexity) or only the last (generation)
+};
+
+class Engine {
+ public:
+  Engine(const Model& model, const EngineOptions& options);
+
+  const Model& model() const { return model_; }
+  const EngineOptions& options() const { return options_; }
+  int ctx() const { return ctx_; }
+  KvStore& kv() { return kv_; }
+  ThreadPool& pool() { return pool_; }
+
+  SeqId new_sequence() { return kv_.create_sequence(); }
+  void free_sequence(SeqId seq) { kv_.free_sequence(seq); }
+
+  // Appends the tokens of every entry to its sequence and returns the requested logits rows
+  // (n_vocab floats each), entry after entry. Throws if a sequence would exceed ctx().
+  std::vector<float> forward(std::span<const BatchEntry> batch);
+  // A whole prompt, in chunks of options().prefill_chunk; logits of the last token (or of all).
+  std::vector<float> prefill(SeqId seq, std::span<const int32_t> tokens, bool all_logits = false);
+  std::vector<float> decode(SeqId seq, int32_t token);
+
+ private:
+  const Model& model_;
+  EngineOptions options_;
+  int ctx_;
+  ThreadPool pool_;
+  KvStore kv_;
+  std::vector<float> inv_freq_;
+};
+
+}  // namespace kvwise

@@ -1,0 +1,27 @@
+// Text generation on one sequence: prefill the prompt, then sample and decode token by token.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/forward.h"
+#include "model/sampler.h"
+
+namespace kvwise {
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> tokens;  // generated
+  std::string text;             // generated text
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  size_t kv_bytes = 0;          // KV bytes the sequence held at the end
+  size_t kv_bytes_peak = 0;
+  bool stopped_at_eos = false;
+};
+
+// on_text receives each new piece of generated text as soon as it is final (for streaming).
+GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
+                        const std::function<void(const std::string&)>& on_text = {});
+
+}  // namespace kvwise

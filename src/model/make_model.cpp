@@ -1,0 +1,139 @@
+#include <cmath>
+#include <map>
+
+#include "base/error.h"
+#include "model/convert.h"
+#include "model/gguf_writer.h"
+#include "tensor/quant.h"
+
+namespace kvwise {
+
+namespace {
+
+const std::map<std::string, ModelShape>& shapes() {
+  static const std::map<std::string, ModelShape> s = [] {
+    std::map<std::string, ModelShape> m;
+    // SmolLM-135M: 576 wide, 30 layers, 9 heads over 3 KV heads, SwiGLU 1536, tied output, 49152 vocab.
+    m["smollm-135m"] = {"smollm-135m", "llama", 576, 30, 9, 3, 1536, 49152, 32768, 10000.0f, true, DType::F16, 1};
+    // Llama-3.2-1B: 2048 wide, 16 layers, 32 heads over 8 KV heads, SwiGLU 8192, tied, 128256 vocab.
+    m["llama-1b"] = {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 32768, 500000.0f, true, DType::F16, 1};
+    // Small shapes for tests: GQA llama, qwen2 (biases, neox RoPE), untied output.
+    m["tiny"] = {"tiny", "llama", 64, 2, 4, 2, 160, 320, 1024, 10000.0f, true, DType::F32, 1};
+    m["tiny-qwen2"] = {"tiny-qwen2", "qwen2", 64, 2, 4, 2, 160, 320, 1024, 1000000.0f, false, DType::F32, 1};
+    m["tiny-k"] = {"tiny-k", "llama", 256, 2, 4, 1, 512, 320, 1024, 10000.0f, false, DType::F32, 1};
+    return m;
+  }();
+  return s;
+}
+
+// xorshift64*: fast enough to fill a billion weights.
+struct Rng {
+  uint64_t s;
+  float uniform() {  // in [-1, 1)
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return static_cast<float>((s * 2685821657736338717ULL) >> 40) / static_cast<float>(1 << 23) - 1.0f;
+  }
+};
+
+std::vector<uint8_t> random_tensor(Rng& rng, int64_t cols, int64_t rows, DType type, float scale, float offset = 0) {
+  std::vector<uint8_t> out(row_bytes(type, cols) * static_cast<size_t>(rows));
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& x : row) x = offset + scale * rng.uniform();
+    quantize_row(type, row.data(), out.data() + static_cast<size_t>(r) * row_bytes(type, cols), cols);
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelShape model_shape(const std::string& name) {
+  auto it = shapes().find(name);
+  KV_CHECK(it != shapes().end(), "unknown model shape '{}' (known: {})", name, model_shape_names());
+  return it->second;
+}
+
+std::string model_shape_names() {
+  std::string out;
+  for (const auto& [k, v] : shapes()) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
+void make_random_model(const ModelShape& s, const std::string& out_gguf) {
+  KV_CHECK(s.arch == "llama" || s.arch == "mistral" || s.arch == "qwen2", "unknown architecture '{}'", s.arch);
+  KV_CHECK(s.dim > 0 && s.n_heads > 0 && s.n_kv_heads > 0 && s.dim % s.n_heads == 0 && s.n_heads % s.n_kv_heads == 0,
+           "invalid head layout: dim {} with {} heads over {} KV heads", s.dim, s.n_heads, s.n_kv_heads);
+  KV_CHECK(s.n_vocab >= 259 + 96, "vocabulary must hold at least 355 tokens (specials, bytes, ASCII)");
+  const int64_t hd = s.dim / s.n_heads, kv_dim = hd * s.n_kv_heads;
+  const std::string a = s.arch + ".";
+  GgufWriter w;
+  w.set("general.architecture", GgufValue::str(s.arch));
+  w.set("general.name", GgufValue::str("kvwise random " + s.name));
+  w.set(a + "context_length", GgufValue::u32(static_cast<uint32_t>(s.ctx)));
+  w.set(a + "embedding_length", GgufValue::u32(static_cast<uint32_t>(s.dim)));
+  w.set(a + "block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layers)));
+  w.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(s.ffn_dim)));
+  w.set(a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(hd)));
+  w.set(a + "rope.freq_base", GgufValue::f32(s.rope_base));
+  w.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_heads)));
+  w.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_kv_heads)));
+  w.set(a + "attention.layer_norm_rms_epsilon", GgufValue::f32(1e-5f));
+
+  // Vocabulary: <unk> <s> </s>, 256 byte tokens, printable ASCII pieces, then filler pieces.
+  std::vector<GgufValue> tokens, scores, types;
+  const auto add = [&](std::string t, int type) {
+    scores.push_back(GgufValue::f32(-static_cast<float>(tokens.size())));
+    tokens.push_back(GgufValue::str(std::move(t)));
+    types.push_back(GgufValue::i32(type));
+  };
+  add("<unk>", 2);
+  add("<s>", 3);
+  add("</s>", 3);
+  for (int b = 0; b < 256; ++b) add(fmt::format("<0x{:02X}>", b), 6);
+  add("\xE2\x96\x81", 1);
+  for (char c = 33; c < 127; ++c) add(std::string(1, c), 1);
+  while (static_cast<int>(tokens.size()) < s.n_vocab) add(fmt::format("\xE2\x96\x81w{}", tokens.size()), 1);
+  w.set("tokenizer.ggml.model", GgufValue::str("llama"));
+  w.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
+  w.set("tokenizer.ggml.scores", GgufValue::array(GgufType::F32, std::move(scores)));
+  w.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::I32, std::move(types)));
+  w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(1));
+  w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(2));
+  w.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(0));
+  w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
+
+  Rng rng{s.seed * 0x9E3779B97F4A7C15ULL + 1};
+  const DType t = s.type;
+  const auto mat = [&](const std::string& name, int64_t cols, int64_t rows) {
+    w.add_tensor(name, {cols, rows}, t, random_tensor(rng, cols, rows, t, std::sqrt(3.0f / static_cast<float>(cols))));
+  };
+  const auto vec = [&](const std::string& name, int64_t n, float scale, float offset) {
+    w.add_tensor(name, {n}, DType::F32, random_tensor(rng, n, 1, DType::F32, scale, offset));
+  };
+  w.add_tensor("token_embd.weight", {s.dim, s.n_vocab}, t, random_tensor(rng, s.dim, s.n_vocab, t, 1.0f));
+  vec("output_norm.weight", s.dim, 0.1f, 1.0f);
+  if (!s.tied) mat("output.weight", s.dim, s.n_vocab);
+  for (int l = 0; l < s.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    vec(p + "attn_norm.weight", s.dim, 0.1f, 1.0f);
+    mat(p + "attn_q.weight", s.dim, s.dim);
+    mat(p + "attn_k.weight", s.dim, kv_dim);
+    mat(p + "attn_v.weight", s.dim, kv_dim);
+    if (s.arch == "qwen2") {
+      vec(p + "attn_q.bias", s.dim, 0.5f, 0.0f);
+      vec(p + "attn_k.bias", kv_dim, 0.5f, 0.0f);
+      vec(p + "attn_v.bias", kv_dim, 0.5f, 0.0f);
+    }
+    mat(p + "attn_output.weight", s.dim, s.dim);
+    vec(p + "ffn_norm.weight", s.dim, 0.1f, 1.0f);
+    mat(p + "ffn_gate.weight", s.dim, s.ffn_dim);
+    mat(p + "ffn_up.weight", s.dim, s.ffn_dim);
+    mat(p + "ffn_down.weight", s.ffn_dim, s.dim);
+  }
+  w.set("general.file_type", GgufValue::u32(t == DType::F32 ? 0 : t == DType::F16 ? 1 : 7));
+  w.write(out_gguf);
+}
+
+}  // namespace kvwise

@@ -1,0 +1,38 @@
+// Views of a model's tensors inside the mapped GGUF file, checked against the config's shapes.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/gguf.h"
+#include "tensor/matmul.h"
+
+namespace kvwise {
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;
+  WeightView wq, wk, wv, wo;
+  const float* bq = nullptr;  // qwen2 only
+  const float* bk = nullptr;
+  const float* bv = nullptr;
+  const float* ffn_norm = nullptr;
+  WeightView w_gate, w_up, w_down;
+};
+
+struct ModelWeights {
+  WeightView tok_embd;  // rows = vocab, cols = dim
+  const float* output_norm = nullptr;
+  WeightView output;    // tied to tok_embd when the file has no output.weight
+  bool tied_output = false;
+  std::vector<LayerWeights> layers;
+  // Small tensors stored in a non-f32 type are converted once and kept here.
+  std::vector<std::vector<float>> owned;
+  size_t mapped_bytes = 0;
+  int64_t parameters = 0;
+};
+
+// Throws kvwise::Error naming the tensor when one is missing, mis-shaped or of an unsupported type.
+ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c);
+
+}  // namespace kvwise

@@ -1,0 +1,37 @@
+// The hot loops of the engine, one implementation per instruction set (scalar reference, AVX2,
+// AVX-512), chosen once at run time. Tests compare every implementation against the scalar one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace kvwise {
+
+enum class Isa { Scalar, Avx2, Avx512 };
+
+struct Kernels {
+  const char* isa_name;
+  // y[r - r0] = dot(row r of W, x) for r in [r0, r1); rows are row_bytes apart, n elements each.
+  void (*gemv_rows)(DType t, const uint8_t* w, size_t row_bytes, const float* x, int64_t n, float* y, int64_t r0,
+                    int64_t r1);
+  // scores[q * s_stride + j] = scale * dot(Q[q * hd ..], K[j * hd ..]) for j < n, q < nq.
+  // K holds n rows of hd elements, f16 when k_f16 else f32.
+  void (*kv_scores)(bool k_f16, const void* K, int n, int hd, const float* Q, int nq, float scale, float* scores,
+                    int s_stride);
+  // out[q * hd + c] += sum_j P[q * p_stride + j] * V[j * hd + c] for q < nq.
+  void (*kv_accum)(bool v_f16, const void* V, int n, int hd, const float* P, int nq, int p_stride, float* out);
+  // dst[i] = float(src[i]) for n halves.
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+};
+
+const Kernels& kernels_scalar();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+bool isa_supported(Isa isa);
+// The best supported set, unless KVWISE_ISA=scalar|avx2|avx512 asks for another (for tests/benchmarks).
+const Kernels& kernels();
+const Kernels& kernels_for(Isa isa);
+
+}  // namespace kvwise

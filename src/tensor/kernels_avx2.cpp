@@ -1,0 +1,44 @@
+// AVX2 + FMA + F16C kernels (compiled with those flags only; selected when the CPU has them).
+#include <immintrin.h>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+#include "tensor/quant_blocks.h"
+
+namespace kvwise {
+namespace {
+using VF = __m256;
+constexpr int W = 8;
+inline VF vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
+inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF vset1(float f) { return _mm256_set1_ps(f); }
+inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+inline float vhsum(VF v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  __m128 sh = _mm_movehdup_ps(lo);
+  lo = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, lo);
+  return _mm_cvtss_f32(_mm_add_ss(lo, sh));
+}
+inline VF vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline VF vload_bf16(const uint16_t* p) {
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+inline VF vload_q8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+}  // namespace
+#define KVWISE_SIMD_FALLBACK kernels_scalar()
+#include "tensor/kernels_simd.inc"
+#undef KVWISE_SIMD_FALLBACK
+
+const Kernels& kernels_avx2() {
+  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32};
+  return k;
+}
+
+}  // namespace kvwise

@@ -1,0 +1,54 @@
+// Scalar reference kernels: the definition of what the SIMD kernels must compute.
+#include <vector>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+
+namespace kvwise {
+
+namespace {
+
+void gemv_rows(DType t, const uint8_t* w, size_t rb, const float* x, int64_t n, float* y, int64_t r0, int64_t r1) {
+  std::vector<float> row(static_cast<size_t>(n));
+  for (int64_t r = r0; r < r1; ++r) {
+    dequantize_row(t, w + static_cast<size_t>(r) * rb, row.data(), n);
+    double acc = 0;
+    for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(row[i]) * x[i];
+    y[r - r0] = static_cast<float>(acc);
+  }
+}
+
+inline float load(bool f16, const void* p, int64_t i) {
+  return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+void kv_scores(bool k_f16, const void* K, int n, int hd, const float* Q, int nq, float scale, float* s, int ss) {
+  for (int q = 0; q < nq; ++q)
+    for (int j = 0; j < n; ++j) {
+      float acc = 0;
+      for (int c = 0; c < hd; ++c) acc += Q[q * hd + c] * load(k_f16, K, static_cast<int64_t>(j) * hd + c);
+      s[q * ss + j] = acc * scale;
+    }
+}
+
+void kv_accum(bool v_f16, const void* V, int n, int hd, const float* P, int nq, int ps, float* out) {
+  for (int q = 0; q < nq; ++q)
+    for (int j = 0; j < n; ++j) {
+      const float p = P[q * ps + j];
+      for (int c = 0; c < hd; ++c) out[q * hd + c] += p * load(v_f16, V, static_cast<int64_t>(j) * hd + c);
+    }
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
+}
+
+}  // namespace
+
+const Kernels& kernels_scalar() {
+  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32};
+  return k;
+}
+
+}  // namespace kvwise

@@ -1,0 +1,29 @@
+// Y = X · Wᵀ for weights of any compute type. One input row (decode) runs the quantized GEMV kernels
+// directly on the weights; many rows (prefill) dequantize row tiles of W and call OpenBLAS sgemm.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "base/thread_pool.h"
+#include "tensor/dtype.h"
+
+namespace kvwise {
+
+struct WeightView {
+  DType type = DType::F32;
+  const uint8_t* data = nullptr;
+  int64_t rows = 0;  // output features
+  int64_t cols = 0;  // input features
+  size_t row_bytes = 0;
+};
+
+// y[i * w.rows + r] = sum_c x[i * w.cols + c] * W[r][c] for i < m.
+void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y);
+
+// Rows at or above this use the dequantize + sgemm path.
+constexpr int64_t kGemmMinRows = 8;
+
+// Sets the BLAS library's own thread count (kept equal to the engine's -t).
+void set_blas_threads(int n);
+
+}  // namespace kvwise

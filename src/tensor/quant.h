@@ -1,0 +1,14 @@
+// Reference (scalar) dequantization and quantization of rows of any compute type.
+#pragma once
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace kvwise {
+
+// dst[0..n) = values of the n-element row at src. n must be a multiple of the block size.
+void dequantize_row(DType t, const void* src, float* dst, int64_t n);
+// Quantizes n floats into dst (row_bytes(t, n) bytes). Supports F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+void quantize_row(DType t, const float* src, void* dst, int64_t n);
+
+}  // namespace kvwise
