@@ -91,7 +91,7 @@ def dequant(tname, raw, n):
         return (np.concatenate([lo, hi], axis=1) * d).reshape(-1)
     if tname == "Q4_K":
         b = raw.reshape(-1, 144)
-        d = f16(b[:, 0:2].copy()); dmin = f16(b[:, 2:4].copy())
+        d = f16(b[:, 0:2].copy()).reshape(-1); dmin = f16(b[:, 2:4].copy()).reshape(-1)
         sc = b[:, 4:16].astype(np.int64); qs = b[:, 16:]
         out = np.zeros((b.shape[0], 256))
         for j in range(8):
@@ -107,7 +107,7 @@ def dequant(tname, raw, n):
     if tname == "Q6_K":
         b = raw.reshape(-1, 210)
         ql = b[:, 0:128].astype(np.int64); qh = b[:, 128:192].astype(np.int64)
-        sc = b[:, 192:208].view(np.int8).astype(np.float64); d = f16(b[:, 208:210].copy())
+        sc = b[:, 192:208].view(np.int8).astype(np.float64); d = f16(b[:, 208:210].copy()).reshape(-1)
         out = np.zeros((b.shape[0], 256))
         for half in range(2):
             L = ql[:, half * 64:(half + 1) * 64]; H = qh[:, half * 32:(half + 1) * 32]

@@ -2,7 +2,18 @@
 
 #include <algorithm>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define KVWISE_PAUSE() _mm_pause()
+#else
+#define KVWISE_PAUSE() std::this_thread::yield()
+#endif
+
 namespace kvwise {
+
+namespace {
+constexpr int kSpinIterations = 1 << 14;  // ~50-100 µs of pause instructions before sleeping
+}
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -11,40 +22,36 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
+    generation_.fetch_add(1);
   }
-  cv_start_.notify_all();
+  cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_job(int worker) {
+void ThreadPool::run_tasks(int worker) {
   for (;;) {
-    size_t i;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (next_ >= job_n_) return;
-      i = next_++;
-    }
+    const size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= job_n_) return;
     (*job_)(i, worker);
   }
 }
 
 void ThreadPool::worker_loop(int id) {
-  unsigned long seen = 0;
+  uint64_t seen = 0;
   for (;;) {
-    {
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && ++spins < kSpinIterations) KVWISE_PAUSE();
+    if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      ++active_;
+      sleeping_.fetch_add(1);
+      cv_.wait(lock, [&] { return generation_.load() != seen; });
+      sleeping_.fetch_sub(1);
     }
-    run_job(id);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      --active_;
-    }
-    cv_done_.notify_all();
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    run_tasks(id);
+    pending_.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -54,17 +61,18 @@ void ThreadPool::parallel_tasks(size_t n_tasks, const std::function<void(size_t,
     for (size_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
+  job_ = &fn;
+  job_n_ = n_tasks;
+  next_.store(0, std::memory_order_relaxed);
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
+    // Publishing under the mutex pairs with the sleepers' predicate check, so no wake-up is lost.
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n_tasks;
-    next_ = 0;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  cv_start_.notify_all();
-  run_job(0);
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [&] { return active_ == 0 && next_ >= job_n_; });
+  if (sleeping_.load() > 0) cv_.notify_all();
+  run_tasks(0);
+  while (pending_.load(std::memory_order_acquire) > 0) KVWISE_PAUSE();
   job_ = nullptr;
 }
 

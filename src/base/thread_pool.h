@@ -1,6 +1,9 @@
 // A fixed pool of worker threads for data-parallel loops (GEMV rows, attention heads, dequantization).
 // parallel_for blocks until all chunks are done; the calling thread takes part in the work.
+// Workers spin briefly before sleeping: a decode step issues hundreds of short parallel loops, and
+// a condition-variable wake-up per loop would cost more than the loop itself.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -26,18 +29,19 @@ class ThreadPool {
 
  private:
   void worker_loop(int id);
-  void run_job(int worker);
+  void run_tasks(int worker);
 
   int n_threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable cv_start_, cv_done_;
+  std::condition_variable cv_;
   const std::function<void(size_t, int)>* job_ = nullptr;
   size_t job_n_ = 0;
-  size_t next_ = 0;
-  int active_ = 0;
-  unsigned long generation_ = 0;
-  bool stop_ = false;
+  std::atomic<size_t> next_{0};
+  std::atomic<int> pending_{0};       // workers still inside the current job
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> sleeping_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace kvwise

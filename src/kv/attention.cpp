@@ -198,20 +198,25 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const Kernels& k = kernels();
   const TapConfig& cfg = store.tap_config(seq);
-  std::vector<float> Kf, Vf, S;
-  std::vector<int32_t> posv;
-  std::vector<int> n_visible(static_cast<size_t>(a.T));
-  for (int h = 0; h < HK; ++h) {
-    const int n = store.head_len(seq, layer, h);
-    const auto& pages = store.head_pages(seq, layer, h);
-    Kf.resize(static_cast<size_t>(n) * static_cast<size_t>(hd));
-    Vf.resize(Kf.size());
-    posv.resize(static_cast<size_t>(n));
+
+  // 1. Gather each KV head's pages into contiguous f32 K and V (one task per KV head).
+  struct Gathered {
+    std::vector<float> K, V;
+    std::vector<int32_t> pos;
+  };
+  std::vector<Gathered> heads(static_cast<size_t>(HK));
+  pool.parallel_tasks(static_cast<size_t>(HK), [&](size_t h, int) {
+    const int n = store.head_len(seq, layer, static_cast<int>(h));
+    const auto& pages = store.head_pages(seq, layer, static_cast<int>(h));
+    Gathered& g = heads[h];
+    g.K.resize(static_cast<size_t>(n) * static_cast<size_t>(hd));
+    g.V.resize(g.K.size());
+    g.pos.resize(static_cast<size_t>(n));
     for (size_t pi = 0; pi < pages.size(); ++pi) {
       const int s0 = static_cast<int>(pi) * P, cnt = std::min(P, n - s0);
-      float* kd = Kf.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
-      float* vd = Vf.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
       const size_t elems = static_cast<size_t>(cnt) * static_cast<size_t>(hd);
+      float* kd = g.K.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
+      float* vd = g.V.data() + static_cast<size_t>(s0) * static_cast<size_t>(hd);
       if (f16) {
         k.f16_to_f32(static_cast<const uint16_t*>(store.page_k(pages[pi])), kd, static_cast<int64_t>(elems));
         k.f16_to_f32(static_cast<const uint16_t*>(store.page_v(pages[pi])), vd, static_cast<int64_t>(elems));
@@ -219,47 +224,44 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
         std::copy_n(static_cast<const float*>(store.page_k(pages[pi])), elems, kd);
         std::copy_n(static_cast<const float*>(store.page_v(pages[pi])), elems, vd);
       }
-      std::copy_n(store.page_pos(pages[pi]), cnt, posv.data() + s0);
+      std::copy_n(store.page_pos(pages[pi]), cnt, g.pos.data() + s0);
     }
-    for (int t = 0; t < a.T; ++t)
-      n_visible[static_cast<size_t>(t)] =
-          static_cast<int>(std::upper_bound(posv.begin(), posv.end(), a.pos[t]) - posv.begin());
+  });
+
+  // 2. One task per query head: S = QKᵀ (sgemm), causal softmax, taps, O = PV (sgemm).
+  pool.parallel_tasks(static_cast<size_t>(H), [&](size_t qh_index, int) {
+    const int qh = static_cast<int>(qh_index), h = qh / G;
+    const Gathered& g = heads[static_cast<size_t>(h)];
+    const int n = static_cast<int>(g.pos.size());
+    if (n == 0) {
+      for (int t = 0; t < a.T; ++t) std::fill_n(a.out + t * a.out_stride + qh * hd, hd, 0.0f);
+      return;
+    }
+    thread_local std::vector<float> S;
     S.resize(static_cast<size_t>(a.T) * static_cast<size_t>(n));
-    for (int g = 0; g < G; ++g) {
-      const int qh = h * G + g;
-      if (n == 0) {
-        for (int t = 0; t < a.T; ++t) std::fill_n(a.out + t * a.out_stride + qh * hd, hd, 0.0f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.T, n, hd, scale, a.q + qh * hd, static_cast<int>(a.q_stride),
+                g.K.data(), hd, 0.0f, S.data(), n);
+    for (int t = 0; t < a.T; ++t) {
+      float* row = S.data() + static_cast<size_t>(t) * static_cast<size_t>(n);
+      const int nv = static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(), a.pos[t]) - g.pos.begin());
+      if (nv == 0) {
+        std::fill_n(row, n, 0.0f);
         continue;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.T, n, hd, scale, a.q + qh * hd,
-                  static_cast<int>(a.q_stride), Kf.data(), hd, 0.0f, S.data(), n);
-      pool.parallel_for(static_cast<size_t>(a.T), [&](size_t t0, size_t t1, int) {
-        for (size_t t = t0; t < t1; ++t) {
-          float* row = S.data() + t * static_cast<size_t>(n);
-          const int nv = n_visible[t];
-          if (nv == 0) {
-            std::fill_n(row, n, 0.0f);
-            continue;
-          }
-          const float M = *std::max_element(row, row + nv);
-          float sum = 0;
-          for (int j = 0; j < nv; ++j) {
-            row[j] = std::exp(row[j] - M);
-            sum += row[j];
-          }
-          const float inv = 1.0f / sum;
-          for (int j = 0; j < nv; ++j) row[j] *= inv;
-          std::fill(row + nv, row + n, 0.0f);
-        }
-      });
-      if (cfg.enabled)
-        for (int t = 0; t < a.T; ++t)
-          record_taps(store.taps(seq, layer, qh), cfg, S.data() + static_cast<size_t>(t) * static_cast<size_t>(n),
-                      n_visible[static_cast<size_t>(t)], n, a.pos[t]);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.T, hd, n, 1.0f, S.data(), n, Vf.data(), hd, 0.0f,
-                  a.out + qh * hd, static_cast<int>(a.out_stride));
+      const float M = *std::max_element(row, row + nv);
+      float sum = 0;
+      for (int j = 0; j < nv; ++j) {
+        row[j] = std::exp(row[j] - M);
+        sum += row[j];
+      }
+      const float inv = 1.0f / sum;
+      for (int j = 0; j < nv; ++j) row[j] *= inv;
+      std::fill(row + nv, row + n, 0.0f);
+      if (cfg.enabled) record_taps(store.taps(seq, layer, qh), cfg, row, nv, n, a.pos[t]);
     }
-  }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.T, hd, n, 1.0f, S.data(), n, g.V.data(), hd, 0.0f,
+                a.out + qh * hd, static_cast<int>(a.out_stride));
+  });
 }
 
 }  // namespace

@@ -60,7 +60,7 @@ Engine::Engine(const Model& model, const EngineOptions& options)
       kv_(KvLayout{model.config().n_layers, model.config().n_heads, model.config().n_kv_heads, model.config().head_dim,
                    options.kv_type, options.page_tokens}) {
   KV_CHECK(options.prefill_chunk > 0, "prefill chunk must be positive");
-  set_blas_threads(options.threads);
+  set_blas_threads(1);
   const ModelConfig& c = model.config();
   for (int i = 0; i < c.n_rot / 2; ++i)
     inv_freq_.push_back(std::pow(c.rope_freq_base, -2.0f * static_cast<float>(i) / static_cast<float>(c.n_rot)));
@@ -109,9 +109,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = W.layers[static_cast<size_t>(l)];
     for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.attn_norm, &xn[r * dim], c.dim, c.rms_eps);
-    matmul(pool_, L.wq, xn.data(), M, q.data());
-    matmul(pool_, L.wk, xn.data(), M, k.data());
-    matmul(pool_, L.wv, xn.data(), M, v.data());
+    matmul_many(pool_, {{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xn.data(), M);
     add_bias(q.data(), L.bq, M, q_dim);
     add_bias(k.data(), L.bk, M, kv_dim);
     add_bias(v.data(), L.bv, M, kv_dim);
@@ -137,8 +135,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
     for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.ffn_norm, &xn[r * dim], c.dim, c.rms_eps);
-    matmul(pool_, L.w_gate, xn.data(), M, g.data());
-    matmul(pool_, L.w_up, xn.data(), M, u.data());
+    matmul_many(pool_, {{&L.w_gate, g.data()}, {&L.w_up, u.data()}}, xn.data(), M);
     for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     matmul(pool_, L.w_down, g.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];

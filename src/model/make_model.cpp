@@ -18,9 +18,9 @@ const std::map<std::string, ModelShape>& shapes() {
     // Llama-3.2-1B: 2048 wide, 16 layers, 32 heads over 8 KV heads, SwiGLU 8192, tied, 128256 vocab.
     m["llama-1b"] = {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 32768, 500000.0f, true, DType::F16, 1};
     // Small shapes for tests: GQA llama, qwen2 (biases, neox RoPE), untied output.
-    m["tiny"] = {"tiny", "llama", 64, 2, 4, 2, 160, 320, 1024, 10000.0f, true, DType::F32, 1};
-    m["tiny-qwen2"] = {"tiny-qwen2", "qwen2", 64, 2, 4, 2, 160, 320, 1024, 1000000.0f, false, DType::F32, 1};
-    m["tiny-k"] = {"tiny-k", "llama", 256, 2, 4, 1, 512, 320, 1024, 10000.0f, false, DType::F32, 1};
+    m["tiny"] = {"tiny", "llama", 64, 2, 4, 2, 160, 384, 1024, 10000.0f, true, DType::F32, 1};
+    m["tiny-qwen2"] = {"tiny-qwen2", "qwen2", 64, 2, 4, 2, 160, 384, 1024, 1000000.0f, false, DType::F32, 1};
+    m["tiny-k"] = {"tiny-k", "llama", 256, 2, 4, 1, 512, 384, 1024, 10000.0f, false, DType::F32, 1};
     return m;
   }();
   return s;

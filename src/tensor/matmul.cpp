@@ -12,6 +12,7 @@ namespace kvwise {
 
 void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
 
+
 void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y) {
   const Kernels& k = kernels();
   if (m < kGemmMinRows) {
@@ -22,32 +23,58 @@ void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, fl
     });
     return;
   }
-  if (w.type == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(w.rows),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), reinterpret_cast<const float*>(w.data),
-                static_cast<int>(w.cols), 0.0f, y, static_cast<int>(w.rows));
+  // Each thread multiplies its own slice of W's rows with a single-threaded sgemm, so the pool is the
+  // only source of parallelism (BLAS threads plus pool threads would oversubscribe the cores).
+  pool.parallel_for(static_cast<size_t>(w.rows), [&](size_t a, size_t b, int) {
+    const int64_t r_begin = static_cast<int64_t>(a), r_end = static_cast<int64_t>(b);
+    if (w.type == DType::F32) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(r_end - r_begin),
+                  static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols),
+                  reinterpret_cast<const float*>(w.data + static_cast<size_t>(r_begin) * w.row_bytes),
+                  static_cast<int>(w.cols), 0.0f, y + r_begin, static_cast<int>(w.rows));
+      return;
+    }
+    // Tiles of about 2 MiB of f32 weights keep the dequantized copy small and cache-friendly.
+    const int64_t tile_rows = std::clamp<int64_t>((2 << 20) / (w.cols * 4), 16, r_end - r_begin);
+    thread_local std::vector<float> tile;
+    tile.resize(static_cast<size_t>(tile_rows * w.cols));
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
+      const int64_t nr = std::min(tile_rows, r_end - r0);
+      for (int64_t r = 0; r < nr; ++r) {
+        const uint8_t* src = w.data + static_cast<size_t>(r0 + r) * w.row_bytes;
+        float* dst = tile.data() + r * w.cols;
+        if (w.type == DType::F16)
+          k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.cols);
+        else
+          dequantize_row(w.type, src, dst, w.cols);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nr),
+                  static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), tile.data(), static_cast<int>(w.cols),
+                  0.0f, y + r0, static_cast<int>(w.rows));
+    }
+  });
+}
+
+void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightView*, float*>> products, const float* x,
+                 int64_t m) {
+  if (m >= kGemmMinRows) {
+    for (const auto& [w, y] : products) matmul(pool, *w, x, m, y);
     return;
   }
-  // Tiles of about 8 MiB of f32 weights keep the dequantized copy in cache-friendly, bounded memory.
-  const int64_t tile_rows = std::clamp<int64_t>((8 << 20) / (w.cols * 4), 16, w.rows);
-  thread_local std::vector<float> tile;
-  tile.resize(static_cast<size_t>(tile_rows * w.cols));
-  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
-    const int64_t nr = std::min(tile_rows, w.rows - r0);
-    float* t = tile.data();
-    pool.parallel_for(static_cast<size_t>(nr), [&](size_t a, size_t b, int) {
-      for (size_t r = a; r < b; ++r) {
-        const uint8_t* src = w.data + static_cast<size_t>(r0 + static_cast<int64_t>(r)) * w.row_bytes;
-        if (w.type == DType::F16)
-          k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), t + r * w.cols, w.cols);
-        else
-          dequantize_row(w.type, src, t + r * w.cols, w.cols);
-      }
-    });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nr),
-                static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), t, static_cast<int>(w.cols), 0.0f, y + r0,
-                static_cast<int>(w.rows));
-  }
+  const Kernels& k = kernels();
+  std::vector<std::pair<const WeightView*, float*>> list(products);
+  std::vector<int64_t> first{0};
+  for (const auto& p : list) first.push_back(first.back() + p.first->rows);
+  pool.parallel_for(static_cast<size_t>(first.back()), [&](size_t a, size_t b, int) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const int64_t r0 = std::max<int64_t>(static_cast<int64_t>(a), first[i]) - first[i];
+      const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(b), first[i + 1]) - first[i];
+      if (r0 >= r1) continue;
+      const WeightView& w = *list[i].first;
+      for (int64_t row = 0; row < m; ++row)
+        k.gemv_rows(w.type, w.data, w.row_bytes, x + row * w.cols, w.cols, list[i].second + row * w.rows + r0, r0, r1);
+    }
+  });
 }
 
 }  // namespace kvwise

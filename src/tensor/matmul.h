@@ -3,6 +3,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "base/thread_pool.h"
 #include "tensor/dtype.h"
@@ -20,10 +22,16 @@ struct WeightView {
 // y[i * w.rows + r] = sum_c x[i * w.cols + c] * W[r][c] for i < m.
 void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y);
 
+// Several products of the same input in one parallel loop (Q/K/V, gate/up): one synchronisation
+// instead of one per matrix, which matters for single-token decode steps.
+void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightView*, float*>> products, const float* x,
+                 int64_t m);
+
 // Rows at or above this use the dequantize + sgemm path.
 constexpr int64_t kGemmMinRows = 8;
 
-// Sets the BLAS library's own thread count (kept equal to the engine's -t).
+// Sets the BLAS library's own thread count. The engine keeps it at 1 and parallelises over its own
+// pool instead (see matmul).
 void set_blas_threads(int n);
 
 }  // namespace kvwise

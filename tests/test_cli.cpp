@@ -1,0 +1,93 @@
+// The real binary on real data: every subcommand's happy path and its errors.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
+namespace kvwise {
+namespace {
+
+using test::run_kvwise;
+
+std::string stories() { return "-m '" + test::stories_gguf() + "'"; }
+
+TEST(Cli, GenerateJsonOnStories) {
+  KVWISE_REQUIRE_DATA();
+  const auto r = run_kvwise("generate " + stories() + " --temp 0 -n 24 -t 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["text"].get<std::string>().rfind("Once upon a time, there was a little girl named Lily.", 0), 0u);
+  EXPECT_EQ(j["tokens"].size(), 24u);
+  EXPECT_EQ(j["prompt_tokens"][0], 1);
+  EXPECT_GT(j["kv"]["bytes_peak"].get<size_t>(), 0u);
+  EXPECT_GT(j["timings"]["decode_tokens_per_second"].get<double>(), 0.0);
+}
+
+TEST(Cli, DefaultModelComesFromTheDataDir) {
+  KVWISE_REQUIRE_DATA();
+  const auto r = run_kvwise("generate --data-dir '" + test::data_dir() + "' --temp 0 -n 8 -p 'Once upon a time'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u);
+  const auto missing = run_kvwise("generate --data-dir /nonexistent -n 4");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("default model"), std::string::npos) << missing.err;
+}
+
+TEST(Cli, PerplexityInspectBench) {
+  KVWISE_REQUIRE_DATA();
+  const auto p = run_kvwise("perplexity " + stories() + " -f '" + test::data_dir() +
+                            "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt' --truncate --json");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_NEAR(nlohmann::json::parse(p.out)["mean_nll"].get<double>(), 1.197, 0.02);
+  const auto i = run_kvwise("inspect '" + test::stories_gguf() + "' --json");
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  const auto ij = nlohmann::json::parse(i.out);
+  EXPECT_EQ(ij["parameters"], 260032 + 0);  // embedding is tied: counted once
+  EXPECT_EQ(ij["kv_bytes_per_token"]["f32"], 1280);
+  const auto b = run_kvwise("bench " + stories() + " -p 32 -n 8 -d 0,64 -r 1 --json");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(nlohmann::json::parse(b.out)["results"].size(), 4u);
+}
+
+TEST(Cli, ModelToolsRoundTrip) {
+  KVWISE_REQUIRE_DATA();
+  const std::string conv = test::temp_path("cli-conv.gguf"), q8 = test::temp_path("cli-q8.gguf");
+  const std::string d = test::data_dir() + "/models/stories260K/";
+  ASSERT_EQ(run_kvwise("convert llama2c '" + d + "stories260K.bin' '" + d + "tok512.bin' -o '" + conv + "'").exit_code, 0);
+  ASSERT_EQ(run_kvwise("quantize '" + conv + "' '" + q8 + "' q8_0").exit_code, 0);
+  const auto g = run_kvwise("generate -m '" + q8 + "' --temp 0 -n 12");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_EQ(g.out.rfind("Once upon a time", 0), 0u) << g.out;
+  const std::string rnd = test::temp_path("cli-rand.gguf");
+  ASSERT_EQ(run_kvwise("make-model --shape tiny --layers 1 --type q8_0 -o '" + rnd + "'").exit_code, 0);
+  const auto i = run_kvwise("inspect '" + rnd + "'");
+  EXPECT_EQ(i.exit_code, 0);
+  EXPECT_NE(i.out.find("Q8_0"), std::string::npos);
+}
+
+TEST(Cli, BadInputGivesClearErrors) {
+  const std::string junk = test::temp_path("junk.gguf");
+  test::write_file(junk, "this is not a model");
+  const auto a = run_kvwise("generate -m '" + junk + "'");
+  EXPECT_EQ(a.exit_code, 1);
+  EXPECT_NE(a.err.find("not a GGUF file"), std::string::npos) << a.err;
+  const auto b = run_kvwise("inspect /nonexistent.gguf");
+  EXPECT_EQ(b.exit_code, 1);
+  EXPECT_NE(b.err.find("cannot open"), std::string::npos) << b.err;
+  EXPECT_NE(run_kvwise("frobnicate").exit_code, 0);
+  EXPECT_NE(run_kvwise("quantize a b q3_xs").exit_code, 0);
+  const auto shape = run_kvwise("make-model --shape gpt5 -o /tmp/x.gguf");
+  EXPECT_EQ(shape.exit_code, 1);
+  EXPECT_NE(shape.err.find("unknown model shape"), std::string::npos);
+  if (test::have_data()) {
+    const auto longp = run_kvwise("generate " + stories() + " -c 8 -p 'a prompt that is much longer than eight tokens'");
+    EXPECT_EQ(longp.exit_code, 1);
+    EXPECT_NE(longp.err.find("more than the context"), std::string::npos) << longp.err;
+    EXPECT_NE(run_kvwise("generate " + stories() + " --temp -1").exit_code, 0);
+    const auto badfile = run_kvwise("perplexity " + stories() + " -f /nonexistent.txt");
+    EXPECT_EQ(badfile.exit_code, 1);
+  }
+}
+
+}  // namespace
+}  // namespace kvwise

@@ -1,0 +1,85 @@
+// Every SIMD kernel computes what the scalar reference computes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "tensor/fp16.h"
+#include "tensor/kernels.h"
+#include "tensor/quant.h"
+
+namespace kvwise {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(rng);
+  return x;
+}
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::Avx2, Isa::Avx512})
+    if (isa_supported(i)) out.push_back(i);
+  return out;
+}
+
+TEST(Kernels, GemvMatchesScalarForEveryType) {
+  const int64_t cols = 512, rows = 37;
+  const auto w = random_vec(static_cast<size_t>(cols * rows), 1);
+  const auto x = random_vec(static_cast<size_t>(cols), 2);
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    const size_t rb = row_bytes(t, cols);
+    std::vector<uint8_t> q(rb * rows);
+    for (int64_t r = 0; r < rows; ++r) quantize_row(t, &w[static_cast<size_t>(r * cols)], &q[rb * r], cols);
+    std::vector<float> ref(rows), got(rows);
+    kernels_scalar().gemv_rows(t, q.data(), rb, x.data(), cols, ref.data(), 0, rows);
+    for (Isa isa : simd_isas()) {
+      kernels_for(isa).gemv_rows(t, q.data(), rb, x.data(), cols, got.data(), 0, rows);
+      for (int64_t r = 0; r < rows; ++r)
+        ASSERT_NEAR(got[r], ref[r], 1e-4 * (1 + std::fabs(ref[r]))) << dtype_name(t) << " " << kernels_for(isa).isa_name;
+    }
+  }
+}
+
+TEST(Kernels, AttentionScoresAndAccumulateMatchScalar) {
+  for (int hd : {8, 64, 128, 40}) {
+    for (bool f16 : {false, true}) {
+      const int n = 29, nq = 3;
+      const auto kf = random_vec(static_cast<size_t>(n * hd), 3);
+      std::vector<uint16_t> kh(kf.size());
+      for (size_t i = 0; i < kf.size(); ++i) kh[i] = fp32_to_fp16(kf[i]);
+      const void* K = f16 ? static_cast<const void*>(kh.data()) : kf.data();
+      const auto q = random_vec(static_cast<size_t>(nq * hd), 4);
+      const auto p = random_vec(static_cast<size_t>(nq * n), 5);
+      std::vector<float> s_ref(static_cast<size_t>(nq * n)), s_got(s_ref.size());
+      std::vector<float> o_ref(static_cast<size_t>(nq * hd), 0.5f), o_got(o_ref);
+      kernels_scalar().kv_scores(f16, K, n, hd, q.data(), nq, 0.125f, s_ref.data(), n);
+      kernels_scalar().kv_accum(f16, K, n, hd, p.data(), nq, n, o_ref.data());
+      for (Isa isa : simd_isas()) {
+        std::fill(o_got.begin(), o_got.end(), 0.5f);
+        kernels_for(isa).kv_scores(f16, K, n, hd, q.data(), nq, 0.125f, s_got.data(), n);
+        kernels_for(isa).kv_accum(f16, K, n, hd, p.data(), nq, n, o_got.data());
+        for (size_t i = 0; i < s_ref.size(); ++i) ASSERT_NEAR(s_got[i], s_ref[i], 1e-5) << hd << f16;
+        for (size_t i = 0; i < o_ref.size(); ++i) ASSERT_NEAR(o_got[i], o_ref[i], 1e-4) << hd << f16;
+      }
+    }
+  }
+}
+
+TEST(Kernels, HalfToFloatMatchesScalar) {
+  const auto x = random_vec(1000, 9);
+  std::vector<uint16_t> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = fp32_to_fp16(x[i] * 1000.0f);
+  std::vector<float> ref(x.size()), got(x.size());
+  kernels_scalar().f16_to_f32(h.data(), ref.data(), 1000);
+  for (Isa isa : simd_isas()) {
+    kernels_for(isa).f16_to_f32(h.data(), got.data(), 1000);
+    EXPECT_EQ(ref, got);
+  }
+}
+
+}  // namespace
+}  // namespace kvwise

@@ -1,0 +1,35 @@
+// Helpers shared by the tests: where the shared data lives, temporary files, running the binary.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace kvwise::test {
+
+// ../shared (or $KVWISE_DATA). Tests that need it skip when it is absent, except under CI=true,
+// where its absence is a failure.
+std::string data_dir();
+bool have_data();
+#define KVWISE_REQUIRE_DATA()                                                      \
+  do {                                                                              \
+    if (!::kvwise::test::have_data()) {                                             \
+      if (std::getenv("CI")) FAIL() << "shared data missing: " << ::kvwise::test::data_dir(); \
+      GTEST_SKIP() << "shared data missing: " << ::kvwise::test::data_dir();         \
+    }                                                                               \
+  } while (0)
+
+std::string stories_gguf();
+std::string temp_path(const std::string& name);  // unique per test process
+
+struct RunResult {
+  int exit_code;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the kvwise binary with the given argument string (shell-quoted by the caller).
+RunResult run_kvwise(const std::string& args);
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+
+}  // namespace kvwise::test
