@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything kvwise needs from Debian 12 packages and builds it (Release, into build/).
+# Usage: scripts/setup.sh [--sanitize]   (--sanitize: an ASan+UBSan build of the tests in build-asan/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake pkg-config git
+  libopenblas-dev libopenblas0-pthread libcli11-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
+  libsimdjson-dev libxxhash-dev libgtest-dev libbenchmark-dev python3 python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "kvwise setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+jobs=${KVWISE_JOBS:-2}
+if [ "${1:-}" = "--sanitize" ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVWISE_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j "$jobs"
+else
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j "$jobs"
+fi

@@ -1,0 +1,63 @@
+// Eviction policies of the prefix cache behind one interface. A policy sees every resident block of
+// its tier from insertion to eviction and orders them its own way; evict() returns a block that no
+// running request holds (pinned blocks are skipped, so that walk is bounded by the pinned count).
+// Per operation: LRU, FIFO, S3-FIFO, ARC O(1); LFU O(log distinct counts); WA O(categories);
+// GDSF and the offline Belady O(log n).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prefix/block_table.h"
+
+namespace kvwise::prefix {
+
+// Workload-aware policy (Wang et al., ATC'25). Every [R] detail of the spec is one of these knobs.
+struct WaOptions {
+  double horizon = 30.0;          // T: the upcoming window the reuse probability is for (s) [R]
+  double fit_window = 600.0;      // reuse intervals from this much recent time are fitted (s) [R]
+  double refit_interval = 60.0;   // how often the per-category fit is redone (s)
+  double life_quantile = 0.95;    // lifespan = this quantile of a category's reuse intervals [R]
+  int min_samples = 20;           // fewer reuse intervals: the category uses the pooled fit
+  double default_lambda = 1.0 / 60.0;  // before any fit: mean reuse interval of a minute [R]
+  bool use_lifespan = true;       // ablation switches
+  bool use_probability = true;    // false: P ignores p_w (distribution only)
+};
+
+struct PolicyOptions {
+  size_t capacity = 0;            // blocks in the tier (S3-FIFO and ARC size their queues from it)
+  double s3fifo_small_ratio = 0.1;
+  bool gdsf_position_cost = false;  // cost of a block = its offset + 1 (recompute grows with position)
+  WaOptions wa;
+};
+
+class EvictionPolicy {
+ public:
+  virtual ~EvictionPolicy() = default;
+  virtual std::string name() const = 0;
+  void attach(const BlockTable* table) { table_ = table; }
+
+  // Every access of a block key by a request, cached or not, in request order (WA fits on these).
+  virtual void observe(BlockKey, uint16_t /*category*/, double /*now*/) {}
+  // The next time the block's key will be used (offline policies only; +inf when never).
+  virtual void set_next_use(BlockId, double) {}
+  virtual void on_insert(BlockId b, double now) = 0;   // new resident block (pinned by its request)
+  virtual void on_hit(BlockId b, double now) = 0;      // found by a lookup
+  virtual void on_release(BlockId b, double now) = 0;  // its last holder released it
+  // Chooses a victim among unpinned blocks and forgets it; kNoBlock when every block is pinned.
+  // `incoming` is the key about to be inserted (ARC adapts on it).
+  virtual BlockId evict(double now, BlockKey incoming) = 0;
+  virtual void on_remove(BlockId b) = 0;  // left the tier for another reason (promotion)
+  virtual size_t bytes() const = 0;       // metadata the policy holds
+
+ protected:
+  bool pinned(BlockId b) const { return table_->pinned(b); }
+  const BlockMeta& meta(BlockId b) const { return (*table_)[b]; }
+  const BlockTable* table_ = nullptr;
+};
+
+// "lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"; throws kvwise::Error otherwise.
+std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const PolicyOptions& options);
+std::vector<std::string> policy_names();
+
+}  // namespace kvwise::prefix

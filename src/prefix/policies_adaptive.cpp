@@ -1,0 +1,231 @@
+// S3-FIFO, ARC and the offline farthest-next-use optimum (Belady).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <list>
+#include <set>
+#include <unordered_map>
+
+#include "prefix/eviction_policy.h"
+#include "prefix/intrusive_list.h"
+#include "prefix/policies.h"
+
+namespace kvwise::prefix {
+
+namespace {
+
+// A FIFO of evicted keys with O(1) membership (ghost entries of S3-FIFO and ARC).
+class GhostList {
+ public:
+  bool contains(BlockKey k) const { return index_.count(k) != 0; }
+  size_t size() const { return order_.size(); }
+  void push(BlockKey k) {
+    if (contains(k)) return;
+    order_.push_back(k);
+    index_[k] = std::prev(order_.end());
+  }
+  void erase(BlockKey k) {
+    auto it = index_.find(k);
+    if (it == index_.end()) return;
+    order_.erase(it->second);
+    index_.erase(it);
+  }
+  void pop_oldest() {
+    if (order_.empty()) return;
+    index_.erase(order_.front());
+    order_.pop_front();
+  }
+  size_t bytes() const { return order_.size() * 72; }
+
+ private:
+  std::list<BlockKey> order_;
+  std::unordered_map<BlockKey, std::list<BlockKey>::iterator> index_;
+};
+
+// S3-FIFO (Yang et al., SOSP'23): a small FIFO (10 %) filters one-hit blocks, a main FIFO with lazy
+// promotion (2-bit frequency) keeps the rest, a ghost FIFO remembers blocks evicted from small.
+class S3Fifo final : public EvictionPolicy {
+ public:
+  S3Fifo(size_t capacity, double small_ratio)
+      : small_target_(std::max<size_t>(1, static_cast<size_t>(static_cast<double>(capacity) * small_ratio))),
+        ghost_cap_(std::max<size_t>(1, capacity - std::min(capacity, small_target_))) {}
+  std::string name() const override { return "s3fifo"; }
+  void on_insert(BlockId b, double) override {
+    if (b >= freq_.size()) freq_.resize(b + 1, 0);
+    freq_[b] = 0;
+    const BlockKey k = meta(b).key;
+    if (ghost_.contains(k)) {
+      ghost_.erase(k);
+      main_.push_back(b);
+    } else {
+      small_.push_back(b);
+    }
+  }
+  void on_hit(BlockId b, double) override { freq_[b] = static_cast<uint8_t>(std::min(3, freq_[b] + 1)); }
+  void on_release(BlockId, double) override {}
+  BlockId evict(double, BlockKey) override {
+    // Each pass either evicts or moves a block; pinned blocks rotate to the back, so bound the work.
+    size_t budget = 4 * (small_.size() + main_.size()) + 4;
+    while (budget-- > 0 && (!small_.empty() || !main_.empty())) {
+      if (!small_.empty() && (small_.size() >= small_target_ || main_.empty())) {
+        const BlockId b = small_.front();
+        small_.remove(b);
+        if (pinned(b) || freq_[b] > 0) {  // hit while in small: promote to main
+          freq_[b] = 0;
+          main_.push_back(b);
+          continue;
+        }
+        ghost_.push(meta(b).key);
+        while (ghost_.size() > ghost_cap_) ghost_.pop_oldest();
+        return b;
+      }
+      const BlockId b = main_.front();
+      if (pinned(b) || freq_[b] > 0) {
+        if (freq_[b] > 0) --freq_[b];
+        main_.move_to_back(b);
+        continue;
+      }
+      main_.remove(b);
+      return b;
+    }
+    return kNoBlock;
+  }
+  void on_remove(BlockId b) override {
+    if (small_.contains(b)) small_.remove(b);
+    else main_.remove(b);
+  }
+  size_t bytes() const override { return nodes_.bytes() + freq_.capacity() + ghost_.bytes(); }
+
+ private:
+  size_t small_target_, ghost_cap_;
+  ListNodes nodes_;
+  IdList small_{nodes_, 0}, main_{nodes_, 1};
+  std::vector<uint8_t> freq_;
+  GhostList ghost_;
+};
+
+// ARC (Megiddo & Modha, FAST'03): recency list T1 and frequency list T2 of resident blocks, ghost
+// lists B1/B2 of evicted keys, and a target size p for T1 adapted on ghost hits.
+class Arc final : public EvictionPolicy {
+ public:
+  explicit Arc(size_t capacity) : c_(std::max<size_t>(1, capacity)) {}
+  std::string name() const override { return "arc"; }
+  void on_insert(BlockId b, double) override {
+    const BlockKey k = meta(b).key;
+    const double b1 = static_cast<double>(b1_.size()), b2 = static_cast<double>(b2_.size());
+    if (b1_.contains(k)) {
+      p_ = std::min(static_cast<double>(c_), p_ + std::max(b2 / std::max(b1, 1.0), 1.0));
+      b1_.erase(k);
+      t2_.push_back(b);
+    } else if (b2_.contains(k)) {
+      p_ = std::max(0.0, p_ - std::max(b1 / std::max(b2, 1.0), 1.0));
+      b2_.erase(k);
+      t2_.push_back(b);
+    } else {
+      t1_.push_back(b);
+      // Directory bound: |T1| + |B1| <= c and |T1| + |T2| + |B1| + |B2| <= 2c.
+      while (t1_.size() + b1_.size() > c_ && b1_.size() > 0) b1_.pop_oldest();
+      while (t1_.size() + t2_.size() + b1_.size() + b2_.size() > 2 * c_ && b2_.size() > 0) b2_.pop_oldest();
+    }
+  }
+  void on_hit(BlockId b, double) override {
+    if (t1_.contains(b)) t1_.remove(b);
+    else t2_.remove(b);
+    t2_.push_back(b);
+  }
+  void on_release(BlockId, double) override {}
+  BlockId evict(double, BlockKey incoming) override {
+    const auto skip = [&](BlockId x) { return pinned(x); };
+    const bool from_t1 = !t1_.empty() && (static_cast<double>(t1_.size()) > p_ ||
+                                          (b2_.contains(incoming) && static_cast<double>(t1_.size()) == p_) ||
+                                          t2_.first_unpinned(skip) == kNoBlock);
+    BlockId v = from_t1 ? t1_.first_unpinned(skip) : t2_.first_unpinned(skip);
+    bool in_t1 = from_t1;
+    if (v == kNoBlock) {  // the chosen list holds only pinned blocks: take the other one
+      v = from_t1 ? t2_.first_unpinned(skip) : t1_.first_unpinned(skip);
+      in_t1 = !from_t1;
+    }
+    if (v == kNoBlock) return kNoBlock;
+    if (in_t1) {
+      t1_.remove(v);
+      b1_.push(meta(v).key);
+    } else {
+      t2_.remove(v);
+      b2_.push(meta(v).key);
+    }
+    while (b1_.size() + b2_.size() > c_) (b1_.size() > b2_.size() ? b1_ : b2_).pop_oldest();
+    return v;
+  }
+  void on_remove(BlockId b) override {
+    if (t1_.contains(b)) t1_.remove(b);
+    else t2_.remove(b);
+  }
+  size_t bytes() const override { return nodes_.bytes() + b1_.bytes() + b2_.bytes(); }
+
+ private:
+  size_t c_;
+  double p_ = 0;
+  ListNodes nodes_;
+  IdList t1_{nodes_, 1}, t2_{nodes_, 2};
+  GhostList b1_, b2_;
+};
+
+// Offline optimum for single items: evict the block whose key is used farthest in the future
+// (never-used first); on equal next use, the larger offset (prompt tail) first, so a chain is cut
+// from its end. The replay tells it each block's next use before every access.
+class Belady final : public EvictionPolicy {
+ public:
+  std::string name() const override { return "belady"; }
+  void set_next_use(BlockId b, double t) override {
+    if (b >= next_.size()) next_.resize(b + 1, kNever);
+    if (in_order(b)) order_.erase(entry(b));
+    next_[b] = t;
+    if (resident(b)) order_.insert(entry(b));
+  }
+  void on_insert(BlockId b, double) override {
+    if (b >= next_.size()) next_.resize(b + 1, kNever);
+    if (b >= resident_.size()) resident_.resize(b + 1, 0);
+    next_[b] = kNever;  // until set_next_use says otherwise
+    resident_[b] = 1;
+    order_.insert(entry(b));
+  }
+  void on_hit(BlockId, double) override {}
+  void on_release(BlockId, double) override {}
+  BlockId evict(double, BlockKey) override {
+    for (auto it = order_.begin(); it != order_.end(); ++it) {
+      const BlockId b = std::get<2>(*it);
+      if (pinned(b)) continue;
+      order_.erase(it);
+      resident_[b] = 0;
+      return b;
+    }
+    return kNoBlock;
+  }
+  void on_remove(BlockId b) override {
+    order_.erase(entry(b));
+    resident_[b] = 0;
+  }
+  size_t bytes() const override { return next_.capacity() * 9 + order_.size() * 56; }
+
+ private:
+  static constexpr double kNever = std::numeric_limits<double>::infinity();
+  // Sorted so that begin() is the best victim: farthest next use, then larger offset.
+  std::tuple<double, int64_t, BlockId> entry(BlockId b) const {
+    return {-next_[b], -static_cast<int64_t>(meta(b).offset), b};
+  }
+  bool resident(BlockId b) const { return b < resident_.size() && resident_[b]; }
+  bool in_order(BlockId b) const { return resident(b); }
+  std::vector<double> next_;
+  std::vector<uint8_t> resident_;
+  std::set<std::tuple<double, int64_t, BlockId>> order_;
+};
+
+}  // namespace
+
+std::unique_ptr<EvictionPolicy> make_s3fifo(size_t capacity, double small_ratio) {
+  return std::make_unique<S3Fifo>(capacity, small_ratio);
+}
+std::unique_ptr<EvictionPolicy> make_arc(size_t capacity) { return std::make_unique<Arc>(capacity); }
+std::unique_ptr<EvictionPolicy> make_belady() { return std::make_unique<Belady>(); }
+
+}  // namespace kvwise::prefix

@@ -1,0 +1,157 @@
+// The workload-aware (WA) policy of "KVCache Cache in the Wild" (Wang et al., USENIX ATC'25).
+// Each request category w has an exponential reuse model fitted on recent reuse intervals:
+//   P(block reused within the next T | idle for delta) = p_w * exp(-lambda_w * delta) * (1 - exp(-lambda_w * T)),
+// and 0 once delta exceeds the category's lifespan. One LRU list of blocks per category (ordered by
+// release time; a request releases its blocks tail first), so within a list P falls from back to
+// front and eviction compares only the W list heads: the lowest P goes, the larger offset on ties.
+// The exact equation form, p_w, T and the lifespan rule are [R] in the spec: see WaOptions.
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "prefix/eviction_policy.h"
+#include "prefix/intrusive_list.h"
+#include "prefix/policies.h"
+
+namespace kvwise::prefix {
+
+namespace {
+
+struct CategoryModel {
+  double lambda;
+  double p = 1.0;
+  double life = std::numeric_limits<double>::infinity();
+};
+
+class Wa final : public EvictionPolicy {
+ public:
+  explicit Wa(const WaOptions& o) : o_(o) {}
+  std::string name() const override { return "wa"; }
+
+  void observe(BlockKey key, uint16_t category, double now) override {
+    maybe_refit(now);
+    Stats& s = stats(category);
+    auto it = seen_.find(key);
+    if (it == seen_.end()) {
+      seen_.emplace(key, Seen{now, now, false});
+      s.first_seen.push_back({now, key});
+      return;
+    }
+    Seen& e = it->second;
+    if (now > e.last) s.intervals.push_back({now, now - e.last});
+    if (!e.reused && now - e.first <= o_.horizon) e.reused = true;
+    e.last = now;
+  }
+
+  void on_insert(BlockId b, double) override { list(meta(b).category).push_back(b); }
+  void on_hit(BlockId, double) override {}
+  void on_release(BlockId b, double) override { list(meta(b).category).move_to_back(b); }
+
+  BlockId evict(double now, BlockKey) override {
+    BlockId best = kNoBlock;
+    double best_p = 0;
+    for (auto& [cat, l] : lists_) {
+      const BlockId h = l.first_unpinned([&](BlockId x) { return pinned(x); });
+      if (h == kNoBlock) continue;
+      const double p = probability(cat, now - meta(h).last_access);
+      if (best == kNoBlock || p < best_p ||
+          (p == best_p && (meta(h).offset > meta(best).offset ||
+                           (meta(h).offset == meta(best).offset && meta(h).last_access < meta(best).last_access)))) {
+        best = h;
+        best_p = p;
+      }
+    }
+    if (best != kNoBlock) list(meta(best).category).remove(best);
+    return best;
+  }
+  void on_remove(BlockId b) override { list(meta(b).category).remove(b); }
+  size_t bytes() const override { return nodes_.bytes() + lists_.size() * 64; }
+
+ private:
+  struct Seen {
+    double first, last;
+    bool reused;
+  };
+  struct Stats {
+    std::deque<std::pair<double, double>> intervals;      // (time observed, reuse interval)
+    std::deque<std::pair<double, BlockKey>> first_seen;   // blocks first accessed, in time order
+  };
+
+  IdList& list(uint16_t cat) {
+    auto it = lists_.find(cat);
+    if (it == lists_.end()) it = lists_.emplace(cat, IdList(nodes_, cat)).first;
+    return it->second;
+  }
+  Stats& stats(uint16_t cat) { return stats_[cat]; }
+
+  double probability(uint16_t cat, double delta) const {
+    auto it = models_.find(cat);
+    const CategoryModel m = it != models_.end() ? it->second : pooled_;
+    if (o_.use_lifespan && delta > m.life) return 0.0;
+    const double p = o_.use_probability ? m.p : 1.0;
+    return p * std::exp(-m.lambda * delta) * (1.0 - std::exp(-m.lambda * o_.horizon));
+  }
+
+  // Periodic maximum-likelihood fit per category over the recent window.
+  void maybe_refit(double now) {
+    if (now < next_refit_) return;
+    next_refit_ = now + o_.refit_interval;
+    std::vector<double> all;
+    size_t pooled_total = 0, pooled_reused = 0;
+    for (auto& [cat, s] : stats_) {
+      while (!s.intervals.empty() && s.intervals.front().first < now - o_.fit_window) s.intervals.pop_front();
+      while (!s.first_seen.empty() && s.first_seen.front().first < now - o_.fit_window - o_.horizon) {
+        s.first_seen.pop_front();
+      }
+      // p_w: of the blocks first seen at least T ago (so their horizon has passed), the reused share.
+      size_t total = 0, reused = 0;
+      for (const auto& [t, key] : s.first_seen) {
+        if (t > now - o_.horizon) break;
+        ++total;
+        auto it = seen_.find(key);
+        reused += it != seen_.end() && it->second.reused;
+      }
+      pooled_total += total;
+      pooled_reused += reused;
+      std::vector<double> iv;
+      for (const auto& [t, x] : s.intervals) iv.push_back(x);
+      all.insert(all.end(), iv.begin(), iv.end());
+      if (static_cast<int>(iv.size()) < o_.min_samples) {
+        models_.erase(cat);
+        continue;
+      }
+      models_[cat] = fit(iv, total, reused);
+    }
+    if (static_cast<int>(all.size()) >= o_.min_samples) pooled_ = fit(all, pooled_total, pooled_reused);
+  }
+
+  CategoryModel fit(std::vector<double>& iv, size_t total, size_t reused) const {
+    CategoryModel m;
+    double sum = 0;
+    for (double x : iv) sum += x;
+    m.lambda = 1.0 / std::max(sum / static_cast<double>(iv.size()), 1e-6);
+    m.p = total > 0 ? std::max(1e-3, static_cast<double>(reused) / static_cast<double>(total)) : 1.0;
+    const size_t q = std::min(iv.size() - 1, static_cast<size_t>(o_.life_quantile * static_cast<double>(iv.size())));
+    std::nth_element(iv.begin(), iv.begin() + static_cast<std::ptrdiff_t>(q), iv.end());
+    m.life = iv[q];
+    return m;
+  }
+
+  WaOptions o_;
+  ListNodes nodes_;
+  std::map<uint16_t, IdList> lists_;
+  std::map<uint16_t, Stats> stats_;
+  std::map<uint16_t, CategoryModel> models_;
+  CategoryModel pooled_{o_.default_lambda, 1.0, std::numeric_limits<double>::infinity()};
+  std::unordered_map<BlockKey, Seen> seen_;
+  double next_refit_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<EvictionPolicy> make_wa(const WaOptions& options) { return std::make_unique<Wa>(options); }
+
+}  // namespace kvwise::prefix
