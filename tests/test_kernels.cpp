@@ -81,5 +81,23 @@ TEST(Kernels, HalfToFloatMatchesScalar) {
   }
 }
 
+TEST(Kernels, ExpShiftSumIsAccurate) {
+  std::vector<float> x;
+  for (int i = 0; i < 1003; ++i) x.push_back(-100.0f + 0.2f * static_cast<float>(i));  // exp(-190 .. 10.4)
+  for (Isa isa : simd_isas()) {
+    std::vector<float> got = x;
+    const float sum = kernels_for(isa).exp_shift_sum(got.data(), static_cast<int64_t>(got.size()), 90.0f);
+    double ref_sum = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      // Reference on the same float argument: float rounding of x - shift is not the kernel's error.
+      const double ref = std::exp(static_cast<double>(x[i] - 90.0f));
+      ref_sum += ref;
+      if (ref > 1e-37) ASSERT_NEAR(got[i] / ref, 1.0, 2e-6) << "x = " << x[i] << " " << kernels_for(isa).isa_name;
+      else ASSERT_LT(got[i], 1e-30f);
+    }
+    EXPECT_NEAR(sum / ref_sum, 1.0, 1e-5);
+  }
+}
+
 }  // namespace
 }  // namespace kvwise

@@ -32,5 +32,6 @@ void add_generate(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_model_tools(CLI::App& app);
+void add_sim(CLI::App& app);
 
 }  // namespace kvwise::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   kvwise::cli::add_perplexity(app);
   kvwise::cli::add_bench(app);
   kvwise::cli::add_model_tools(app);
+  kvwise::cli::add_sim(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -132,12 +132,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
       float* row = S + g * n;
       Partial& pr = partial[ti * static_cast<size_t>(G) + static_cast<size_t>(g)];
       pr.max = *std::max_element(row, row + n);
-      float sum = 0;
-      for (int j = 0; j < n; ++j) {
-        row[j] = std::exp(row[j] - pr.max);
-        sum += row[j];
-      }
-      pr.sum = sum;
+      pr.sum = k.exp_shift_sum(row, n, pr.max);
     }
     float* O = partial_out.data() + ti * static_cast<size_t>(G * hd);
     for (int s = task.s0; s < task.s1;) {
@@ -249,12 +244,7 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
         continue;
       }
       const float M = *std::max_element(row, row + nv);
-      float sum = 0;
-      for (int j = 0; j < nv; ++j) {
-        row[j] = std::exp(row[j] - M);
-        sum += row[j];
-      }
-      const float inv = 1.0f / sum;
+      const float inv = 1.0f / k.exp_shift_sum(row, nv, M);
       for (int j = 0; j < nv; ++j) row[j] *= inv;
       std::fill(row + nv, row + n, 0.0f);
       if (cfg.enabled) record_taps(store.taps(seq, layer, qh), cfg, row, nv, n, a.pos[t]);

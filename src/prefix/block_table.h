@@ -13,7 +13,6 @@ using BlockKey = uint64_t;
 
 struct BlockMeta {
   BlockKey key = 0;
-  double inserted = 0;     // time it entered this tier
   double last_access = 0;  // time of its last hit or release
   uint32_t offset = 0;     // block index within the prompt that inserted it
   uint32_t hits = 0;

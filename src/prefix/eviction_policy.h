@@ -4,6 +4,7 @@
 // Per operation: LRU, FIFO, S3-FIFO, ARC O(1); LFU O(log distinct counts); WA O(categories);
 // GDSF and the offline Belady O(log n).
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,12 @@ struct WaOptions {
   double default_lambda = 1.0 / 60.0;  // before any fit: mean reuse interval of a minute [R]
   bool use_lifespan = true;       // ablation switches
   bool use_probability = true;    // false: P ignores p_w (distribution only)
+  // Fixed per-category models (lambda, p, lifespan) instead of online fitting: e.g. fitted on a
+  // previous period, as the paper does with the previous hour. Empty = fit online.
+  struct Model {
+    double lambda, p, life;
+  };
+  std::map<uint16_t, Model> fixed_models;
 };
 
 struct PolicyOptions {
@@ -48,7 +55,8 @@ class EvictionPolicy {
   // `incoming` is the key about to be inserted (ARC adapts on it).
   virtual BlockId evict(double now, BlockKey incoming) = 0;
   virtual void on_remove(BlockId b) = 0;  // left the tier for another reason (promotion)
-  virtual size_t bytes() const = 0;       // metadata the policy holds
+  virtual size_t bytes() const = 0;       // metadata the policy holds about resident blocks
+  virtual size_t history_bytes() const { return 0; }  // about keys that need not be resident
 
  protected:
   bool pinned(BlockId b) const { return table_->pinned(b); }

@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <list>
-#include <set>
-#include <unordered_map>
+#include <deque>
+#include <tuple>
+
+#include <absl/container/btree_set.h>
+#include <absl/container/flat_hash_set.h>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -14,32 +16,29 @@ namespace kvwise::prefix {
 
 namespace {
 
-// A FIFO of evicted keys with O(1) membership (ghost entries of S3-FIFO and ARC).
+// A FIFO of evicted keys with O(1) membership (ghost entries of S3-FIFO and ARC). Erasing marks the
+// key absent; its stale queue entry is skipped when it reaches the front.
 class GhostList {
  public:
-  bool contains(BlockKey k) const { return index_.count(k) != 0; }
-  size_t size() const { return order_.size(); }
+  bool contains(BlockKey k) const { return live_.contains(k); }
+  size_t size() const { return live_.size(); }
   void push(BlockKey k) {
-    if (contains(k)) return;
+    if (!live_.insert(k).second) return;
     order_.push_back(k);
-    index_[k] = std::prev(order_.end());
   }
-  void erase(BlockKey k) {
-    auto it = index_.find(k);
-    if (it == index_.end()) return;
-    order_.erase(it->second);
-    index_.erase(it);
-  }
+  void erase(BlockKey k) { live_.erase(k); }
   void pop_oldest() {
-    if (order_.empty()) return;
-    index_.erase(order_.front());
-    order_.pop_front();
+    while (!order_.empty()) {
+      const BlockKey k = order_.front();
+      order_.pop_front();
+      if (live_.erase(k)) return;
+    }
   }
-  size_t bytes() const { return order_.size() * 72; }
+  size_t bytes() const { return order_.size() * sizeof(BlockKey) + live_.capacity() * (sizeof(BlockKey) + 1); }
 
  private:
-  std::list<BlockKey> order_;
-  std::unordered_map<BlockKey, std::list<BlockKey>::iterator> index_;
+  std::deque<BlockKey> order_;
+  absl::flat_hash_set<BlockKey> live_;
 };
 
 // S3-FIFO (Yang et al., SOSP'23): a small FIFO (10 %) filters one-hit blocks, a main FIFO with lazy
@@ -185,7 +184,9 @@ class Belady final : public EvictionPolicy {
   void on_insert(BlockId b, double) override {
     if (b >= next_.size()) next_.resize(b + 1, kNever);
     if (b >= resident_.size()) resident_.resize(b + 1, 0);
+    if (b >= seq_.size()) seq_.resize(b + 1, 0);
     next_[b] = kNever;  // until set_next_use says otherwise
+    seq_[b] = ++counter_;  // equal next use and offset: the older block goes first
     resident_[b] = 1;
     order_.insert(entry(b));
   }
@@ -193,7 +194,7 @@ class Belady final : public EvictionPolicy {
   void on_release(BlockId, double) override {}
   BlockId evict(double, BlockKey) override {
     for (auto it = order_.begin(); it != order_.end(); ++it) {
-      const BlockId b = std::get<2>(*it);
+      const BlockId b = std::get<3>(*it);
       if (pinned(b)) continue;
       order_.erase(it);
       resident_[b] = 0;
@@ -205,19 +206,21 @@ class Belady final : public EvictionPolicy {
     order_.erase(entry(b));
     resident_[b] = 0;
   }
-  size_t bytes() const override { return next_.capacity() * 9 + order_.size() * 56; }
+  size_t bytes() const override { return next_.capacity() * 13 + resident_.capacity() + order_.size() * 30; }
 
  private:
   static constexpr double kNever = std::numeric_limits<double>::infinity();
   // Sorted so that begin() is the best victim: farthest next use, then larger offset.
-  std::tuple<double, int64_t, BlockId> entry(BlockId b) const {
-    return {-next_[b], -static_cast<int64_t>(meta(b).offset), b};
+  std::tuple<double, int32_t, uint32_t, BlockId> entry(BlockId b) const {
+    return {-next_[b], -static_cast<int32_t>(meta(b).offset), seq_[b], b};
   }
   bool resident(BlockId b) const { return b < resident_.size() && resident_[b]; }
   bool in_order(BlockId b) const { return resident(b); }
   std::vector<double> next_;
+  std::vector<uint32_t> seq_;
+  uint32_t counter_ = 0;
   std::vector<uint8_t> resident_;
-  std::set<std::tuple<double, int64_t, BlockId>> order_;
+  absl::btree_set<std::tuple<double, int32_t, uint32_t, BlockId>> order_;
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
 // LRU, FIFO, LFU and GDSF.
 #include <map>
-#include <set>
+
+#include <absl/container/btree_set.h>
+#include <tuple>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -93,46 +95,53 @@ class Lfu final : public EvictionPolicy {
 };
 
 // Greedy-Dual-Size-Frequency: H = L + hits * cost / size, evict the smallest H, then L = H(victim).
-// Blocks have one size; cost is uniform or the block's position (offset + 1), as an option.
+// Blocks have one size; cost is uniform or the block's position (offset + 1), as an option. Equal H:
+// the least recently inserted or hit goes first.
 class Gdsf final : public EvictionPolicy {
  public:
   explicit Gdsf(bool position_cost) : position_cost_(position_cost) {}
   std::string name() const override { return "gdsf"; }
   void on_insert(BlockId b, double) override {
-    if (b >= h_.size()) h_.resize(b + 1, 0);
-    set_h(b, L_ + value(b));
+    if (b >= h_.size()) {
+      h_.resize(b + 1);
+      seq_.resize(b + 1);
+    }
+    set_key(b);
   }
   void on_hit(BlockId b, double) override {
-    order_.erase({h_[b], b});
-    set_h(b, L_ + value(b));
+    order_.erase(key(b));
+    set_key(b);
   }
   void on_release(BlockId, double) override {}
   BlockId evict(double, BlockKey) override {
     for (auto it = order_.begin(); it != order_.end(); ++it) {
-      if (pinned(it->second)) continue;
-      const BlockId v = it->second;
-      L_ = it->first;
+      const BlockId v = std::get<2>(*it);
+      if (pinned(v)) continue;
+      L_ = std::get<0>(*it);
       order_.erase(it);
       return v;
     }
     return kNoBlock;
   }
-  void on_remove(BlockId b) override { order_.erase({h_[b], b}); }
-  size_t bytes() const override { return h_.capacity() * 8 + order_.size() * 48; }
+  void on_remove(BlockId b) override { order_.erase(key(b)); }
+  // B-tree entries carry about 25 % node overhead over their payload.
+  size_t bytes() const override { return h_.capacity() * 12 + order_.size() * sizeof(Key) * 5 / 4; }
 
  private:
-  double value(BlockId b) const {
+  using Key = std::tuple<double, uint32_t, BlockId>;
+  Key key(BlockId b) const { return {h_[b], seq_[b], b}; }
+  void set_key(BlockId b) {
     const double cost = position_cost_ ? meta(b).offset + 1.0 : 1.0;
-    return (meta(b).hits + 1.0) * cost;
-  }
-  void set_h(BlockId b, double h) {
-    h_[b] = h;
-    order_.insert({h, b});
+    h_[b] = L_ + (meta(b).hits + 1.0) * cost;
+    seq_[b] = ++counter_;
+    order_.insert(key(b));
   }
   bool position_cost_;
   double L_ = 0;
+  uint32_t counter_ = 0;
   std::vector<double> h_;
-  std::set<std::pair<double, BlockId>> order_;
+  std::vector<uint32_t> seq_;
+  absl::btree_set<Key> order_;
 };
 
 }  // namespace

@@ -10,7 +10,8 @@
 #include <deque>
 #include <limits>
 #include <map>
-#include <unordered_map>
+
+#include <absl/container/flat_hash_map.h>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -28,10 +29,14 @@ struct CategoryModel {
 
 class Wa final : public EvictionPolicy {
  public:
-  explicit Wa(const WaOptions& o) : o_(o) {}
+  explicit Wa(const WaOptions& o) : o_(o) {
+    for (const auto& [cat, m] : o.fixed_models) models_[cat] = CategoryModel{m.lambda, m.p, m.life};
+    if (!o.fixed_models.empty()) next_refit_ = std::numeric_limits<double>::infinity();
+  }
   std::string name() const override { return "wa"; }
 
   void observe(BlockKey key, uint16_t category, double now) override {
+    if (!o_.fixed_models.empty()) return;
     maybe_refit(now);
     Stats& s = stats(category);
     auto it = seen_.find(key);
@@ -69,6 +74,11 @@ class Wa final : public EvictionPolicy {
   }
   void on_remove(BlockId b) override { list(meta(b).category).remove(b); }
   size_t bytes() const override { return nodes_.bytes() + lists_.size() * 64; }
+  size_t history_bytes() const override {
+    size_t b = seen_.capacity() * (sizeof(std::pair<BlockKey, Seen>) + 1);
+    for (const auto& [c, s] : stats_) b += (s.intervals.size() + s.first_seen.size()) * 16;
+    return b;
+  }
 
  private:
   struct Seen {
@@ -126,6 +136,9 @@ class Wa final : public EvictionPolicy {
       models_[cat] = fit(iv, total, reused);
     }
     if (static_cast<int>(all.size()) >= o_.min_samples) pooled_ = fit(all, pooled_total, pooled_reused);
+    // Forget keys idle for longer than the fit window (their next interval could not be fitted in
+    // time anyway) unless still inside a pending horizon: history stays bounded by recent traffic.
+    absl::erase_if(seen_, [&](const auto& kv) { return kv.second.last < now - o_.fit_window - o_.horizon; });
   }
 
   CategoryModel fit(std::vector<double>& iv, size_t total, size_t reused) const {
@@ -146,7 +159,7 @@ class Wa final : public EvictionPolicy {
   std::map<uint16_t, Stats> stats_;
   std::map<uint16_t, CategoryModel> models_;
   CategoryModel pooled_{o_.default_lambda, 1.0, std::numeric_limits<double>::infinity()};
-  std::unordered_map<BlockKey, Seen> seen_;
+  absl::flat_hash_map<BlockKey, Seen> seen_;
   double next_refit_ = 0;
 };
 

@@ -23,6 +23,8 @@ struct Kernels {
   void (*kv_accum)(bool v_f16, const void* V, int n, int hd, const float* P, int nq, int p_stride, float* out);
   // dst[i] = float(src[i]) for n halves.
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // x[i] = exp(x[i] - shift) for i < n; returns the sum (softmax numerators; |rel. error| < 1e-6).
+  float (*exp_shift_sum)(float* x, int64_t n, float shift);
 };
 
 const Kernels& kernels_scalar();

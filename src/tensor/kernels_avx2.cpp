@@ -1,6 +1,8 @@
 // AVX2 + FMA + F16C kernels (compiled with those flags only; selected when the CPU has them).
 #include <immintrin.h>
 
+#include <math.h>
+
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
@@ -23,6 +25,21 @@ inline float vhsum(VF v) {
   sh = _mm_movehl_ps(sh, lo);
   return _mm_cvtss_f32(_mm_add_ss(lo, sh));
 }
+// Four horizontal sums at once: two rounds of hadd, then the two 128-bit halves.
+inline void vreduce4(VF a0, VF a1, VF a2, VF a3, float scale, float* out) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  _mm_storeu_ps(out, _mm_mul_ps(r, _mm_set1_ps(scale)));
+}
+inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+inline VF vsub(VF a, VF b) { return _mm256_sub_ps(a, b); }
+inline VF vmax(VF a, VF b) { return _mm256_max_ps(a, b); }
+inline VF vmin(VF a, VF b) { return _mm256_min_ps(a, b); }
+inline VF vround(VF a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline VF vscale2(VF p, VF k) {  // p * 2^k for integral k
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
 inline VF vload_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 inline VF vload_bf16(const uint16_t* p) {
   const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -37,7 +54,7 @@ inline VF vload_q8(const int8_t* p) {
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32};
+  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32, exp_shift_sum};
   return k;
 }
 

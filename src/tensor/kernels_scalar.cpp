@@ -1,4 +1,5 @@
 // Scalar reference kernels: the definition of what the SIMD kernels must compute.
+#include <cmath>
 #include <vector>
 
 #include "tensor/fp16.h"
@@ -44,10 +45,16 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+float exp_shift_sum(float* x, int64_t n, float shift) {
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i] = std::exp(x[i] - shift);
+  return sum;
+}
+
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32};
+  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, exp_shift_sum};
   return k;
 }
 

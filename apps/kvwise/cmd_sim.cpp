@@ -1,0 +1,195 @@
+// kvwise sim: replay a serving trace (or a generated workload) through the prefix cache under each
+// eviction policy and capacity; hit ratios and queueing TTFT side by side with Belady and infinity.
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "base/data_dir.h"
+#include "base/error.h"
+#include "base/progress.h"
+#include "base/timer.h"
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "sim/categories.h"
+#include "sim/sweep.h"
+#include "sim/synthetic.h"
+
+namespace kvwise::cli {
+
+namespace {
+
+// KV bytes per token (f16) of real model shapes: 2 (K,V) x layers x KV heads x head dim x 2 bytes.
+const std::map<std::string, double>& model_shapes() {
+  static const std::map<std::string, double> m = {
+      {"smollm-135m", 2.0 * 30 * 3 * 64 * 2},   {"llama-1b", 2.0 * 16 * 8 * 64 * 2},
+      {"llama2-7b", 2.0 * 32 * 32 * 128 * 2},   {"llama2-13b", 2.0 * 40 * 40 * 128 * 2},
+      {"llama3-8b", 2.0 * 32 * 8 * 128 * 2},    {"llama3-70b", 2.0 * 80 * 8 * 128 * 2},
+      {"qwen2-7b", 2.0 * 28 * 4 * 128 * 2},     {"qwen2.5-7b", 2.0 * 28 * 4 * 128 * 2},
+  };
+  return m;
+}
+
+// Reads the d0 prefill tokens/s from a `kvwise bench --json` file.
+double prefill_from_bench(const std::string& path) {
+  std::ifstream in(path);
+  KV_CHECK(in.good(), "{}: cannot open", path);
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    fail("{}: not a kvwise bench --json file: {}", path, e.what());
+  }
+  for (const auto& r : j.value("results", nlohmann::json::array()))
+    if (r.value("depth", -1) == 0 && r.value("test", std::string()).rfind("pp", 0) == 0)
+      return r.value("tokens_per_second", 0.0);
+  fail("{}: no pp test at depth 0", path);
+}
+
+std::vector<prefix::TierSpec> parse_tiers(const std::string& spec) {
+  std::vector<prefix::TierSpec> tiers;
+  if (spec.empty()) return tiers;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t end = std::min(spec.find(',', start), spec.size());
+    const std::string item = spec.substr(start, end - start);
+    prefix::TierSpec t;
+    char name[64];
+    unsigned long long cap = 0;
+    double bw = 0;
+    KV_CHECK(std::sscanf(item.c_str(), "%63[^:]:%llu:%lf", name, &cap, &bw) == 3 && cap > 0 && bw > 0,
+             "bad tier '{}' (expected NAME:CAPACITY_BLOCKS:BYTES_PER_SECOND, e.g. host:20000:16e9)", item);
+    t.name = name;
+    t.capacity_blocks = cap;
+    t.bandwidth = bw;
+    tiers.push_back(t);
+    start = end + 1;
+  }
+  return tiers;
+}
+
+}  // namespace
+
+void add_sim(CLI::App& app) {
+  struct Opts {
+    std::string trace, format = "auto", categories = "auto", tiers, model_shape = "llama3-8b", cost_from, plot, csv,
+                          generate, data_dir;
+    std::vector<std::string> policies = {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"};
+    std::vector<size_t> capacity = {1000, 2000, 5000, 10000};
+    std::vector<double> capacity_bytes;
+    double prefill_tps = 0, decode_tps = 0;
+    int instances = 1, threads = 0, azure_block_tokens = 512;
+    bool json = false, fail_on_bad = false, holes = false;
+    sim::SyntheticOptions syn;
+    prefix::WaOptions wa;
+    bool gdsf_position_cost = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("sim", "replay a serving trace through the prefix cache per eviction policy and capacity");
+  cmd->add_option("--trace", o->trace, "trace file (default: a generated workload)");
+  cmd->add_option("--format", o->format, "mooncake, bailian, azure or auto")
+      ->check(CLI::IsMember({"auto", "mooncake", "bailian", "azure", "synthetic"}));
+  cmd->add_option("--policies", o->policies, "eviction policies, comma separated")->delimiter(',');
+  cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")->delimiter(',');
+  cmd->add_option("--capacity-bytes", o->capacity_bytes, "first-tier capacities in bytes (uses --model-shape)")
+      ->delimiter(',');
+  cmd->add_option("--tiers", o->tiers, "lower tiers NAME:BLOCKS:BYTES_PER_S,... (e.g. host:20000:16e9,disk:200000:2e9)");
+  cmd->add_option("--model-shape", o->model_shape, "KV bytes per token of: smollm-135m, llama-1b, llama2-7b, llama2-13b, "
+                                                  "llama3-8b, llama3-70b, qwen2-7b, qwen2.5-7b");
+  cmd->add_option("--prefill-tps", o->prefill_tps, "prefill tokens/s of one instance (default 10000, an assumption)");
+  cmd->add_option("--cost-from", o->cost_from, "take the prefill tokens/s from a `kvwise bench --json` file");
+  cmd->add_option("--decode-tps", o->decode_tps, "decode tokens/s holding an instance (default 0: overlapped)");
+  cmd->add_option("--instances", o->instances, "serving instances sharing one queue")->check(CLI::Range(1, 100000));
+  cmd->add_option("--categories", o->categories, "WA category rule: auto, none, length, turn, turn-length, trace");
+  cmd->add_option("--threads", o->threads, "parallel replays (default: all cores)");
+  cmd->add_flag("--fail-on-bad-line", o->fail_on_bad, "stop at a malformed trace line instead of skipping it");
+  cmd->add_flag("--holes", o->holes, "count every cached block as a hit, not only the unbroken prefix");
+  cmd->add_option("--azure-block-tokens", o->azure_block_tokens, "block size for Azure traces' synthetic prefixes");
+  cmd->add_option("--synthetic-requests", o->syn.requests, "requests of the generated workload");
+  cmd->add_option("--seed", o->syn.seed, "seed of the generated workload");
+  cmd->add_option("--generate", o->generate, "write the generated workload as Bailian JSONL and exit");
+  cmd->add_option("--wa-horizon", o->wa.horizon, "WA: reuse-probability window T in seconds [R]");
+  cmd->add_option("--wa-window", o->wa.fit_window, "WA: seconds of recent reuse intervals fitted [R]");
+  cmd->add_option("--wa-refit", o->wa.refit_interval, "WA: seconds between refits");
+  cmd->add_option("--wa-life-quantile", o->wa.life_quantile, "WA: lifespan quantile of reuse intervals [R]");
+  cmd->add_option("--wa-min-samples", o->wa.min_samples, "WA: reuse intervals needed for a category's own fit");
+  cmd->add_flag("!--wa-no-lifespan", o->wa.use_lifespan, "WA ablation: no lifespan cut-off");
+  cmd->add_flag("!--wa-no-probability", o->wa.use_probability, "WA ablation: ignore p_w");
+  cmd->add_flag("--gdsf-position-cost", o->gdsf_position_cost, "GDSF: cost of a block = its position in the prompt");
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_option("--csv", o->csv, "also write CSV to this file");
+  cmd->add_option("--plot", o->plot, "write hit_ratio.svg and qttft.svg into this directory");
+  cmd->callback([o] {
+    sim::Trace trace;
+    const double t_read = now_seconds();
+    if (o->trace.empty() || o->format == "synthetic") {
+      trace = sim::generate_synthetic(o->syn);
+      if (!o->generate.empty()) {
+        sim::write_bailian(trace, o->generate);
+        std::fprintf(stderr, "wrote %zu requests to %s\n", trace.requests.size(), o->generate.c_str());
+        return;
+      }
+    } else {
+      trace = sim::read_trace(o->trace, o->format, o->fail_on_bad ? sim::OnBadLine::Fail : sim::OnBadLine::Skip,
+                              o->azure_block_tokens, o->syn.seed);
+    }
+    KV_CHECK(!trace.requests.empty(), "{}: no requests", o->trace);
+    const double read_seconds = now_seconds() - t_read;
+    sim::assign_categories(trace, o->categories);
+    for (const auto& p : o->policies) prefix::make_policy(p, {});  // unknown names fail here, clearly
+    auto shape = model_shapes().find(o->model_shape);
+    KV_CHECK(shape != model_shapes().end(), "unknown model shape '{}'", o->model_shape);
+    sim::SweepOptions s;
+    s.policies = o->policies;
+    s.base.latency.kv_bytes_per_token = shape->second;
+    s.base.latency.instances = o->instances;
+    s.base.latency.decode_tokens_per_second = o->decode_tps;
+    bool assumed_cost = false;
+    if (!o->cost_from.empty()) s.base.latency.prefill_tokens_per_second = prefill_from_bench(o->cost_from);
+    else if (o->prefill_tps > 0) s.base.latency.prefill_tokens_per_second = o->prefill_tps;
+    else assumed_cost = true;
+    s.base.lower_tiers = parse_tiers(o->tiers);
+    s.base.chain = !o->holes;
+    s.base.policy_options.wa = o->wa;
+    s.base.policy_options.gdsf_position_cost = o->gdsf_position_cost;
+    const double block_bytes = shape->second * trace.block_tokens;
+    if (!o->capacity_bytes.empty()) {
+      s.capacities.clear();
+      for (double b : o->capacity_bytes) s.capacities.push_back(static_cast<size_t>(b / block_bytes));
+    } else {
+      s.capacities = o->capacity;
+    }
+    for (size_t c : s.capacities) KV_CHECK(c > 0, "capacity must be at least one block");
+    s.threads = o->threads > 0 ? o->threads : default_threads();
+    Progress progress("sim", s.policies.size() * s.capacities.size());
+    const sim::SweepResult r = sim::run_sweep(trace, s, [&](size_t d, size_t) { progress.update(d); });
+    progress.finish();
+    if (!o->csv.empty()) {
+      std::ofstream f(o->csv);
+      KV_CHECK(f.good(), "{}: cannot create", o->csv);
+      f << sim::to_csv(r);
+    }
+    if (!o->plot.empty()) sim::write_plots(r, s, o->plot, trace.format + " trace");
+    if (o->json) {
+      auto j = nlohmann::json::parse(sim::to_json(trace, r, s));
+      j["read_seconds"] = read_seconds;
+      j["prefill_cost_assumed"] = assumed_cost;
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("trace %s (%s): %zu requests, %d tokens per block, %zu categories", trace.source.c_str(),
+                trace.format.c_str(), trace.requests.size(), trace.block_tokens, trace.category_names.size());
+    if (trace.skipped_lines) std::printf(", %zu malformed lines skipped", trace.skipped_lines);
+    std::printf("\nlatency model: %d instance(s), prefill %.0f tokens/s%s, %.0f KV bytes/token (%s), block = %s\n",
+                s.base.latency.instances, s.base.latency.prefill_tokens_per_second,
+                assumed_cost ? " (assumed: pass --prefill-tps or --cost-from)" : "", shape->second,
+                o->model_shape.c_str(), human_bytes(block_bytes).c_str());
+    std::fputs(sim::format_tables(r, s).c_str(), stdout);
+    double replay_total = 0;
+    for (const auto& x : r.runs) replay_total += x.wall_seconds;
+    std::printf("\nread %.3f s; %zu replays, %.3f s each on average\n", read_seconds, r.runs.size(),
+                replay_total / static_cast<double>(r.runs.size()));
+  });
+}
+
+}  // namespace kvwise::cli

@@ -1,0 +1,115 @@
+#include "base/svg_plot.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include "base/error.h"
+
+namespace kvwise {
+
+namespace {
+const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                         "#bcbd22", "#17becf"};
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else o += c;
+  }
+  return o;
+}
+
+std::string tick_label(double v) {
+  if (v != 0 && (std::fabs(v) >= 1e5 || std::fabs(v) < 1e-2)) return fmt::format("{:.1e}", v);
+  if (std::fabs(v - std::round(v)) < 1e-9) return fmt::format("{:.0f}", v);
+  return fmt::format("{:.3g}", v);
+}
+}  // namespace
+
+std::string render_svg(const PlotSpec& p) {
+  const double W = 760, H = 440, L = 80, R = 200, T = 40, B = 60;
+  double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
+  for (const auto& s : p.series)
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      if (!std::isfinite(s.y[i]) || (p.log_x && s.x[i] <= 0)) continue;
+      x0 = std::min(x0, s.x[i]);
+      x1 = std::max(x1, s.x[i]);
+      y0 = std::min(y0, s.y[i]);
+      y1 = std::max(y1, s.y[i]);
+    }
+  if (!std::isfinite(x0)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
+  if (p.y_from_zero) y0 = std::min(0.0, y0);
+  if (x1 == x0) x1 = x0 + 1;
+  if (y1 == y0) y1 = y0 + 1;
+  y1 += (y1 - y0) * 0.05;
+  const auto fx = [&](double x) {
+    const double t = p.log_x ? (std::log(x) - std::log(x0)) / (std::log(x1) - std::log(x0)) : (x - x0) / (x1 - x0);
+    return L + t * (W - L - R);
+  };
+  const auto fy = [&](double y) { return H - B - (y - y0) / (y1 - y0) * (H - T - B); };
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+      W, H);
+  s += fmt::format("<text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n", (L + W - R) / 2,
+                   escape(p.title));
+  s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n", L, H - B, W - R);
+  s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", L, T, H - B);
+  for (int i = 0; i <= 5; ++i) {  // y ticks
+    const double v = y0 + (y1 - y0) * i / 5.0;
+    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
+                     "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
+                     L, fy(v), W - R, L - 6, fy(v) + 4, tick_label(v));
+  }
+  std::vector<double> xt;
+  for (const auto& se : p.series) xt.insert(xt.end(), se.x.begin(), se.x.end());
+  std::sort(xt.begin(), xt.end());
+  xt.erase(std::unique(xt.begin(), xt.end()), xt.end());
+  if (xt.size() > 10) {
+    std::vector<double> thin;
+    for (size_t i = 0; i < xt.size(); i += (xt.size() + 9) / 10) thin.push_back(xt[i]);
+    xt = thin;
+  }
+  for (double v : xt) {
+    if (p.log_x && v <= 0) continue;
+    s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", fx(v), H - B + 18, tick_label(v));
+  }
+  s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (L + W - R) / 2, H - 16,
+                   escape(p.x_label + (p.log_x ? " (log scale)" : "")));
+  s += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", (T + H - B) / 2,
+                   escape(p.y_label));
+  for (size_t k = 0; k < p.series.size(); ++k) {
+    const auto& se = p.series[k];
+    const char* color = kColors[k % 10];
+    std::string pts;
+    for (size_t i = 0; i < se.x.size() && i < se.y.size(); ++i) {
+      if (!std::isfinite(se.y[i]) || (p.log_x && se.x[i] <= 0)) continue;
+      pts += fmt::format("{:.1f},{:.1f} ", fx(se.x[i]), fy(se.y[i]));
+      s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"{}\"/>\n", fx(se.x[i]), fy(se.y[i]), color);
+    }
+    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", pts, color,
+                     se.dashed ? " stroke-dasharray=\"6,4\"" : "");
+    const double ly = T + 10 + 20.0 * static_cast<double>(k);
+    s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"{}/>"
+                     "<text x=\"{}\" y=\"{:.1f}\">{}</text>\n",
+                     W - R + 15, ly, W - R + 40, ly, color, se.dashed ? " stroke-dasharray=\"6,4\"" : "", W - R + 46,
+                     ly + 4, escape(se.name));
+  }
+  return s + "</svg>\n";
+}
+
+void write_svg(const PlotSpec& spec, const std::string& path) {
+  std::ofstream f(path);
+  KV_CHECK(f.good(), "{}: cannot create", path);
+  f << render_svg(spec);
+  KV_CHECK(f.good(), "{}: write failed", path);
+}
+
+}  // namespace kvwise

@@ -1,0 +1,33 @@
+// Policy x capacity sweeps over one trace (runs in parallel threads) and their reports: a text
+// table per capacity, JSON, CSV, and SVG plots of hit ratio and QTTFT against capacity.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "sim/replay.h"
+
+namespace kvwise::sim {
+
+struct SweepOptions {
+  std::vector<std::string> policies;
+  std::vector<size_t> capacities;  // blocks of the first tier
+  ReplayOptions base;              // everything but policy and capacity
+  int threads = 2;
+};
+
+struct SweepResult {
+  std::vector<ReplayResult> runs;  // capacity-major, then policy in the order given
+  double infinite_hit_ratio = 0;
+};
+
+SweepResult run_sweep(const Trace& trace, const SweepOptions& options,
+                      const std::function<void(size_t done, size_t total)>& progress = {});
+
+std::string format_tables(const SweepResult& r, const SweepOptions& o);
+std::string to_json(const Trace& trace, const SweepResult& r, const SweepOptions& o);
+std::string to_csv(const SweepResult& r);
+// hit_ratio.svg and qttft.svg in dir (created if needed).
+void write_plots(const SweepResult& r, const SweepOptions& o, const std::string& dir, const std::string& title);
+
+}  // namespace kvwise::sim

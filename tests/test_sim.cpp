@@ -1,0 +1,165 @@
+// Trace readers (real files and malformed lines), categories, the synthetic generator, hand-computed
+// replay numbers, and a replay of the real Mooncake conversation trace.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "base/error.h"
+#include "sim/categories.h"
+#include "sim/sweep.h"
+#include "sim/synthetic.h"
+#include "test_support.h"
+
+namespace kvwise::sim {
+namespace {
+
+std::string mooncake_path() { return test::data_dir() + "/traces/mooncake-fast25/conversation_trace.jsonl"; }
+
+TEST(Readers, MalformedLinesAreReportedAndSkippedOrFatal) {
+  const std::string path = test::temp_path("bad.jsonl");
+  test::write_file(path,
+                   "{\"timestamp\": 0, \"input_length\": 1000, \"output_length\": 5, \"hash_ids\": [1, 2]}\n"
+                   "{\"timestamp\": 10, \"input_length\": 1000, \"output_length\": 5, \"hash_ids\": [1, 2\n"
+                   "not json at all\n"
+                   "{\"timestamp\": 20, \"input_length\": \"many\", \"output_length\": 5, \"hash_ids\": [1]}\n"
+                   "{\"timestamp\": 30, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, -4]}\n"
+                   "\n"
+                   "{\"timestamp\": 40, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 3]}\n");
+  const Trace t = read_trace(path, "mooncake", OnBadLine::Skip);
+  EXPECT_EQ(t.requests.size(), 2u);
+  EXPECT_EQ(t.skipped_lines, 4u);
+  EXPECT_DOUBLE_EQ(t.requests[1].time, 0.040);  // milliseconds -> seconds
+  try {
+    read_trace(path, "mooncake", OnBadLine::Fail);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(":2:"), std::string::npos) << "names the line: " << e.what();
+  }
+  EXPECT_THROW(read_trace(test::temp_path("missing.jsonl"), "mooncake"), Error);
+  EXPECT_THROW(read_trace(path, "parquet"), Error);
+}
+
+TEST(Readers, AzureCsvAndBailianRoundTrip) {
+  const std::string csv = test::temp_path("az.csv");
+  test::write_file(csv,
+                   "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.5,1374,44\n"
+                   "2023-11-16 18:15:48.0,20,109\nbroken line\n2023-11-16 18:15:49.0,-3,1\n");
+  const Trace a = read_trace(csv, "auto");
+  EXPECT_EQ(a.format, "azure");
+  ASSERT_EQ(a.requests.size(), 2u);
+  EXPECT_EQ(a.skipped_lines, 2u);
+  EXPECT_NEAR(a.requests[1].time, 1.5, 1e-6);
+  EXPECT_EQ(a.requests[0].blocks.size(), 3u);  // ceil(1374 / 512)
+
+  SyntheticOptions so;
+  so.requests = 300;
+  const Trace g = generate_synthetic(so);
+  const std::string jl = test::temp_path("syn.jsonl");
+  write_bailian(g, jl);
+  const Trace b = read_trace(jl, "auto");
+  EXPECT_EQ(b.format, "bailian");
+  ASSERT_EQ(b.requests.size(), g.requests.size());
+  for (size_t i = 0; i < g.requests.size(); ++i) {
+    EXPECT_EQ(b.requests[i].blocks, g.requests[i].blocks);
+    EXPECT_EQ(b.requests[i].type, g.requests[i].type);
+    EXPECT_EQ(b.requests[i].turn, g.requests[i].turn);
+    EXPECT_NEAR(b.requests[i].time, g.requests[i].time, 1e-3);
+  }
+}
+
+TEST(Synthetic, HasTheStructureItPromises) {
+  SyntheticOptions so;
+  so.requests = 3000;
+  Trace t = generate_synthetic(so);
+  ASSERT_EQ(t.requests.size(), 3000u);
+  int follow_ups = 0;
+  for (const auto& r : t.requests) follow_ups += r.turn > 1;
+  EXPECT_GT(follow_ups, 500);  // multi-turn chains exist
+  const double inf = infinite_capacity_hit_ratio(t);
+  EXPECT_GT(inf, 0.3);
+  EXPECT_LT(inf, 0.95);
+  assign_categories(t, "auto");
+  EXPECT_GE(t.category_names.size(), 8u);  // type x turn
+  EXPECT_EQ(generate_synthetic(so).requests[17].blocks, t.requests[17].blocks) << "seeded";
+}
+
+TEST(Categories, InferenceRules) {
+  Trace t;
+  t.block_tokens = 512;
+  t.requests.resize(3);
+  t.requests[0].input_tokens = 1000;
+  t.requests[0].blocks = {1, 2};
+  t.requests[1].input_tokens = 3000;
+  t.requests[1].blocks = {1, 2, 3, 4, 5, 6};
+  t.requests[2].input_tokens = 600;
+  t.requests[2].blocks = {1, 9};
+  assign_categories(t, "turn-length");
+  EXPECT_EQ(t.category_names[t.requests[0].category], "first/<2K");
+  EXPECT_EQ(t.category_names[t.requests[1].category], "follow-up/2K-8K");
+  EXPECT_EQ(t.category_names[t.requests[2].category], "first/<2K");
+  EXPECT_THROW(assign_categories(t, "trace"), Error);
+  EXPECT_THROW(assign_categories(t, "zodiac"), Error);
+}
+
+TEST(Replay, GoldenNumbersOfAHandWorkedTrace) {
+  // 100-token blocks, capacity 3 blocks, LRU, one instance at 100 prefill tokens/s.
+  Trace t;
+  t.block_tokens = 100;
+  const auto req = [](double time, uint32_t tokens, std::vector<prefix::BlockKey> blocks) {
+    TraceRequest r;
+    r.time = time;
+    r.input_tokens = tokens;
+    r.output_tokens = 1;
+    r.blocks = std::move(blocks);
+    return r;
+  };
+  t.requests = {req(0.0, 300, {1, 2, 3}), req(1.0, 250, {1, 2, 4}), req(10.0, 300, {1, 5, 6})};
+  ReplayOptions o;
+  o.policy = "lru";
+  o.capacity_blocks = 3;
+  o.latency.prefill_tokens_per_second = 100;
+  const ReplayResult r = replay(t, o);
+  // r0: 0 hits, prefill 300 tokens = 3 s (busy until 3). r1 arrives at 1, starts at 3: hits 1,2
+  // (200 tokens); block 4 (50 tokens) evicts 3 (the tail, released first); prefill 0.5 s;
+  // TTFT 2.5 s. r2 at 10: hits 1 (100 tokens), inserts 5 and 6 evicting 4 and 2; prefill 2 s.
+  EXPECT_EQ(r.blocks, 9u);
+  EXPECT_EQ(r.block_hits, 3u);
+  EXPECT_DOUBLE_EQ(r.token_hits, 300.0);
+  EXPECT_DOUBLE_EQ(r.tokens, 850.0);
+  EXPECT_EQ(r.evictions, 3u);
+  EXPECT_NEAR(r.qttft.mean, (3.0 + 2.5 + 2.0) / 3, 1e-9);
+  EXPECT_NEAR(r.qttft.p99, 3.0, 1e-9);
+  EXPECT_NEAR(infinite_capacity_hit_ratio(t), 3.0 / 9, 1e-12);
+}
+
+TEST(Replay, MooncakeConversationTrace) {
+  KVWISE_REQUIRE_DATA();
+  Trace t = read_trace(mooncake_path(), "auto");
+  ASSERT_EQ(t.requests.size(), 12031u);
+  EXPECT_EQ(t.skipped_lines, 0u);
+  size_t blocks = 0;
+  for (const auto& r : t.requests) blocks += r.blocks.size();
+  EXPECT_EQ(blocks, 288500u);
+  EXPECT_NEAR(infinite_capacity_hit_ratio(t), 0.366, 0.001);  // as PROVENANCE.md states
+  assign_categories(t, "auto");
+  SweepOptions s;
+  s.policies = prefix::policy_names();
+  s.capacities = {1000, 5000};
+  s.threads = 2;
+  const SweepResult r = run_sweep(t, s);
+  for (size_t c = 0; c < s.capacities.size(); ++c) {
+    double belady = 0;
+    for (size_t p = 0; p < s.policies.size(); ++p)
+      if (s.policies[p] == "belady") belady = r.runs[c * s.policies.size() + p].block_hit_ratio();
+    for (size_t p = 0; p < s.policies.size(); ++p) {
+      const ReplayResult& x = r.runs[c * s.policies.size() + p];
+      EXPECT_LE(x.block_hit_ratio(), belady + 1e-12) << x.policy << " at " << x.capacity_blocks;
+      EXPECT_GT(x.block_hit_ratio(), 0.02) << x.policy;
+      EXPECT_EQ(x.blocks, 288500u);
+    }
+    EXPECT_LE(belady, r.infinite_hit_ratio);
+  }
+}
+
+}  // namespace
+}  // namespace kvwise::sim
