@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <map>
 #include <random>
@@ -57,7 +58,7 @@ struct NaiveBlock {
 };
 
 // Victim choice over all unpinned residents; returns an index into `blocks` or -1.
-using Chooser = std::function<int(std::vector<NaiveBlock>&, double now)>;
+using Chooser = std::function<int(std::vector<NaiveBlock>&, double now, BlockKey incoming)>;
 
 class NaiveCache {
  public:
@@ -73,12 +74,13 @@ class NaiveCache {
         if (usable) ++hits;
         ++it->hits;
         it->last_access = r.time;
+        it->category = r.category;  // a block belongs to its last user's category
         it->hit_seq = ++seq_;
         if (on_hit_) on_hit_(*it);
       } else {
         usable = false;
         if (blocks_.size() >= cap_) {
-          const int v = choose_(blocks_, r.time);
+          const int v = choose_(blocks_, r.time, r.keys[i]);
           if (v < 0) continue;
           blocks_.erase(blocks_.begin() + v);
         }
@@ -168,14 +170,14 @@ void compare(const std::string& policy, NaiveCache& naive, size_t capacity, uint
 class Policies : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(Policies, LruMatchesReference) {
-  NaiveCache n(GetParam(), [](auto& bs, double) {
+  NaiveCache n(GetParam(), [](auto& bs, double, BlockKey) {
     return argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) { return a.touch_seq < b.touch_seq; });
   });
   compare("lru", n, GetParam(), 1);
 }
 
 TEST_P(Policies, FifoMatchesReference) {
-  NaiveCache n(GetParam(), [](auto& bs, double) {
+  NaiveCache n(GetParam(), [](auto& bs, double, BlockKey) {
     return argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) { return a.insert_seq < b.insert_seq; });
   });
   compare("fifo", n, GetParam(), 2);
@@ -183,7 +185,7 @@ TEST_P(Policies, FifoMatchesReference) {
 
 TEST_P(Policies, LfuMatchesReference) {
   // Lowest hit count; ties: least recently moved (inserted, hit or released).
-  NaiveCache n(GetParam(), [](auto& bs, double) {
+  NaiveCache n(GetParam(), [](auto& bs, double, BlockKey) {
     return argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) {
       const uint64_t sa = std::max(a.touch_seq, a.hit_seq), sb = std::max(b.touch_seq, b.hit_seq);
       return a.hits != b.hits ? a.hits < b.hits : sa < sb;
@@ -196,7 +198,7 @@ TEST_P(Policies, GdsfMatchesReference) {
   double L = 0;
   NaiveCache n(
       GetParam(),
-      [&](auto& bs, double) {
+      [&](auto& bs, double, BlockKey) {
         const int v = argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) {
           return a.gdsf_h != b.gdsf_h ? a.gdsf_h < b.gdsf_h : a.hit_seq < b.hit_seq;
         });
@@ -209,7 +211,7 @@ TEST_P(Policies, GdsfMatchesReference) {
 }
 
 TEST_P(Policies, BeladyMatchesReference) {
-  NaiveCache n(GetParam(), [](auto& bs, double) {
+  NaiveCache n(GetParam(), [](auto& bs, double, BlockKey) {
     return argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) {
       if (a.next_use != b.next_use) return a.next_use > b.next_use;
       if (a.offset != b.offset) return a.offset > b.offset;
@@ -221,10 +223,11 @@ TEST_P(Policies, BeladyMatchesReference) {
 
 TEST_P(Policies, WaMatchesReference) {
   // Fixed per-category models; the reference evaluates the rule from scratch: per category, the
-  // least recently released unpinned block is its candidate; the lowest P wins, then larger offset,
-  // then older access, then lower category.
+  // least recently released unpinned block is its candidate; the lowest P wins, then the older
+  // access, then the larger offset, then the lower category.
   PolicyOptions o;
   o.wa.horizon = 5;
+  o.wa.category_follows_last_use = true;  // the reference moves blocks to their last user's category
   o.wa.fixed_models = {{0, {0.5, 0.9, 20.0}}, {1, {0.05, 0.5, 1e9}}, {2, {0.2, 1.0, 8.0}}};
   const auto P = [&](const NaiveBlock& b, double now) {
     const auto& m = o.wa.fixed_models.at(b.category);
@@ -232,7 +235,7 @@ TEST_P(Policies, WaMatchesReference) {
     if (d > m.life) return 0.0;
     return m.p * std::exp(-m.lambda * d) * (1 - std::exp(-m.lambda * o.wa.horizon));
   };
-  NaiveCache n(GetParam(), [&](auto& bs, double now) {
+  NaiveCache n(GetParam(), [&](auto& bs, double now, BlockKey) {
     std::map<uint16_t, int> head;
     for (int i = 0; i < static_cast<int>(bs.size()); ++i) {
       const NaiveBlock& b = bs[static_cast<size_t>(i)];
@@ -249,12 +252,143 @@ TEST_P(Policies, WaMatchesReference) {
       }
       const NaiveBlock& c = bs[static_cast<size_t>(best)];
       const double pb = P(b, now), pc = P(c, now);
-      if (pb < pc || (pb == pc && (b.offset > c.offset || (b.offset == c.offset && b.last_access < c.last_access))))
-        best = i;
+      const bool older = b.last_access < c.last_access;
+      const bool tie = b.last_access == c.last_access ? b.offset > c.offset : older;
+      if (pb < pc || (pb == pc && tie)) best = i;
     }
     return best;
   });
   compare("wa", n, GetParam(), 6, o);
+}
+
+int index_of(const std::vector<NaiveBlock>& bs, BlockKey k) {
+  for (size_t i = 0; i < bs.size(); ++i)
+    if (bs[i].key == k) return static_cast<int>(i);
+  return -1;
+}
+
+// S3-FIFO written plainly with deques of keys and a frequency map.
+struct NaiveS3Fifo {
+  size_t small_target, ghost_cap;
+  std::deque<BlockKey> small, main, ghost;
+  std::map<BlockKey, int> freq;
+  explicit NaiveS3Fifo(size_t cap)
+      : small_target(std::max<size_t>(1, static_cast<size_t>(static_cast<double>(cap) * 0.1))),
+        ghost_cap(std::max<size_t>(1, cap - std::min(cap, small_target))) {}
+  static bool has(const std::deque<BlockKey>& d, BlockKey k) { return std::find(d.begin(), d.end(), k) != d.end(); }
+  void insert(BlockKey k) {
+    freq[k] = 0;
+    if (has(ghost, k)) {
+      ghost.erase(std::find(ghost.begin(), ghost.end(), k));
+      main.push_back(k);
+    } else {
+      small.push_back(k);
+    }
+  }
+  void hit(BlockKey k) { freq[k] = std::min(3, freq[k] + 1); }
+  int evict(std::vector<NaiveBlock>& bs) {
+    size_t budget = 4 * (small.size() + main.size()) + 4;
+    while (budget-- > 0 && (!small.empty() || !main.empty())) {
+      if (!small.empty() && (small.size() >= small_target || main.empty())) {
+        const BlockKey k = small.front();
+        small.pop_front();
+        const int i = index_of(bs, k);
+        if (bs[static_cast<size_t>(i)].refs > 0 || freq[k] > 0) {
+          freq[k] = 0;
+          main.push_back(k);
+          continue;
+        }
+        ghost.push_back(k);
+        while (ghost.size() > ghost_cap) ghost.pop_front();
+        return i;
+      }
+      const BlockKey k = main.front();
+      const int i = index_of(bs, k);
+      main.pop_front();
+      if (bs[static_cast<size_t>(i)].refs > 0 || freq[k] > 0) {
+        if (freq[k] > 0) --freq[k];
+        main.push_back(k);
+        continue;
+      }
+      return i;
+    }
+    return -1;
+  }
+};
+
+TEST_P(Policies, S3FifoMatchesReference) {
+  NaiveS3Fifo ref(GetParam());
+  NaiveCache n(
+      GetParam(), [&](auto& bs, double, BlockKey) { return ref.evict(bs); }, [&](NaiveBlock& b) { ref.hit(b.key); });
+  n.on_insert = [&](NaiveBlock& b) { ref.insert(b.key); };
+  compare("s3fifo", n, GetParam(), 7);
+}
+
+// ARC written plainly: T1/T2 of resident keys (front = LRU), ghost B1/B2, target p.
+struct NaiveArc {
+  size_t c;
+  double p = 0;
+  std::deque<BlockKey> t1, t2, b1, b2;
+  explicit NaiveArc(size_t cap) : c(cap) {}
+  static bool take(std::deque<BlockKey>& d, BlockKey k) {
+    auto it = std::find(d.begin(), d.end(), k);
+    if (it == d.end()) return false;
+    d.erase(it);
+    return true;
+  }
+  void insert(BlockKey k) {
+    const double s1 = static_cast<double>(b1.size()), s2 = static_cast<double>(b2.size());
+    if (std::find(b1.begin(), b1.end(), k) != b1.end()) {
+      p = std::min(static_cast<double>(c), p + std::max(s2 / std::max(s1, 1.0), 1.0));
+      take(b1, k);
+      t2.push_back(k);
+    } else if (std::find(b2.begin(), b2.end(), k) != b2.end()) {
+      p = std::max(0.0, p - std::max(s1 / std::max(s2, 1.0), 1.0));
+      take(b2, k);
+      t2.push_back(k);
+    } else {
+      t1.push_back(k);
+      while (t1.size() + b1.size() > c && !b1.empty()) b1.pop_front();
+      while (t1.size() + t2.size() + b1.size() + b2.size() > 2 * c && !b2.empty()) b2.pop_front();
+    }
+  }
+  void hit(BlockKey k) {
+    if (!take(t1, k)) take(t2, k);
+    t2.push_back(k);
+  }
+  int first_unpinned(const std::deque<BlockKey>& d, std::vector<NaiveBlock>& bs) {
+    for (BlockKey k : d) {
+      const int i = index_of(bs, k);
+      if (bs[static_cast<size_t>(i)].refs == 0) return i;
+    }
+    return -1;
+  }
+  int evict(std::vector<NaiveBlock>& bs, BlockKey incoming) {
+    const bool in_b2 = std::find(b2.begin(), b2.end(), incoming) != b2.end();
+    const double n1 = static_cast<double>(t1.size());
+    const bool from_t1 = !t1.empty() && (n1 > p || (in_b2 && n1 == p) || first_unpinned(t2, bs) < 0);
+    int v = first_unpinned(from_t1 ? t1 : t2, bs);
+    bool in_t1 = from_t1;
+    if (v < 0) {
+      v = first_unpinned(from_t1 ? t2 : t1, bs);
+      in_t1 = !from_t1;
+    }
+    if (v < 0) return -1;
+    const BlockKey k = bs[static_cast<size_t>(v)].key;
+    take(in_t1 ? t1 : t2, k);
+    (in_t1 ? b1 : b2).push_back(k);
+    while (b1.size() + b2.size() > c) (b1.size() > b2.size() ? b1 : b2).pop_front();
+    return v;
+  }
+};
+
+TEST_P(Policies, ArcMatchesReference) {
+  NaiveArc ref(GetParam());
+  NaiveCache n(
+      GetParam(), [&](auto& bs, double, BlockKey incoming) { return ref.evict(bs, incoming); },
+      [&](NaiveBlock& b) { ref.hit(b.key); });
+  n.on_insert = [&](NaiveBlock& b) { ref.insert(b.key); };
+  compare("arc", n, GetParam(), 8);
 }
 
 INSTANTIATE_TEST_SUITE_P(Capacities, Policies, ::testing::Values(3, 8, 20));

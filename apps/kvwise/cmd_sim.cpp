@@ -115,6 +115,9 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--wa-min-samples", o->wa.min_samples, "WA: reuse intervals needed for a category's own fit");
   cmd->add_flag("!--wa-no-lifespan", o->wa.use_lifespan, "WA ablation: no lifespan cut-off");
   cmd->add_flag("!--wa-no-probability", o->wa.use_probability, "WA ablation: ignore p_w");
+  cmd->add_flag("--wa-category-follows-use", o->wa.category_follows_last_use,
+                "WA: a block moves to the category of the request that last used it");
+  cmd->add_flag("!--wa-ties-by-offset", o->wa.ties_by_age, "WA: equal P evicts the larger offset first, even if newer");
   cmd->add_flag("--gdsf-position-cost", o->gdsf_position_cost, "GDSF: cost of a block = its position in the prompt");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->add_option("--csv", o->csv, "also write CSV to this file");

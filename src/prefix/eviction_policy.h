@@ -23,6 +23,14 @@ struct WaOptions {
   double default_lambda = 1.0 / 60.0;  // before any fit: mean reuse interval of a minute [R]
   bool use_lifespan = true;       // ablation switches
   bool use_probability = true;    // false: P ignores p_w (distribution only)
+  // Equal P (typically 0: past the lifespan) across categories: evict the older block first, and
+  // use the larger offset only among equally old blocks (one request's blocks). false: offset
+  // first, as the spec's tie rule reads literally.
+  bool ties_by_age = true;
+  // true: a block moves to the category of the request that last used it (as a per-category free
+  // queue that requests release their blocks into would do); false: it keeps the category of the
+  // request that created it. [R] false measured better on both the synthetic and Mooncake traces.
+  bool category_follows_last_use = false;
   // Fixed per-category models (lambda, p, lifespan) instead of online fitting: e.g. fitted on a
   // previous period, as the paper does with the previous hour. Empty = fit online.
   struct Model {

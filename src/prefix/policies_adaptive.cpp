@@ -6,7 +6,7 @@
 #include <tuple>
 
 #include <absl/container/btree_set.h>
-#include <absl/container/flat_hash_set.h>
+#include <absl/container/flat_hash_map.h>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -16,29 +16,37 @@ namespace kvwise::prefix {
 
 namespace {
 
-// A FIFO of evicted keys with O(1) membership (ghost entries of S3-FIFO and ARC). Erasing marks the
-// key absent; its stale queue entry is skipped when it reaches the front.
+// A FIFO of evicted keys with O(1) membership (ghost entries of S3-FIFO and ARC). Erasing only
+// forgets the key; its queue entry goes stale and is skipped when it reaches the front (entries
+// carry a sequence number, so a key pushed again is not confused with its stale entry).
 class GhostList {
  public:
   bool contains(BlockKey k) const { return live_.contains(k); }
   size_t size() const { return live_.size(); }
   void push(BlockKey k) {
-    if (!live_.insert(k).second) return;
-    order_.push_back(k);
+    if (!live_.emplace(k, ++seq_).second) return;
+    order_.emplace_back(k, seq_);
   }
   void erase(BlockKey k) { live_.erase(k); }
   void pop_oldest() {
     while (!order_.empty()) {
-      const BlockKey k = order_.front();
+      const auto [k, s] = order_.front();
       order_.pop_front();
-      if (live_.erase(k)) return;
+      auto it = live_.find(k);
+      if (it != live_.end() && it->second == s) {
+        live_.erase(it);
+        return;
+      }
     }
   }
-  size_t bytes() const { return order_.size() * sizeof(BlockKey) + live_.capacity() * (sizeof(BlockKey) + 1); }
+  size_t bytes() const {
+    return order_.size() * sizeof(order_.front()) + live_.capacity() * (sizeof(std::pair<BlockKey, uint64_t>) + 1);
+  }
 
  private:
-  std::deque<BlockKey> order_;
-  absl::flat_hash_set<BlockKey> live_;
+  std::deque<std::pair<BlockKey, uint64_t>> order_;
+  absl::flat_hash_map<BlockKey, uint64_t> live_;
+  uint64_t seq_ = 0;
 };
 
 // S3-FIFO (Yang et al., SOSP'23): a small FIFO (10 %) filters one-hit blocks, a main FIFO with lazy

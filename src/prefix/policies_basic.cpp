@@ -12,13 +12,17 @@ namespace kvwise::prefix {
 
 namespace {
 
-// Recency = the time a block was last released (a hit pins it; release is its last use).
-class Lru final : public EvictionPolicy {
+// One list in arrival order. LRU moves a block to the back when it is released (a hit pins it, so
+// release is its last use); FIFO never moves it.
+class ListPolicy final : public EvictionPolicy {
  public:
-  std::string name() const override { return "lru"; }
+  explicit ListPolicy(bool lru) : lru_(lru) {}
+  std::string name() const override { return lru_ ? "lru" : "fifo"; }
   void on_insert(BlockId b, double) override { list_.push_back(b); }
   void on_hit(BlockId, double) override {}
-  void on_release(BlockId b, double) override { list_.move_to_back(b); }
+  void on_release(BlockId b, double) override {
+    if (lru_) list_.move_to_back(b);
+  }
   BlockId evict(double, BlockKey) override {
     const BlockId v = list_.first_unpinned([&](BlockId b) { return pinned(b); });
     if (v != kNoBlock) list_.remove(v);
@@ -28,25 +32,7 @@ class Lru final : public EvictionPolicy {
   size_t bytes() const override { return nodes_.bytes(); }
 
  private:
-  ListNodes nodes_;
-  IdList list_{nodes_, 0};
-};
-
-class Fifo final : public EvictionPolicy {
- public:
-  std::string name() const override { return "fifo"; }
-  void on_insert(BlockId b, double) override { list_.push_back(b); }
-  void on_hit(BlockId, double) override {}
-  void on_release(BlockId, double) override {}
-  BlockId evict(double, BlockKey) override {
-    const BlockId v = list_.first_unpinned([&](BlockId b) { return pinned(b); });
-    if (v != kNoBlock) list_.remove(v);
-    return v;
-  }
-  void on_remove(BlockId b) override { list_.remove(b); }
-  size_t bytes() const override { return nodes_.bytes(); }
-
- private:
+  bool lru_;
   ListNodes nodes_;
   IdList list_{nodes_, 0};
 };
@@ -146,8 +132,8 @@ class Gdsf final : public EvictionPolicy {
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_lru() { return std::make_unique<Lru>(); }
-std::unique_ptr<EvictionPolicy> make_fifo() { return std::make_unique<Fifo>(); }
+std::unique_ptr<EvictionPolicy> make_lru() { return std::make_unique<ListPolicy>(true); }
+std::unique_ptr<EvictionPolicy> make_fifo() { return std::make_unique<ListPolicy>(false); }
 std::unique_ptr<EvictionPolicy> make_lfu() { return std::make_unique<Lfu>(); }
 std::unique_ptr<EvictionPolicy> make_gdsf(bool position_cost) { return std::make_unique<Gdsf>(position_cost); }
 

@@ -35,25 +35,38 @@ class Wa final : public EvictionPolicy {
   }
   std::string name() const override { return "wa"; }
 
+  // Every use of a key is an event of the category the block then belongs to (the user's, or the
+  // creator's when categories stay fixed); the time to the key's next use is that category's reuse
+  // interval, and whether it came within T feeds p_w.
   void observe(BlockKey key, uint16_t category, double now) override {
     if (!o_.fixed_models.empty()) return;
     maybe_refit(now);
-    Stats& s = stats(category);
     auto it = seen_.find(key);
-    if (it == seen_.end()) {
-      seen_.emplace(key, Seen{now, now, false});
-      s.first_seen.push_back({now, key});
-      return;
+    if (it != seen_.end()) {
+      Seen& e = it->second;
+      Stats& prev = stats(e.category);
+      if (now > e.last) prev.intervals.push_back({now, now - e.last});
+      if (now - e.last <= o_.horizon) prev.quick_reuses.push_back(e.last);
+      e.last = now;
+      if (o_.category_follows_last_use) e.category = category;
+    } else {
+      seen_.emplace(key, Seen{now, category});
     }
-    Seen& e = it->second;
-    if (now > e.last) s.intervals.push_back({now, now - e.last});
-    if (!e.reused && now - e.first <= o_.horizon) e.reused = true;
-    e.last = now;
+    stats(o_.category_follows_last_use || it == seen_.end() ? category : it->second.category).uses.push_back(now);
   }
 
-  void on_insert(BlockId b, double) override { list(meta(b).category).push_back(b); }
+  void on_insert(BlockId b, double) override {
+    if (b >= cat_.size()) cat_.resize(b + 1, 0);
+    cat_[b] = category_of(b);
+    list(cat_[b]).push_back(b);
+  }
   void on_hit(BlockId, double) override {}
-  void on_release(BlockId b, double) override { list(meta(b).category).move_to_back(b); }
+  void on_release(BlockId b, double) override {
+    const uint16_t c = category_of(b);
+    list(cat_[b]).remove(b);
+    cat_[b] = c;
+    list(c).push_back(b);
+  }
 
   BlockId evict(double now, BlockKey) override {
     BlockId best = kNoBlock;
@@ -61,34 +74,41 @@ class Wa final : public EvictionPolicy {
     for (auto& [cat, l] : lists_) {
       const BlockId h = l.first_unpinned([&](BlockId x) { return pinned(x); });
       if (h == kNoBlock) continue;
-      const double p = probability(cat, now - meta(h).last_access);
-      if (best == kNoBlock || p < best_p ||
-          (p == best_p && (meta(h).offset > meta(best).offset ||
-                           (meta(h).offset == meta(best).offset && meta(h).last_access < meta(best).last_access)))) {
+      const double p = probability(cat, now - meta(h).last_access);  // cat == cat_[h]
+      if (best == kNoBlock || p < best_p || (p == best_p && tie_wins(h, best))) {
         best = h;
         best_p = p;
       }
     }
-    if (best != kNoBlock) list(meta(best).category).remove(best);
+    if (best != kNoBlock) list(cat_[best]).remove(best);
     return best;
   }
-  void on_remove(BlockId b) override { list(meta(b).category).remove(b); }
-  size_t bytes() const override { return nodes_.bytes() + lists_.size() * 64; }
+  void on_remove(BlockId b) override { list(cat_[b]).remove(b); }
+  size_t bytes() const override { return nodes_.bytes() + cat_.capacity() * 2 + lists_.size() * 64; }
   size_t history_bytes() const override {
     size_t b = seen_.capacity() * (sizeof(std::pair<BlockKey, Seen>) + 1);
-    for (const auto& [c, s] : stats_) b += (s.intervals.size() + s.first_seen.size()) * 16;
+    for (const auto& [c, s] : stats_) b += s.intervals.size() * 16 + (s.uses.size() + s.quick_reuses.size()) * 8;
     return b;
   }
 
  private:
   struct Seen {
-    double first, last;
-    bool reused;
+    double last;
+    uint16_t category;  // of the use at `last`
   };
   struct Stats {
-    std::deque<std::pair<double, double>> intervals;      // (time observed, reuse interval)
-    std::deque<std::pair<double, BlockKey>> first_seen;   // blocks first accessed, in time order
+    std::deque<std::pair<double, double>> intervals;  // (time observed, reuse interval)
+    std::deque<double> uses;                          // times of uses
+    std::deque<double> quick_reuses;                  // times of uses that were reused within T
   };
+
+  // Among equal probabilities: does block a go before block b?
+  bool tie_wins(BlockId a, BlockId b) const {
+    const BlockMeta &x = meta(a), &y = meta(b);
+    if (o_.ties_by_age && x.last_access != y.last_access) return x.last_access < y.last_access;
+    if (x.offset != y.offset) return x.offset > y.offset;
+    return x.last_access < y.last_access;
+  }
 
   IdList& list(uint16_t cat) {
     auto it = lists_.find(cat);
@@ -96,6 +116,8 @@ class Wa final : public EvictionPolicy {
     return it->second;
   }
   Stats& stats(uint16_t cat) { return stats_[cat]; }
+
+  uint16_t category_of(BlockId b) const { return o_.category_follows_last_use ? meta(b).last_category : meta(b).category; }
 
   double probability(uint16_t cat, double delta) const {
     auto it = models_.find(cat);
@@ -112,18 +134,14 @@ class Wa final : public EvictionPolicy {
     std::vector<double> all;
     size_t pooled_total = 0, pooled_reused = 0;
     for (auto& [cat, s] : stats_) {
+      const double horizon_end = now - o_.horizon, window_start = now - o_.fit_window - o_.horizon;
       while (!s.intervals.empty() && s.intervals.front().first < now - o_.fit_window) s.intervals.pop_front();
-      while (!s.first_seen.empty() && s.first_seen.front().first < now - o_.fit_window - o_.horizon) {
-        s.first_seen.pop_front();
-      }
-      // p_w: of the blocks first seen at least T ago (so their horizon has passed), the reused share.
+      while (!s.uses.empty() && s.uses.front() < window_start) s.uses.pop_front();
+      while (!s.quick_reuses.empty() && s.quick_reuses.front() < window_start) s.quick_reuses.pop_front();
+      // p_w: of the uses whose horizon has passed, the share followed by another use within T.
       size_t total = 0, reused = 0;
-      for (const auto& [t, key] : s.first_seen) {
-        if (t > now - o_.horizon) break;
-        ++total;
-        auto it = seen_.find(key);
-        reused += it != seen_.end() && it->second.reused;
-      }
+      for (double t : s.uses) total += t <= horizon_end;
+      for (double t : s.quick_reuses) reused += t <= horizon_end;
       pooled_total += total;
       pooled_reused += reused;
       std::vector<double> iv;
@@ -146,7 +164,7 @@ class Wa final : public EvictionPolicy {
     double sum = 0;
     for (double x : iv) sum += x;
     m.lambda = 1.0 / std::max(sum / static_cast<double>(iv.size()), 1e-6);
-    m.p = total > 0 ? std::max(1e-3, static_cast<double>(reused) / static_cast<double>(total)) : 1.0;
+    m.p = total > 0 ? std::clamp(static_cast<double>(reused) / static_cast<double>(total), 1e-3, 1.0) : 1.0;
     const size_t q = std::min(iv.size() - 1, static_cast<size_t>(o_.life_quantile * static_cast<double>(iv.size())));
     std::nth_element(iv.begin(), iv.begin() + static_cast<std::ptrdiff_t>(q), iv.end());
     m.life = iv[q];
@@ -155,6 +173,7 @@ class Wa final : public EvictionPolicy {
 
   WaOptions o_;
   ListNodes nodes_;
+  std::vector<uint16_t> cat_;  // the list each block is in
   std::map<uint16_t, IdList> lists_;
   std::map<uint16_t, Stats> stats_;
   std::map<uint16_t, CategoryModel> models_;

@@ -93,15 +93,18 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
       BlockMeta& m = top.table[id];
       ++m.hits;
       m.last_access = now;
+      m.last_category = category;
       top.policy->on_hit(id, now);
     } else {
       BlockMeta m;
       if (t > 0) {
         m = take(static_cast<size_t>(t), tiers_[static_cast<size_t>(t)]->index[key]);
         ++m.hits;
+        m.last_category = category;
       } else {
         m.key = key;
         m.category = category;
+        m.last_category = category;
         m.offset = static_cast<uint32_t>(i);
       }
       m.last_access = now;

@@ -73,6 +73,13 @@ std::vector<prefix::BlockKey> get_blocks(simdjson::ondemand::object& o) {
   return out;
 }
 
+// The fields both JSONL schemas share.
+void read_lengths_and_blocks(simdjson::ondemand::object& o, TraceRequest& r) {
+  r.input_tokens = static_cast<uint32_t>(get_int(o, "input_length"));
+  r.output_tokens = static_cast<uint32_t>(get_int(o, "output_length"));
+  r.blocks = get_blocks(o);
+}
+
 template <typename ParseLine>
 Trace read_jsonl(const std::string& path, OnBadLine on_bad, ParseLine parse_line) {
   std::ifstream in = open_or_fail(path);
@@ -110,9 +117,7 @@ Trace read_mooncake(const std::string& path, OnBadLine on_bad) {
   Trace t = read_jsonl(path, on_bad, [](simdjson::ondemand::object& o) {
     TraceRequest r;
     r.time = get_number(o, "timestamp") / 1000.0;  // milliseconds
-    r.input_tokens = static_cast<uint32_t>(get_int(o, "input_length"));
-    r.output_tokens = static_cast<uint32_t>(get_int(o, "output_length"));
-    r.blocks = get_blocks(o);
+    read_lengths_and_blocks(o, r);
     return r;
   });
   t.format = "mooncake";
@@ -126,13 +131,11 @@ Trace read_bailian(const std::string& path, OnBadLine on_bad) {
     r.chat_id = get_int(o, "chat_id");
     r.parent_chat_id = get_int(o, "parent_chat_id");
     r.time = get_number(o, "timestamp");  // seconds
-    r.input_tokens = static_cast<uint32_t>(get_int(o, "input_length"));
-    r.output_tokens = static_cast<uint32_t>(get_int(o, "output_length"));
     std::string_view type;
     if (o["type"].get_string().get(type)) throw std::runtime_error("field 'type': not a string");
     r.type = std::string(type);
     r.turn = static_cast<int>(get_int(o, "turn"));
-    r.blocks = get_blocks(o);
+    read_lengths_and_blocks(o, r);
     return r;
   });
   t.format = "bailian";
