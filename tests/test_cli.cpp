@@ -91,3 +91,52 @@ TEST(Cli, BadInputGivesClearErrors) {
 
 }  // namespace
 }  // namespace kvwise
+
+namespace kvwise {
+namespace {
+
+TEST(CliSim, ReplaysTheMooncakeTraceWithTiers) {
+  KVWISE_REQUIRE_DATA();
+  const std::string plots = test::temp_path("plots");
+  const auto r = test::run_kvwise("sim --trace '" + test::data_dir() +
+                                  "/traces/mooncake-fast25/conversation_trace.jsonl' --policies lru,wa,belady "
+                                  "--capacity 1000,3000 --tiers host:4000:16e9 --json --plot '" + plots + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["trace"]["requests"], 12031);
+  ASSERT_EQ(j["runs"].size(), 6u);
+  for (const auto& run : j["runs"]) {
+    ASSERT_EQ(run["tiers"].size(), 2u);
+    EXPECT_EQ(run["tiers"][1]["name"], "host");
+    EXPECT_EQ(run["tiers"][1]["capacity_blocks"], 4000);
+    EXPECT_GT(run["hits_by_tier"][1].get<uint64_t>(), 0u) << "hits come back from the host tier";
+    EXPECT_LE(run["block_hit_ratio"].get<double>(), j["infinite_capacity_block_hit_ratio"].get<double>());
+  }
+  EXPECT_NE(test::read_file(plots + "/hit_ratio.svg").find("<svg"), std::string::npos);
+  EXPECT_NE(test::read_file(plots + "/qttft.svg").find("belady"), std::string::npos);
+}
+
+TEST(CliSim, DefaultWorkloadAndBadInput) {
+  const auto r = test::run_kvwise("sim --synthetic-requests 500 --capacity 100 --policies lru,arc");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| arc"), std::string::npos);
+  const std::string gen = test::temp_path("gen.jsonl");
+  ASSERT_EQ(test::run_kvwise("sim --synthetic-requests 50 --generate '" + gen + "'").exit_code, 0);
+  EXPECT_EQ(test::run_kvwise("sim --trace '" + gen + "' --capacity 10 --policies wa --json").exit_code, 0);
+  const auto bad_policy = test::run_kvwise("sim --synthetic-requests 50 --policies lru,mru");
+  EXPECT_EQ(bad_policy.exit_code, 1);
+  EXPECT_NE(bad_policy.err.find("unknown eviction policy 'mru'"), std::string::npos) << bad_policy.err;
+  const auto bad_tier = test::run_kvwise("sim --synthetic-requests 50 --tiers host:lots");
+  EXPECT_EQ(bad_tier.exit_code, 1);
+  EXPECT_NE(bad_tier.err.find("bad tier"), std::string::npos) << bad_tier.err;
+  EXPECT_EQ(test::run_kvwise("sim --trace /nonexistent.jsonl --format mooncake").exit_code, 1);
+  EXPECT_EQ(test::run_kvwise("sim --synthetic-requests 50 --capacity 0").exit_code, 1);
+  const std::string junk = test::temp_path("junk.jsonl");
+  test::write_file(junk, "{\"timestamp\": 1}\n");
+  const auto strict = test::run_kvwise("sim --trace '" + junk + "' --format mooncake --fail-on-bad-line");
+  EXPECT_EQ(strict.exit_code, 1);
+  EXPECT_NE(strict.err.find(":1:"), std::string::npos) << strict.err;
+}
+
+}  // namespace
+}  // namespace kvwise

@@ -105,6 +105,9 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
     res.tokens += r.input_tokens;
   }
   const auto& m = cache.metrics();
+  res.tier_specs = cfg.tiers;
+  res.tier_metrics = m.tiers;
+  res.block_bytes = block_bytes;
   res.requests = m.requests;
   res.blocks = m.blocks;
   res.block_hits = m.block_hits;

@@ -39,6 +39,9 @@ struct ReplayResult {
   uint64_t requests = 0, blocks = 0, block_hits = 0, insertions = 0, evictions = 0, bypassed = 0;
   double tokens = 0, token_hits = 0;
   std::vector<uint64_t> hits_by_tier;
+  std::vector<prefix::TierSpec> tier_specs;
+  std::vector<prefix::TierMetrics> tier_metrics;
+  double block_bytes = 0;
   LatencyStats qttft;  // seconds
   double wall_seconds = 0;
   double metadata_bytes_per_block = 0;

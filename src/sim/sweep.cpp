@@ -67,7 +67,19 @@ std::string to_json(const Trace& trace, const SweepResult& r, const SweepOptions
                         {"decode_tokens_per_second", o.base.latency.decode_tokens_per_second},
                         {"instances", o.base.latency.instances},
                         {"kv_bytes_per_token", o.base.latency.kv_bytes_per_token}};
-  for (const auto& x : r.runs)
+  for (const auto& x : r.runs) {
+    nlohmann::json tiers = nlohmann::json::array();
+    for (size_t t = 0; t < x.tier_metrics.size(); ++t) {
+      const auto& m = x.tier_metrics[t];
+      tiers.push_back({{"name", x.tier_specs[t].name},
+                       {"capacity_blocks", m.capacity},
+                       {"capacity_bytes", static_cast<double>(m.capacity) * x.block_bytes},
+                       {"resident_blocks", m.resident},
+                       {"resident_bytes", static_cast<double>(m.resident) * x.block_bytes},
+                       {"hits", m.hits},
+                       {"insertions", m.insertions},
+                       {"evictions", m.evictions}});
+    }
     j["runs"].push_back({{"policy", x.policy},
                          {"capacity_blocks", x.capacity_blocks},
                          {"block_hit_ratio", x.block_hit_ratio()},
@@ -80,7 +92,9 @@ std::string to_json(const Trace& trace, const SweepResult& r, const SweepOptions
                          {"bypassed", x.bypassed},
                          {"qttft_seconds", {{"mean", x.qttft.mean}, {"p50", x.qttft.p50}, {"p90", x.qttft.p90}, {"p99", x.qttft.p99}}},
                          {"replay_wall_seconds", x.wall_seconds},
-                         {"metadata_bytes_per_block", x.metadata_bytes_per_block}});
+                         {"metadata_bytes_per_block", x.metadata_bytes_per_block},
+                         {"tiers", tiers}});
+  }
   return j.dump(2);
 }
 
