@@ -45,6 +45,12 @@ inline VF vload_bf16(const uint16_t* p) {
   const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
 }
+// Sum-ready products of 16 int8 values with x[0..16): two 8-lane halves folded into one vector.
+inline VF vdot16_i8(__m128i b, const float* x) {
+  const VF lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  const VF hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+  return _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + 8), _mm256_mul_ps(lo, _mm256_loadu_ps(x)));
+}
 inline VF vload_q8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
