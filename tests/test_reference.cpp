@@ -18,7 +18,7 @@ namespace {
 bool have_numpy() { return std::system("/usr/bin/python3 -c 'import numpy' > /dev/null 2>&1") == 0; }
 
 // Max |a - b| / max |b| over all logits.
-void compare_with_reference(const std::string& gguf, const std::vector<int32_t>& ids, double tol) {
+void compare_with_reference(const std::string& gguf, const std::vector<int32_t>& ids, double tol, int chunk = 7) {
   if (!have_numpy()) {
     if (std::getenv("CI")) FAIL() << "Debian's python3-numpy is required for the reference tests";
     GTEST_SKIP() << "python3-numpy missing";
@@ -32,7 +32,7 @@ void compare_with_reference(const std::string& gguf, const std::vector<int32_t>&
   EngineOptions o;
   o.threads = 2;
   o.kv_type = DType::F32;
-  o.prefill_chunk = 7;  // chunk borders and both attention paths
+  o.prefill_chunk = chunk;  // 7: chunk borders, both attention paths, the GEMV kernels
   Engine e(*model, o);
   const auto got = e.prefill(e.new_sequence(), ids, true);
   ASSERT_EQ(raw.size(), got.size() * 4);
@@ -70,8 +70,13 @@ TEST_P(RandomModels, MatchReference) {
   const std::string path = test::temp_path(std::string(c.shape) + "-" + c.type + ".gguf");
   make_random_model(s, path);
   // Quantized weights are the same numbers on both sides (the reference dequantizes them itself),
-  // so the tolerance stays tight; F16/BF16 activations differ only by float32 rounding.
-  compare_with_reference(path, some_tokens(30, s.n_vocab), 1e-3);
+  // so the tolerance stays tight. Exception: the GEMV path (fewer than 8 rows) of Q4_0/Q8_0 weights
+  // multiplies Q8-quantized activations, as ggml does: about 1 % of the logit range on this random
+  // model. The prefill GEMM path (64-token chunks) keeps float activations and the tight bound; the
+  // integer kernels themselves match their scalar definition exactly (test_kernels).
+  const bool q8_activations = s.type == DType::Q4_0 || s.type == DType::Q8_0;
+  compare_with_reference(path, some_tokens(30, s.n_vocab), q8_activations ? 2e-2 : 1e-3, 7);
+  compare_with_reference(path, some_tokens(30, s.n_vocab), 1e-3, 64);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, RandomModels,

@@ -13,6 +13,7 @@ enum class Isa { Scalar, Avx2, Avx512 };
 struct Kernels {
   const char* isa_name;
   // y[r - r0] = dot(row r of W, x) for r in [r0, r1); rows are row_bytes apart, n elements each.
+  // Q4_0 and Q8_0 rows multiply a Q8-quantized copy of x (integer dots per block, as ggml does).
   void (*gemv_rows)(DType t, const uint8_t* w, size_t row_bytes, const float* x, int64_t n, float* y, int64_t r0,
                     int64_t r1);
   // scores[q * s_stride + j] = scale * dot(Q[q * hd ..], K[j * hd ..]) for j < n, q < nq.
@@ -23,6 +24,8 @@ struct Kernels {
   void (*kv_accum)(bool v_f16, const void* V, int n, int hd, const float* P, int nq, int p_stride, float* out);
   // dst[i] = float(src[i]) for n halves.
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // dst = the n values of a weight row of type t (vectorised for F16, Q8_0, Q4_0).
+  void (*dequant_row)(DType t, const uint8_t* src, float* dst, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum (softmax numerators; |rel. error| < 1e-6).
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
 };

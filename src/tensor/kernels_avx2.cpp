@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
@@ -60,7 +61,7 @@ inline VF vload_q8(const int8_t* p) {
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32, exp_shift_sum};
+  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row, exp_shift_sum};
   return k;
 }
 

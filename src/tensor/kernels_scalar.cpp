@@ -5,12 +5,42 @@
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
 #include "tensor/quant.h"
+#include "tensor/quant_blocks.h"
 
 namespace kvwise {
 
 namespace {
 
+// Q4_0 and Q8_0 weights multiply a Q8-quantized copy of x with integer dot products per block.
+void gemv_q8_activations(DType t, const uint8_t* w, size_t rb, const float* x, int64_t n, float* y, int64_t r0,
+                         int64_t r1) {
+  std::vector<int8_t> xq(static_cast<size_t>(n));
+  std::vector<float> xd(static_cast<size_t>(n / QK8_0));
+  quantize_activation_q8(x, n, xq.data(), xd.data());
+  for (int64_t r = r0; r < r1; ++r) {
+    double acc = 0;
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+      int32_t isum = 0;
+      float dw;
+      if (t == DType::Q4_0) {
+        const auto& blk = reinterpret_cast<const BlockQ4_0*>(w + static_cast<size_t>(r) * rb)[b];
+        dw = fp16_to_fp32(blk.d);
+        for (int j = 0; j < 16; ++j)
+          isum += ((blk.qs[j] & 0xF) - 8) * xq[static_cast<size_t>(b * 32 + j)] +
+                  ((blk.qs[j] >> 4) - 8) * xq[static_cast<size_t>(b * 32 + j + 16)];
+      } else {
+        const auto& blk = reinterpret_cast<const BlockQ8_0*>(w + static_cast<size_t>(r) * rb)[b];
+        dw = fp16_to_fp32(blk.d);
+        for (int j = 0; j < 32; ++j) isum += blk.qs[j] * xq[static_cast<size_t>(b * 32 + j)];
+      }
+      acc += static_cast<double>(dw) * xd[static_cast<size_t>(b)] * isum;
+    }
+    y[r - r0] = static_cast<float>(acc);
+  }
+}
+
 void gemv_rows(DType t, const uint8_t* w, size_t rb, const float* x, int64_t n, float* y, int64_t r0, int64_t r1) {
+  if (t == DType::Q4_0 || t == DType::Q8_0) return gemv_q8_activations(t, w, rb, x, n, y, r0, r1);
   std::vector<float> row(static_cast<size_t>(n));
   for (int64_t r = r0; r < r1; ++r) {
     dequantize_row(t, w + static_cast<size_t>(r) * rb, row.data(), n);
@@ -45,6 +75,8 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+void dequant_row_scalar(DType t, const uint8_t* src, float* dst, int64_t n) { dequantize_row(t, src, dst, n); }
+
 float exp_shift_sum(float* x, int64_t n, float shift) {
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += x[i] = std::exp(x[i] - shift);
@@ -54,7 +86,7 @@ float exp_shift_sum(float* x, int64_t n, float shift) {
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, exp_shift_sum};
+  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row_scalar, exp_shift_sum};
   return k;
 }
 

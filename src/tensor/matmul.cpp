@@ -43,10 +43,7 @@ void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, fl
       for (int64_t r = 0; r < nr; ++r) {
         const uint8_t* src = w.data + static_cast<size_t>(r0 + r) * w.row_bytes;
         float* dst = tile.data() + r * w.cols;
-        if (w.type == DType::F16)
-          k.f16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, w.cols);
-        else
-          dequantize_row(w.type, src, dst, w.cols);
+        k.dequant_row(w.type, src, dst, w.cols);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nr),
                   static_cast<int>(w.cols), 1.0f, x, static_cast<int>(w.cols), tile.data(), static_cast<int>(w.cols),

@@ -180,6 +180,16 @@ void quant_q6_k(const float* x, BlockQ6_K* b, int64_t nb) {
 
 }  // namespace
 
+void quantize_activation_q8(const float* x, int64_t n, int8_t* q, float* d) {
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0, q += QK8_0) {
+    float amax = 0;
+    for (int j = 0; j < QK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+    d[b] = amax / 127.0f;
+    const float id = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int j = 0; j < QK8_0; ++j) q[j] = static_cast<int8_t>(std::lrintf(x[j] * id));
+  }
+}
+
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   const DTypeInfo& info = dtype_info(t);
   KV_CHECK(n % info.block_elems == 0, "row length {} not a multiple of {} block size", n, info.name);
