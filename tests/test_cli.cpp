@@ -86,6 +86,10 @@ TEST(Cli, BadInputGivesClearErrors) {
     EXPECT_NE(run_kvwise("generate " + stories() + " --temp -1").exit_code, 0);
     const auto badfile = run_kvwise("perplexity " + stories() + " -f /nonexistent.txt");
     EXPECT_EQ(badfile.exit_code, 1);
+    const std::string text = test::temp_path("one.txt");
+    test::write_file(text, "Once upon a time.\n");
+    const auto tiny_ctx = run_kvwise("perplexity " + stories() + " -f '" + text + "' -c 1");
+    EXPECT_EQ(tiny_ctx.exit_code, 1) << "a 1-token window cannot predict anything: an error, not a hang";
   }
 }
 

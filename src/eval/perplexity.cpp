@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "base/error.h"
+
 namespace kvwise {
 
 std::vector<std::string> split_documents(const std::string& text, const std::string& separator) {
@@ -43,6 +45,7 @@ PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs
   const Tokenizer& tok = engine.model().tokenizer();
   const int n_vocab = engine.model().config().n_vocab;
   const size_t window = static_cast<size_t>(engine.ctx());
+  KV_CHECK(window >= 2, "perplexity needs a context of at least 2 tokens, not {}", window);
   PerplexityResult r;
   for (size_t d = 0; d < docs.size(); ++d) {
     std::vector<int32_t> ids = tok.encode(docs[d], false);
