@@ -63,10 +63,10 @@ void BM_KvScores(benchmark::State& state, Isa isa) {
 }  // namespace
 }  // namespace kvwise
 
-using kvwise::DType;
-using kvwise::Isa;
 using kvwise::BM_Gemv;
 using kvwise::BM_KvScores;
+using kvwise::DType;
+using kvwise::Isa;
 BENCHMARK_CAPTURE(BM_Gemv, scalar_f16, Isa::Scalar, DType::F16);
 BENCHMARK_CAPTURE(BM_Gemv, avx2_f16, Isa::Avx2, DType::F16);
 BENCHMARK_CAPTURE(BM_Gemv, avx512_f16, Isa::Avx512, DType::F16);

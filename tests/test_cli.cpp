@@ -1,5 +1,6 @@
 // The real binary on real data: every subcommand's happy path and its errors.
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
 
 #include "test_support.h"
@@ -9,7 +10,9 @@ namespace {
 
 using test::run_kvwise;
 
-std::string stories() { return "-m '" + test::stories_gguf() + "'"; }
+std::string stories() {
+  return "-m '" + test::stories_gguf() + "'";
+}
 
 TEST(Cli, GenerateJsonOnStories) {
   KVWISE_REQUIRE_DATA();
@@ -53,7 +56,8 @@ TEST(Cli, ModelToolsRoundTrip) {
   KVWISE_REQUIRE_DATA();
   const std::string conv = test::temp_path("cli-conv.gguf"), q8 = test::temp_path("cli-q8.gguf");
   const std::string d = test::data_dir() + "/models/stories260K/";
-  ASSERT_EQ(run_kvwise("convert llama2c '" + d + "stories260K.bin' '" + d + "tok512.bin' -o '" + conv + "'").exit_code, 0);
+  ASSERT_EQ(run_kvwise("convert llama2c '" + d + "stories260K.bin' '" + d + "tok512.bin' -o '" + conv + "'").exit_code,
+            0);
   ASSERT_EQ(run_kvwise("quantize '" + conv + "' '" + q8 + "' q8_0").exit_code, 0);
   const auto g = run_kvwise("generate -m '" + q8 + "' --temp 0 -n 12");
   ASSERT_EQ(g.exit_code, 0) << g.err;
@@ -80,7 +84,8 @@ TEST(Cli, BadInputGivesClearErrors) {
   EXPECT_EQ(shape.exit_code, 1);
   EXPECT_NE(shape.err.find("unknown model shape"), std::string::npos);
   if (test::have_data()) {
-    const auto longp = run_kvwise("generate " + stories() + " -c 8 -p 'a prompt that is much longer than eight tokens'");
+    const auto longp =
+        run_kvwise("generate " + stories() + " -c 8 -p 'a prompt that is much longer than eight tokens'");
     EXPECT_EQ(longp.exit_code, 1);
     EXPECT_NE(longp.err.find("more than the context"), std::string::npos) << longp.err;
     EXPECT_NE(run_kvwise("generate " + stories() + " --temp -1").exit_code, 0);
@@ -104,7 +109,8 @@ TEST(CliSim, ReplaysTheMooncakeTraceWithTiers) {
   const std::string plots = test::temp_path("plots");
   const auto r = test::run_kvwise("sim --trace '" + test::data_dir() +
                                   "/traces/mooncake-fast25/conversation_trace.jsonl' --policies lru,wa,belady "
-                                  "--capacity 1000,3000 --tiers host:4000:16e9 --json --plot '" + plots + "'");
+                                  "--capacity 1000,3000 --tiers host:4000:16e9 --json --plot '" +
+                                  plots + "'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["trace"]["requests"], 12031);
@@ -127,6 +133,12 @@ TEST(CliSim, DefaultWorkloadAndBadInput) {
   const std::string gen = test::temp_path("gen.jsonl");
   ASSERT_EQ(test::run_kvwise("sim --synthetic-requests 50 --generate '" + gen + "'").exit_code, 0);
   EXPECT_EQ(test::run_kvwise("sim --trace '" + gen + "' --capacity 10 --policies wa --json").exit_code, 0);
+  // Bytes -> blocks: 16-token blocks of Llama-3-8B KV are 16 x 131,072 B = 2 MiB.
+  const auto bytes = test::run_kvwise(
+      "sim --synthetic-requests 50 --policies lru --capacity-bytes 1e9 "
+      "--model-shape llama3-8b --json");
+  ASSERT_EQ(bytes.exit_code, 0) << bytes.err;
+  EXPECT_EQ(nlohmann::json::parse(bytes.out)["runs"][0]["capacity_blocks"], 476);
   const auto bad_policy = test::run_kvwise("sim --synthetic-requests 50 --policies lru,mru");
   EXPECT_EQ(bad_policy.exit_code, 1);
   EXPECT_NE(bad_policy.err.find("unknown eviction policy 'mru'"), std::string::npos) << bad_policy.err;

@@ -42,8 +42,9 @@ TEST_F(Stories, GreedyFromBosTellsTheKnownStory) {
     sp.temperature = 0;
     Sampler s(sp);
     const GenerateResult r = generate(e, {model_->tokenizer().bos()}, 40, s);
-    EXPECT_EQ(r.text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0),
-              0u)
+    EXPECT_EQ(
+        r.text.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", 0),
+        0u)
         << r.text;
     EXPECT_EQ(e.kv().bytes_total(), 0u) << "the sequence's pages are returned";
   }
@@ -65,7 +66,8 @@ TEST_F(Stories, MeanNllOnTinyStoriesValidation) {
 }
 
 TEST_F(Stories, ChunkedPrefillBatchingAndDecodeAgree) {
-  const auto ids = model_->tokenizer().encode("Once upon a time, there was a big dog. The dog liked to run and jump.", true);
+  const auto ids =
+      model_->tokenizer().encode("Once upon a time, there was a big dog. The dog liked to run and jump.", true);
   EngineOptions o;
   o.threads = 2;
   o.kv_type = DType::F32;

@@ -39,7 +39,8 @@ TEST(Kernels, GemvMatchesScalarForEveryType) {
     for (Isa isa : simd_isas()) {
       kernels_for(isa).gemv_rows(t, q.data(), rb, x.data(), cols, got.data(), 0, rows);
       for (int64_t r = 0; r < rows; ++r)
-        ASSERT_NEAR(got[r], ref[r], 1e-4 * (1 + std::fabs(ref[r]))) << dtype_name(t) << " " << kernels_for(isa).isa_name;
+        ASSERT_NEAR(got[r], ref[r], 1e-4 * (1 + std::fabs(ref[r])))
+            << dtype_name(t) << " " << kernels_for(isa).isa_name;
     }
   }
 }
@@ -92,8 +93,10 @@ TEST(Kernels, ExpShiftSumIsAccurate) {
       // Reference on the same float argument: float rounding of x - shift is not the kernel's error.
       const double ref = std::exp(static_cast<double>(x[i] - 90.0f));
       ref_sum += ref;
-      if (ref > 1e-37) ASSERT_NEAR(got[i] / ref, 1.0, 2e-6) << "x = " << x[i] << " " << kernels_for(isa).isa_name;
-      else ASSERT_LT(got[i], 1e-30f);
+      if (ref > 1e-37)
+        ASSERT_NEAR(got[i] / ref, 1.0, 2e-6) << "x = " << x[i] << " " << kernels_for(isa).isa_name;
+      else
+        ASSERT_LT(got[i], 1e-30f);
     }
     EXPECT_NEAR(sum / ref_sum, 1.0, 1e-5);
   }

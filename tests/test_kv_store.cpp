@@ -9,7 +9,9 @@
 namespace kvwise {
 namespace {
 
-KvLayout layout(DType t = DType::F32) { return KvLayout{2, 4, 2, 8, t, 4}; }
+KvLayout layout(DType t = DType::F32) {
+  return KvLayout{2, 4, 2, 8, t, 4};
+}
 
 void fill(KvStore& kv, SeqId s, int layer, int head, int n, int32_t pos0 = 0) {
   std::vector<float> k(8), v(8);

@@ -1,11 +1,11 @@
 // kvwise's logits against an independent float64 numpy forward pass (tools/ref_forward.py) that
 // reads the same GGUF: stories260K, and random models exercising GQA, qwen2 biases and neox RoPE,
 // untied outputs, and every weight type.
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
-#include <fmt/ranges.h>
 
 #include "model/convert.h"
 #include "model/forward.h"
@@ -15,7 +15,9 @@
 namespace kvwise {
 namespace {
 
-bool have_numpy() { return std::system("/usr/bin/python3 -c 'import numpy' > /dev/null 2>&1") == 0; }
+bool have_numpy() {
+  return std::system("/usr/bin/python3 -c 'import numpy' > /dev/null 2>&1") == 0;
+}
 
 // Max |a - b| / max |b| over all logits.
 void compare_with_reference(const std::string& gguf, const std::vector<int32_t>& ids, double tol, int chunk = 7) {
@@ -25,7 +27,8 @@ void compare_with_reference(const std::string& gguf, const std::vector<int32_t>&
   }
   const std::string list = fmt::format("{}", fmt::join(ids, ","));
   const std::string out = test::temp_path("ref.f32");
-  const std::string cmd = "/usr/bin/python3 " KVWISE_SOURCE_DIR "/tools/ref_forward.py '" + gguf + "' " + list + " '" + out + "'";
+  const std::string cmd =
+      "/usr/bin/python3 " KVWISE_SOURCE_DIR "/tools/ref_forward.py '" + gguf + "' " + list + " '" + out + "'";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const std::string raw = test::read_file(out);
   auto model = Model::load(gguf);

@@ -13,7 +13,9 @@
 namespace kvwise::sim {
 namespace {
 
-std::string mooncake_path() { return test::data_dir() + "/traces/mooncake-fast25/conversation_trace.jsonl"; }
+std::string mooncake_path() {
+  return test::data_dir() + "/traces/mooncake-fast25/conversation_trace.jsonl";
+}
 
 TEST(Readers, MalformedLinesAreReportedAndSkippedOrFatal) {
   const std::string path = test::temp_path("bad.jsonl");

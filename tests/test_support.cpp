@@ -15,9 +15,13 @@ std::string data_dir() {
   return KVWISE_DEFAULT_DATA;
 }
 
-std::string stories_gguf() { return data_dir() + "/models/stories260K/stories260K.gguf"; }
+std::string stories_gguf() {
+  return data_dir() + "/models/stories260K/stories260K.gguf";
+}
 
-bool have_data() { return access(stories_gguf().c_str(), R_OK) == 0; }
+bool have_data() {
+  return access(stories_gguf().c_str(), R_OK) == 0;
+}
 
 std::string temp_path(const std::string& name) {
   const std::string dir = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : "/tmp") + "/kvwise-test-" +

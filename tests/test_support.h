@@ -11,12 +11,12 @@ namespace kvwise::test {
 // where its absence is a failure.
 std::string data_dir();
 bool have_data();
-#define KVWISE_REQUIRE_DATA()                                                      \
-  do {                                                                              \
-    if (!::kvwise::test::have_data()) {                                             \
+#define KVWISE_REQUIRE_DATA()                                                                 \
+  do {                                                                                        \
+    if (!::kvwise::test::have_data()) {                                                       \
       if (std::getenv("CI")) FAIL() << "shared data missing: " << ::kvwise::test::data_dir(); \
-      GTEST_SKIP() << "shared data missing: " << ::kvwise::test::data_dir();         \
-    }                                                                               \
+      GTEST_SKIP() << "shared data missing: " << ::kvwise::test::data_dir();                  \
+    }                                                                                         \
   } while (0)
 
 std::string stories_gguf();

@@ -30,9 +30,9 @@ TEST_F(SpmTest, EncodesWithBosAndSpacePrefix) {
 }
 
 TEST_F(SpmTest, RoundTripsSpacesNewlinesAndUnicode) {
-  for (const std::string s : {"hello world", "  two  spaces ", "line one\nline two\n\n", "tabs\tand\rreturns",
-                              "caf\xC3\xA9 na\xC3\xAFve \xE2\x82\xAC 100", "\xF0\x9F\x98\x80 emoji", "Lily's \"ball\"!",
-                              "12345 67.89"}) {
+  for (const std::string s :
+       {"hello world", "  two  spaces ", "line one\nline two\n\n", "tabs\tand\rreturns",
+        "caf\xC3\xA9 na\xC3\xAFve \xE2\x82\xAC 100", "\xF0\x9F\x98\x80 emoji", "Lily's \"ball\"!", "12345 67.89"}) {
     const auto ids = tok_->encode(s, true);
     EXPECT_EQ(tok_->decode(ids), s) << s;
   }
@@ -80,8 +80,8 @@ std::string make_bpe_gguf(const std::string& pre) {
     units.push_back(s);
   }
   const std::string G = "\xC4\xA0";  // the unit of the space byte
-  std::vector<std::string> merges = {"h e", "l l", "he ll", "hell o", G + " w", "o r", G + "w or", G + "wor l", G + "worl d",
-                                     "1 2", "12 3"};
+  std::vector<std::string> merges = {"h e",      "l l",       "he ll",      "hell o", G + " w", "o r",
+                                     G + "w or", G + "wor l", G + "worl d", "1 2",    "12 3"};
   std::vector<GgufValue> tokens, types, mg;
   for (const auto& u : units) tokens.push_back(GgufValue::str(u));
   for (const auto& m : merges) {

@@ -119,8 +119,11 @@ void add_bench(CLI::App& app) {
       j["kv_type"] = o->m.kv_type;
       j["resident_bytes_end"] = rss;
       for (const auto& r : rows)
-        j["results"].push_back({{"test", r.test}, {"depth", r.depth}, {"tokens", r.tokens},
-                                {"tokens_per_second", r.tokens_per_second()}, {"stddev", r.stddev_tps()},
+        j["results"].push_back({{"test", r.test},
+                                {"depth", r.depth},
+                                {"tokens", r.tokens},
+                                {"tokens_per_second", r.tokens_per_second()},
+                                {"stddev", r.stddev_tps()},
                                 {"seconds", r.seconds}});
       std::puts(j.dump(2).c_str());
       return;

@@ -52,9 +52,13 @@ void add_generate(CLI::App& app) {
       j["prompt_tokens"] = r.prompt_tokens;
       j["tokens"] = r.tokens;
       j["stopped_at_eos"] = r.stopped_at_eos;
-      j["timings"] = {{"prefill_seconds", r.prefill_seconds}, {"decode_seconds", r.decode_seconds},
-                      {"prefill_tokens_per_second", pp}, {"decode_tokens_per_second", tg}};
-      j["kv"] = {{"type", o->m.kv_type}, {"bytes_final", r.kv_bytes}, {"bytes_peak", r.kv_bytes_peak},
+      j["timings"] = {{"prefill_seconds", r.prefill_seconds},
+                      {"decode_seconds", r.decode_seconds},
+                      {"prefill_tokens_per_second", pp},
+                      {"decode_tokens_per_second", tg}};
+      j["kv"] = {{"type", o->m.kv_type},
+                 {"bytes_final", r.kv_bytes},
+                 {"bytes_peak", r.kv_bytes_peak},
                  {"bytes_per_token_full", engine.kv().bytes_per_token_full()}};
       j["threads"] = engine.options().threads;
       std::puts(j.dump(2).c_str());

@@ -33,10 +33,17 @@ void add_inspect(CLI::App& app) {
       j["architecture"] = c.arch;
       j["parameters"] = model->weights().parameters;
       j["weight_bytes"] = model->weights().mapped_bytes;
-      j["config"] = {{"dim", c.dim},         {"layers", c.n_layers},   {"heads", c.n_heads},
-                     {"kv_heads", c.n_kv_heads}, {"head_dim", c.head_dim}, {"ffn", c.ffn_dim},
-                     {"vocab", c.n_vocab},   {"ctx", c.ctx_len},       {"rope_base", c.rope_freq_base},
-                     {"rope", c.rope_type == RopeType::Neox ? "neox" : "normal"}, {"tied_output", model->weights().tied_output}};
+      j["config"] = {{"dim", c.dim},
+                     {"layers", c.n_layers},
+                     {"heads", c.n_heads},
+                     {"kv_heads", c.n_kv_heads},
+                     {"head_dim", c.head_dim},
+                     {"ffn", c.ffn_dim},
+                     {"vocab", c.n_vocab},
+                     {"ctx", c.ctx_len},
+                     {"rope_base", c.rope_freq_base},
+                     {"rope", c.rope_type == RopeType::Neox ? "neox" : "normal"},
+                     {"tied_output", model->weights().tied_output}};
       j["kv_bytes_per_token"] = {{"f16", kv16}, {"f32", kv32}};
       j["tokenizer"] = model->tokenizer().kind();
       for (const auto& [k, v] : f.metadata()) j["metadata"][k] = v.to_display(8);
@@ -59,13 +66,14 @@ void add_inspect(CLI::App& app) {
                   fmt::format("{}", fmt::join(t.dims, " x ")).c_str(), static_cast<unsigned long long>(t.bytes));
     }
     std::printf("\narchitecture %s | dim %d | layers %d | heads %d (KV %d, head dim %d) | ffn %d | vocab %d | ctx %d\n",
-                c.arch.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len);
+                c.arch.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab,
+                c.ctx_len);
     std::printf("parameters %.3f M | weights %s | tokenizer %s | output %s\n",
                 static_cast<double>(model->weights().parameters) / 1e6,
                 human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
                 model->tokenizer().kind().c_str(), model->weights().tied_output ? "tied" : "separate");
-    std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32, c.ctx_len,
-                human_bytes(static_cast<double>(kv16) * c.ctx_len).c_str());
+    std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32,
+                c.ctx_len, human_bytes(static_cast<double>(kv16) * c.ctx_len).c_str());
   });
 }
 

@@ -42,11 +42,16 @@ void add_perplexity(CLI::App& app) {
     progress.finish();
     const double secs = now_seconds() - t0;
     if (o->json) {
-      nlohmann::json j = {{"model", model->file().path()}, {"file", o->file},
-                          {"documents", docs.size()},      {"tokens", r.tokens},
-                          {"mean_nll", r.mean_nll()},      {"perplexity", std::exp(r.mean_nll())},
-                          {"seconds", secs},               {"tokens_per_second", r.tokens / secs},
-                          {"ctx", engine.ctx()},             {"truncate", o->truncate}};
+      nlohmann::json j = {{"model", model->file().path()},
+                          {"file", o->file},
+                          {"documents", docs.size()},
+                          {"tokens", r.tokens},
+                          {"mean_nll", r.mean_nll()},
+                          {"perplexity", std::exp(r.mean_nll())},
+                          {"seconds", secs},
+                          {"tokens_per_second", r.tokens / secs},
+                          {"ctx", engine.ctx()},
+                          {"truncate", o->truncate}};
       std::puts(j.dump(2).c_str());
     } else {
       std::printf("documents %zu  predicted tokens %lld  mean NLL %.4f nats/token  perplexity %.4f  (%.0f tok/s)\n",

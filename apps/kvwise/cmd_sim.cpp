@@ -3,13 +3,12 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "base/data_dir.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/timer.h"
-#include <nlohmann/json.hpp>
-
 #include "common.h"
 #include "sim/categories.h"
 #include "sim/sweep.h"
@@ -22,10 +21,10 @@ namespace {
 // KV bytes per token (f16) of real model shapes: 2 (K,V) x layers x KV heads x head dim x 2 bytes.
 const std::map<std::string, double>& model_shapes() {
   static const std::map<std::string, double> m = {
-      {"smollm-135m", 2.0 * 30 * 3 * 64 * 2},   {"llama-1b", 2.0 * 16 * 8 * 64 * 2},
-      {"llama2-7b", 2.0 * 32 * 32 * 128 * 2},   {"llama2-13b", 2.0 * 40 * 40 * 128 * 2},
-      {"llama3-8b", 2.0 * 32 * 8 * 128 * 2},    {"llama3-70b", 2.0 * 80 * 8 * 128 * 2},
-      {"qwen2-7b", 2.0 * 28 * 4 * 128 * 2},     {"qwen2.5-7b", 2.0 * 28 * 4 * 128 * 2},
+      {"smollm-135m", 2.0 * 30 * 3 * 64 * 2}, {"llama-1b", 2.0 * 16 * 8 * 64 * 2},
+      {"llama2-7b", 2.0 * 32 * 32 * 128 * 2}, {"llama2-13b", 2.0 * 40 * 40 * 128 * 2},
+      {"llama3-8b", 2.0 * 32 * 8 * 128 * 2},  {"llama3-70b", 2.0 * 80 * 8 * 128 * 2},
+      {"qwen2-7b", 2.0 * 28 * 4 * 128 * 2},   {"qwen2.5-7b", 2.0 * 28 * 4 * 128 * 2},
   };
   return m;
 }
@@ -73,7 +72,7 @@ std::vector<prefix::TierSpec> parse_tiers(const std::string& spec) {
 void add_sim(CLI::App& app) {
   struct Opts {
     std::string trace, format = "auto", categories = "auto", tiers, model_shape = "llama3-8b", cost_from, plot, csv,
-                          generate, data_dir;
+                       generate, data_dir;
     std::vector<std::string> policies = {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"};
     std::vector<size_t> capacity = {1000, 2000, 5000, 10000};
     std::vector<double> capacity_bytes;
@@ -85,7 +84,8 @@ void add_sim(CLI::App& app) {
     bool gdsf_position_cost = false;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("sim", "replay a serving trace through the prefix cache per eviction policy and capacity");
+  CLI::App* cmd =
+      app.add_subcommand("sim", "replay a serving trace through the prefix cache per eviction policy and capacity");
   cmd->add_option("--trace", o->trace, "trace file (default: a generated workload)");
   cmd->add_option("--format", o->format, "mooncake, bailian, azure or auto")
       ->check(CLI::IsMember({"auto", "mooncake", "bailian", "azure", "synthetic"}));
@@ -93,9 +93,11 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")->delimiter(',');
   cmd->add_option("--capacity-bytes", o->capacity_bytes, "first-tier capacities in bytes (uses --model-shape)")
       ->delimiter(',');
-  cmd->add_option("--tiers", o->tiers, "lower tiers NAME:BLOCKS:BYTES_PER_S,... (e.g. host:20000:16e9,disk:200000:2e9)");
-  cmd->add_option("--model-shape", o->model_shape, "KV bytes per token of: smollm-135m, llama-1b, llama2-7b, llama2-13b, "
-                                                  "llama3-8b, llama3-70b, qwen2-7b, qwen2.5-7b");
+  cmd->add_option("--tiers", o->tiers,
+                  "lower tiers NAME:BLOCKS:BYTES_PER_S,... (e.g. host:20000:16e9,disk:200000:2e9)");
+  cmd->add_option("--model-shape", o->model_shape,
+                  "KV bytes per token of: smollm-135m, llama-1b, llama2-7b, llama2-13b, "
+                  "llama3-8b, llama3-70b, qwen2-7b, qwen2.5-7b");
   cmd->add_option("--prefill-tps", o->prefill_tps, "prefill tokens/s of one instance (default 10000, an assumption)");
   cmd->add_option("--cost-from", o->cost_from, "take the prefill tokens/s from a `kvwise bench --json` file");
   cmd->add_option("--decode-tps", o->decode_tps, "decode tokens/s holding an instance (default 0: overlapped)");
@@ -148,9 +150,12 @@ void add_sim(CLI::App& app) {
     s.base.latency.instances = o->instances;
     s.base.latency.decode_tokens_per_second = o->decode_tps;
     bool assumed_cost = false;
-    if (!o->cost_from.empty()) s.base.latency.prefill_tokens_per_second = prefill_from_bench(o->cost_from);
-    else if (o->prefill_tps > 0) s.base.latency.prefill_tokens_per_second = o->prefill_tps;
-    else assumed_cost = true;
+    if (!o->cost_from.empty())
+      s.base.latency.prefill_tokens_per_second = prefill_from_bench(o->cost_from);
+    else if (o->prefill_tps > 0)
+      s.base.latency.prefill_tokens_per_second = o->prefill_tps;
+    else
+      assumed_cost = true;
     s.base.lower_tiers = parse_tiers(o->tiers);
     s.base.chain = !o->holes;
     s.base.policy_options.wa = o->wa;

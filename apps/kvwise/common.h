@@ -11,7 +11,7 @@ namespace kvwise::cli {
 struct ModelOptions {
   std::string model;  // empty: the default model under the data directory
   std::string data_dir;
-  int threads = 0;    // 0: all cores
+  int threads = 0;  // 0: all cores
   std::string kv_type = "f16";
   int ctx = 0;
   int page_tokens = 32;

@@ -21,7 +21,7 @@ template <typename... Args>
 }  // namespace kvwise
 
 // Checks a condition that user input can violate; throws kvwise::Error with a formatted message.
-#define KV_CHECK(cond, ...)            \
-  do {                                 \
+#define KV_CHECK(cond, ...)                   \
+  do {                                        \
     if (!(cond)) ::kvwise::fail(__VA_ARGS__); \
   } while (0)

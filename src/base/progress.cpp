@@ -12,7 +12,9 @@ namespace kvwise {
 Progress::Progress(std::string label, size_t total)
     : label_(std::move(label)), total_(total), tty_(isatty(fileno(stderr)) != 0) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::update(size_t done) {
   if (!tty_ || total_ == 0) return;

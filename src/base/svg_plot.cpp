@@ -12,16 +12,20 @@
 namespace kvwise {
 
 namespace {
-const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                         "#bcbd22", "#17becf"};
+const char* kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                         "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
 std::string escape(const std::string& s) {
   std::string o;
   for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else
+      o += c;
   }
   return o;
 }
@@ -64,9 +68,10 @@ std::string render_svg(const PlotSpec& p) {
   s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", L, T, H - B);
   for (int i = 0; i <= 5; ++i) {  // y ticks
     const double v = y0 + (y1 - y0) * i / 5.0;
-    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
-                     "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
-                     L, fy(v), W - R, L - 6, fy(v) + 4, tick_label(v));
+    s += fmt::format(
+        "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
+        "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
+        L, fy(v), W - R, L - 6, fy(v) + 4, tick_label(v));
   }
   std::vector<double> xt;
   for (const auto& se : p.series) xt.insert(xt.end(), se.x.begin(), se.x.end());
@@ -79,12 +84,13 @@ std::string render_svg(const PlotSpec& p) {
   }
   for (double v : xt) {
     if (p.log_x && v <= 0) continue;
-    s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", fx(v), H - B + 18, tick_label(v));
+    s +=
+        fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", fx(v), H - B + 18, tick_label(v));
   }
   s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", (L + W - R) / 2, H - 16,
                    escape(p.x_label + (p.log_x ? " (log scale)" : "")));
-  s += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n", (T + H - B) / 2,
-                   escape(p.y_label));
+  s += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+                   (T + H - B) / 2, escape(p.y_label));
   for (size_t k = 0; k < p.series.size(); ++k) {
     const auto& se = p.series[k];
     const char* color = kColors[k % 10];
@@ -97,10 +103,11 @@ std::string render_svg(const PlotSpec& p) {
     s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", pts, color,
                      se.dashed ? " stroke-dasharray=\"6,4\"" : "");
     const double ly = T + 10 + 20.0 * static_cast<double>(k);
-    s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"{}/>"
-                     "<text x=\"{}\" y=\"{:.1f}\">{}</text>\n",
-                     W - R + 15, ly, W - R + 40, ly, color, se.dashed ? " stroke-dasharray=\"6,4\"" : "", W - R + 46,
-                     ly + 4, escape(se.name));
+    s += fmt::format(
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"2\"{}/>"
+        "<text x=\"{}\" y=\"{:.1f}\">{}</text>\n",
+        W - R + 15, ly, W - R + 40, ly, color, se.dashed ? " stroke-dasharray=\"6,4\"" : "", W - R + 46, ly + 4,
+        escape(se.name));
   }
   return s + "</svg>\n";
 }

@@ -38,7 +38,7 @@ class ThreadPool {
   const std::function<void(size_t, int)>* job_ = nullptr;
   size_t job_n_ = 0;
   std::atomic<size_t> next_{0};
-  std::atomic<int> pending_{0};       // workers still inside the current job
+  std::atomic<int> pending_{0};  // workers still inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};

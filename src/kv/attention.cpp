@@ -165,8 +165,8 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
         std::fill(out, out + hd, 0.0f);
         for (int ti = t0; ti < t1; ++ti) {
           const float w = Lsum > 0 ? scale_c[static_cast<size_t>(ti - t0)] / Lsum : 0.0f;
-          const float* O = partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(G * hd) +
-                           static_cast<size_t>(g * hd);
+          const float* O =
+              partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(G * hd) + static_cast<size_t>(g * hd);
           for (int c = 0; c < hd; ++c) out[c] += w * O[c];
         }
         if (cfg.enabled && Lsum > 0) {

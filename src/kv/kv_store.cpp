@@ -68,8 +68,12 @@ const KvStore::HeadList& KvStore::list(SeqId seq, int layer, int head) const {
   return get(seq).heads[static_cast<size_t>(layer * layout_.n_kv_heads + head)];
 }
 
-int32_t KvStore::next_position(SeqId seq) const { return get(seq).next_pos; }
-void KvStore::set_next_position(SeqId seq, int32_t pos) { get(seq).next_pos = pos; }
+int32_t KvStore::next_position(SeqId seq) const {
+  return get(seq).next_pos;
+}
+void KvStore::set_next_position(SeqId seq, int32_t pos) {
+  get(seq).next_pos = pos;
+}
 
 void KvStore::append(SeqId seq, int layer, int head, const float* k, const float* v, int32_t pos) {
   HeadList& h = list(seq, layer, head);
@@ -91,7 +95,9 @@ void KvStore::append(SeqId seq, int layer, int head, const float* k, const float
   ++h.len;
 }
 
-int KvStore::head_len(SeqId seq, int layer, int head) const { return list(seq, layer, head).len; }
+int KvStore::head_len(SeqId seq, int layer, int head) const {
+  return list(seq, layer, head).len;
+}
 
 const std::vector<uint32_t>& KvStore::head_pages(SeqId seq, int layer, int head) const {
   return list(seq, layer, head).pages;
@@ -163,7 +169,9 @@ void KvStore::set_taps(SeqId seq, const TapConfig& cfg) {
   s.taps.assign(cfg.enabled ? static_cast<size_t>(layout_.n_layers * layout_.n_heads) : 0, HeadTaps{});
 }
 
-const TapConfig& KvStore::tap_config(SeqId seq) const { return get(seq).tap_cfg; }
+const TapConfig& KvStore::tap_config(SeqId seq) const {
+  return get(seq).tap_cfg;
+}
 
 HeadTaps& KvStore::taps(SeqId seq, int layer, int q_head) {
   Sequence& s = get(seq);

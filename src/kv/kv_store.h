@@ -15,7 +15,7 @@ namespace kvwise {
 
 struct KvLayout {
   int n_layers = 0;
-  int n_heads = 0;     // query heads (for the statistic taps)
+  int n_heads = 0;  // query heads (for the statistic taps)
   int n_kv_heads = 0;
   int head_dim = 0;
   DType type = DType::F16;  // F32 or F16
@@ -81,7 +81,7 @@ class KvStore {
     std::vector<HeadList> heads;  // layer * n_kv_heads + head
     int32_t next_pos = 0;
     TapConfig tap_cfg;
-    std::vector<HeadTaps> taps;   // layer * n_heads + q_head
+    std::vector<HeadTaps> taps;  // layer * n_heads + q_head
   };
   Sequence& get(SeqId seq);
   const Sequence& get(SeqId seq) const;

@@ -28,8 +28,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.head_dim = f.get_int(a + "attention.key_length") ? need("attention.key_length") : c.dim / c.n_heads;
   KV_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "{}: head dimension {} must be even", f.path(), c.head_dim);
   c.n_rot = f.get_int(a + "rope.dimension_count") ? need("rope.dimension_count") : c.head_dim;
-  KV_CHECK(c.n_rot <= c.head_dim && c.n_rot % 2 == 0, "{}: rope dimension {} invalid for head dim {}", f.path(), c.n_rot,
-           c.head_dim);
+  KV_CHECK(c.n_rot <= c.head_dim && c.n_rot % 2 == 0, "{}: rope dimension {} invalid for head dim {}", f.path(),
+           c.n_rot, c.head_dim);
   c.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
   c.rope_freq_base = static_cast<float>(f.get_float(a + "rope.freq_base").value_or(10000.0));
   KV_CHECK(c.rope_freq_base > 0, "{}: rope.freq_base must be positive", f.path());
@@ -38,7 +38,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     c.rope_linear_factor = static_cast<float>(f.get_float(a + "rope.scaling.factor").value_or(1.0));
     KV_CHECK(c.rope_linear_factor > 0, "{}: rope.scaling.factor must be positive", f.path());
   } else {
-    KV_CHECK(scaling == "none", "{}: unsupported RoPE scaling '{}' (kvwise supports none and linear)", f.path(), scaling);
+    KV_CHECK(scaling == "none", "{}: unsupported RoPE scaling '{}' (kvwise supports none and linear)", f.path(),
+             scaling);
   }
   c.rope_type = c.arch == "qwen2" ? RopeType::Neox : RopeType::Normal;
   c.qkv_bias = c.arch == "qwen2";

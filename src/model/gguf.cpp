@@ -55,46 +55,83 @@ class Cursor {
 
 size_t min_encoded_size(GgufType t) {
   switch (t) {
-    case GgufType::U8: case GgufType::I8: case GgufType::BOOL: return 1;
-    case GgufType::U16: case GgufType::I16: return 2;
-    case GgufType::U32: case GgufType::I32: case GgufType::F32: return 4;
-    case GgufType::U64: case GgufType::I64: case GgufType::F64: case GgufType::STRING: return 8;
-    case GgufType::ARRAY: return 12;
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::BOOL:
+      return 1;
+    case GgufType::U16:
+    case GgufType::I16:
+      return 2;
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::F32:
+      return 4;
+    case GgufType::U64:
+    case GgufType::I64:
+    case GgufType::F64:
+    case GgufType::STRING:
+      return 8;
+    case GgufType::ARRAY:
+      return 12;
   }
   return 1;
 }
 
-bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::F64); }
+bool valid_type(uint32_t t) {
+  return t <= static_cast<uint32_t>(GgufType::F64);
+}
 
 GgufValue read_value(Cursor& c, GgufType t, int depth, const std::string& key) {
   GgufValue out;
   out.type = t;
   switch (t) {
-    case GgufType::U8: out.v = uint64_t{c.read<uint8_t>("u8 value")}; break;
-    case GgufType::I8: out.v = int64_t{c.read<int8_t>("i8 value")}; break;
-    case GgufType::U16: out.v = uint64_t{c.read<uint16_t>("u16 value")}; break;
-    case GgufType::I16: out.v = int64_t{c.read<int16_t>("i16 value")}; break;
-    case GgufType::U32: out.v = uint64_t{c.read<uint32_t>("u32 value")}; break;
-    case GgufType::I32: out.v = int64_t{c.read<int32_t>("i32 value")}; break;
-    case GgufType::U64: out.v = c.read<uint64_t>("u64 value"); break;
-    case GgufType::I64: out.v = c.read<int64_t>("i64 value"); break;
-    case GgufType::F32: out.v = double{c.read<float>("f32 value")}; break;
-    case GgufType::F64: out.v = c.read<double>("f64 value"); break;
+    case GgufType::U8:
+      out.v = uint64_t{c.read<uint8_t>("u8 value")};
+      break;
+    case GgufType::I8:
+      out.v = int64_t{c.read<int8_t>("i8 value")};
+      break;
+    case GgufType::U16:
+      out.v = uint64_t{c.read<uint16_t>("u16 value")};
+      break;
+    case GgufType::I16:
+      out.v = int64_t{c.read<int16_t>("i16 value")};
+      break;
+    case GgufType::U32:
+      out.v = uint64_t{c.read<uint32_t>("u32 value")};
+      break;
+    case GgufType::I32:
+      out.v = int64_t{c.read<int32_t>("i32 value")};
+      break;
+    case GgufType::U64:
+      out.v = c.read<uint64_t>("u64 value");
+      break;
+    case GgufType::I64:
+      out.v = c.read<int64_t>("i64 value");
+      break;
+    case GgufType::F32:
+      out.v = double{c.read<float>("f32 value")};
+      break;
+    case GgufType::F64:
+      out.v = c.read<double>("f64 value");
+      break;
     case GgufType::BOOL: {
       const uint8_t b = c.read<uint8_t>("bool value");
       KV_CHECK(b <= 1, "{}: metadata '{}': invalid bool byte {}", c.path(), key, b);
       out.v = b != 0;
       break;
     }
-    case GgufType::STRING: out.v = c.read_string("string value"); break;
+    case GgufType::STRING:
+      out.v = c.read_string("string value");
+      break;
     case GgufType::ARRAY: {
       KV_CHECK(depth < kMaxArrayDepth, "{}: metadata '{}': arrays nested too deeply", c.path(), key);
       const uint32_t et = c.read<uint32_t>("array type");
       KV_CHECK(valid_type(et), "{}: metadata '{}': unknown array element type {}", c.path(), key, et);
       out.elem_type = static_cast<GgufType>(et);
       const uint64_t n = c.read<uint64_t>("array length");
-      KV_CHECK(n <= c.remaining() / min_encoded_size(out.elem_type), "{}: metadata '{}': array length {} exceeds the file",
-               c.path(), key, n);
+      KV_CHECK(n <= c.remaining() / min_encoded_size(out.elem_type),
+               "{}: metadata '{}': array length {} exceeds the file", c.path(), key, n);
       std::vector<GgufValue> xs;
       xs.reserve(n);
       for (uint64_t i = 0; i < n; ++i) xs.push_back(read_value(c, out.elem_type, depth + 1, key));
@@ -108,7 +145,8 @@ GgufValue read_value(Cursor& c, GgufType t, int depth, const std::string& key) {
 }  // namespace
 
 const char* gguf_type_name(GgufType t) {
-  static const char* names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
+  static const char* names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                "bool", "string", "array", "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < 13 ? names[i] : "?";
 }
@@ -151,9 +189,13 @@ std::string GgufValue::to_display(size_t max_items) const {
       for (size_t i = 0; i < a.size() && i < max_items; ++i) out += (i ? ", " : "") + a[i].to_display(0);
       return out + (a.size() > max_items ? ", ...]" : "]");
     }
-    case GgufType::F32: case GgufType::F64: return fmt::format("{}", as_float());
-    case GgufType::BOOL: return as_bool() ? "true" : "false";
-    default: return fmt::format("{}", as_int());
+    case GgufType::F32:
+    case GgufType::F64:
+      return fmt::format("{}", as_float());
+    case GgufType::BOOL:
+      return as_bool() ? "true" : "false";
+    default:
+      return fmt::format("{}", as_int());
   }
 }
 

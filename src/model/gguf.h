@@ -15,8 +15,19 @@
 namespace kvwise {
 
 enum class GgufType : uint32_t {
-  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9, U64 = 10,
-  I64 = 11, F64 = 12,
+  U8 = 0,
+  I8 = 1,
+  U16 = 2,
+  I16 = 3,
+  U32 = 4,
+  I32 = 5,
+  F32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  U64 = 10,
+  I64 = 11,
+  F64 = 12,
 };
 const char* gguf_type_name(GgufType t);
 
@@ -33,8 +44,8 @@ struct GgufValue {
   static GgufValue array(GgufType elem, std::vector<GgufValue> xs) { return {GgufType::ARRAY, elem, std::move(xs)}; }
 
   bool is_integer() const;
-  int64_t as_int() const;      // throws unless an integer type
-  double as_float() const;     // integers and floats
+  int64_t as_int() const;   // throws unless an integer type
+  double as_float() const;  // integers and floats
   bool as_bool() const;
   const std::string& as_string() const;
   const std::vector<GgufValue>& as_array() const;
@@ -45,7 +56,7 @@ struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> dims;  // ggml order: dims[0] is the contiguous (row) dimension
   DType type = DType::F32;
-  uint64_t offset = 0;        // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t bytes = 0;
   int64_t elements() const;
 };

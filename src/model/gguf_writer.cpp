@@ -32,18 +32,42 @@ struct Out {
 
 void put_value(Out& o, const GgufValue& v, GgufType t) {
   switch (t) {
-    case GgufType::U8: o.put<uint8_t>(static_cast<uint8_t>(v.as_int())); break;
-    case GgufType::I8: o.put<int8_t>(static_cast<int8_t>(v.as_int())); break;
-    case GgufType::U16: o.put<uint16_t>(static_cast<uint16_t>(v.as_int())); break;
-    case GgufType::I16: o.put<int16_t>(static_cast<int16_t>(v.as_int())); break;
-    case GgufType::U32: o.put<uint32_t>(static_cast<uint32_t>(v.as_int())); break;
-    case GgufType::I32: o.put<int32_t>(static_cast<int32_t>(v.as_int())); break;
-    case GgufType::U64: o.put<uint64_t>(static_cast<uint64_t>(v.as_int())); break;
-    case GgufType::I64: o.put<int64_t>(v.as_int()); break;
-    case GgufType::F32: o.put<float>(static_cast<float>(v.as_float())); break;
-    case GgufType::F64: o.put<double>(v.as_float()); break;
-    case GgufType::BOOL: o.put<uint8_t>(v.as_bool() ? 1 : 0); break;
-    case GgufType::STRING: o.put_string(v.as_string()); break;
+    case GgufType::U8:
+      o.put<uint8_t>(static_cast<uint8_t>(v.as_int()));
+      break;
+    case GgufType::I8:
+      o.put<int8_t>(static_cast<int8_t>(v.as_int()));
+      break;
+    case GgufType::U16:
+      o.put<uint16_t>(static_cast<uint16_t>(v.as_int()));
+      break;
+    case GgufType::I16:
+      o.put<int16_t>(static_cast<int16_t>(v.as_int()));
+      break;
+    case GgufType::U32:
+      o.put<uint32_t>(static_cast<uint32_t>(v.as_int()));
+      break;
+    case GgufType::I32:
+      o.put<int32_t>(static_cast<int32_t>(v.as_int()));
+      break;
+    case GgufType::U64:
+      o.put<uint64_t>(static_cast<uint64_t>(v.as_int()));
+      break;
+    case GgufType::I64:
+      o.put<int64_t>(v.as_int());
+      break;
+    case GgufType::F32:
+      o.put<float>(static_cast<float>(v.as_float()));
+      break;
+    case GgufType::F64:
+      o.put<double>(v.as_float());
+      break;
+    case GgufType::BOOL:
+      o.put<uint8_t>(v.as_bool() ? 1 : 0);
+      break;
+    case GgufType::STRING:
+      o.put_string(v.as_string());
+      break;
     case GgufType::ARRAY: {
       o.put<uint32_t>(static_cast<uint32_t>(v.elem_type));
       const auto& a = v.as_array();
@@ -68,7 +92,8 @@ void GgufWriter::add_tensor(const std::string& name, std::vector<int64_t> dims, 
   int64_t n = 1;
   for (int64_t d : dims) n *= d;
   const DTypeInfo& info = dtype_info(type);
-  KV_CHECK(dims[0] % info.block_elems == 0, "tensor '{}': row {} not a multiple of {} block size", name, dims[0], info.name);
+  KV_CHECK(dims[0] % info.block_elems == 0, "tensor '{}': row {} not a multiple of {} block size", name, dims[0],
+           info.name);
   KV_CHECK(data.size() == static_cast<size_t>(n / info.block_elems * info.block_bytes),
            "tensor '{}': {} bytes of data for {} elements of {}", name, data.size(), n, info.name);
   tensors_.push_back({name, std::move(dims), type, std::move(data)});

@@ -126,7 +126,8 @@ void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_
   per_layer("ffn_up.weight", {dim, hidden});
   w.add_tensor("output_norm.weight", {dim}, DType::F32, r.floats(static_cast<size_t>(dim)));
   r.floats(static_cast<size_t>(seq_len) * static_cast<size_t>(hd));  // legacy RoPE tables, unused
-  if (!shared) w.add_tensor("output.weight", {dim, vocab}, DType::F32, r.floats(static_cast<size_t>(int64_t{vocab} * dim)));
+  if (!shared)
+    w.add_tensor("output.weight", {dim, vocab}, DType::F32, r.floats(static_cast<size_t>(int64_t{vocab} * dim)));
   KV_CHECK(r.pos == m.size(), "{}: {} unexpected trailing bytes (wrong header?)", model_bin, m.size() - r.pos);
   w.write(out_gguf);
 }

@@ -10,7 +10,7 @@ namespace kvwise {
 namespace {
 // llama.cpp's general.file_type numbers.
 uint32_t file_type(const std::string& name) {
-  static const std::map<std::string, uint32_t> ft = {{"f32", 0},  {"f16", 1},  {"q4_0", 2},  {"q8_0", 7},
+  static const std::map<std::string, uint32_t> ft = {{"f32", 0},   {"f16", 1},     {"q4_0", 2},  {"q8_0", 7},
                                                      {"q4_k", 15}, {"q4_k_m", 15}, {"q6_k", 18}, {"bf16", 32}};
   auto it = ft.find(name);
   KV_CHECK(it != ft.end(), "unsupported quantization type '{}' (f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q6_k)", name);

@@ -24,7 +24,8 @@ int32_t Sampler::sample(const float* logits, int n) {
   std::vector<int32_t> idx(static_cast<size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);
   const int k = p_.top_k > 0 ? std::min(p_.top_k, n) : n;
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
   idx.resize(static_cast<size_t>(k));
   std::vector<double> prob(idx.size());
   const double mx = logits[idx[0]];

@@ -15,14 +15,16 @@ Tokenizer::Tokenizer(const GgufFile& f) {
   types_.assign(tokens_.size(), TokenType::Normal);
   if (const GgufValue* ty = f.find("tokenizer.ggml.token_type")) {
     const auto& a = ty->as_array();
-    KV_CHECK(a.size() == tokens_.size(), "{}: token_type has {} entries for {} tokens", f.path(), a.size(), tokens_.size());
+    KV_CHECK(a.size() == tokens_.size(), "{}: token_type has {} entries for {} tokens", f.path(), a.size(),
+             tokens_.size());
     for (size_t i = 0; i < a.size(); ++i) types_[i] = static_cast<TokenType>(a[i].as_int());
   }
   for (size_t i = 0; i < tokens_.size(); ++i) index_.emplace(tokens_[i], static_cast<int32_t>(i));
   const auto id = [&](const char* key, int32_t def) {
     const auto v = f.get_int(key);
     const int64_t x = v.value_or(def);
-    KV_CHECK(x >= -1 && x < static_cast<int64_t>(tokens_.size()), "{}: {} = {} is outside the vocabulary", f.path(), key, x);
+    KV_CHECK(x >= -1 && x < static_cast<int64_t>(tokens_.size()), "{}: {} = {} is outside the vocabulary", f.path(),
+             key, x);
     return static_cast<int32_t>(x);
   };
   bos_ = id("tokenizer.ggml.bos_token_id", -1);
@@ -50,7 +52,9 @@ int32_t Tokenizer::token_id(const std::string& text) const {
   return it == index_.end() ? -1 : it->second;
 }
 
-bool Tokenizer::is_end_of_generation(int32_t id) const { return id == eos_ || (eot_ >= 0 && id == eot_); }
+bool Tokenizer::is_end_of_generation(int32_t id) const {
+  return id == eos_ || (eot_ >= 0 && id == eot_);
+}
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_special, bool parse_special) const {
   std::vector<int32_t> out;

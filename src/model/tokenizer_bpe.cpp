@@ -204,6 +204,8 @@ class BpeTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_bpe_tokenizer(const GgufFile& f) { return std::make_unique<BpeTokenizer>(f); }
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(const GgufFile& f) {
+  return std::make_unique<BpeTokenizer>(f);
+}
 
 }  // namespace kvwise

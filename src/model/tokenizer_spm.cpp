@@ -41,7 +41,8 @@ class SpmTokenizer final : public Tokenizer {
   std::string normal_piece(int32_t id) const override {
     if (types_[static_cast<size_t>(id)] == TokenType::Byte) {
       const std::string& t = tokens_[static_cast<size_t>(id)];
-      if (t.size() == 6 && t.rfind("<0x", 0) == 0) return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
+      if (t.size() == 6 && t.rfind("<0x", 0) == 0)
+        return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
     }
     const std::string& t = tokens_[static_cast<size_t>(id)];
     std::string s;
@@ -129,6 +130,8 @@ class SpmTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_spm_tokenizer(const GgufFile& f) { return std::make_unique<SpmTokenizer>(f); }
+std::unique_ptr<Tokenizer> make_spm_tokenizer(const GgufFile& f) {
+  return std::make_unique<SpmTokenizer>(f);
+}
 
 }  // namespace kvwise

@@ -23,7 +23,7 @@ struct LayerWeights {
 struct ModelWeights {
   WeightView tok_embd;  // rows = vocab, cols = dim
   const float* output_norm = nullptr;
-  WeightView output;    // tied to tok_embd when the file has no output.weight
+  WeightView output;  // tied to tok_embd when the file has no output.weight
   bool tied_output = false;
   std::vector<LayerWeights> layers;
   // Small tensors stored in a non-f32 type are converted once and kept here.

@@ -16,7 +16,7 @@ struct BlockMeta {
   double last_access = 0;  // time of its last hit or release
   uint32_t offset = 0;     // block index within the prompt that inserted it
   uint32_t hits = 0;
-  uint32_t refs = 0;       // running requests holding it (pinned while > 0)
+  uint32_t refs = 0;           // running requests holding it (pinned while > 0)
   uint16_t category = 0;       // of the request that inserted it
   uint16_t last_category = 0;  // of the request that last used it
 };

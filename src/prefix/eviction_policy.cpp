@@ -5,7 +5,9 @@
 
 namespace kvwise::prefix {
 
-std::vector<std::string> policy_names() { return {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"}; }
+std::vector<std::string> policy_names() {
+  return {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"};
+}
 
 std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const PolicyOptions& o) {
   if (name == "lru") return make_lru();

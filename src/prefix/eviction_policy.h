@@ -15,14 +15,14 @@ namespace kvwise::prefix {
 
 // Workload-aware policy (Wang et al., ATC'25). Every [R] detail of the spec is one of these knobs.
 struct WaOptions {
-  double horizon = 30.0;          // T: the upcoming window the reuse probability is for (s) [R]
-  double fit_window = 600.0;      // reuse intervals from this much recent time are fitted (s) [R]
-  double refit_interval = 60.0;   // how often the per-category fit is redone (s)
-  double life_quantile = 0.95;    // lifespan = this quantile of a category's reuse intervals [R]
-  int min_samples = 20;           // fewer reuse intervals: the category uses the pooled fit
+  double horizon = 30.0;               // T: the upcoming window the reuse probability is for (s) [R]
+  double fit_window = 600.0;           // reuse intervals from this much recent time are fitted (s) [R]
+  double refit_interval = 60.0;        // how often the per-category fit is redone (s)
+  double life_quantile = 0.95;         // lifespan = this quantile of a category's reuse intervals [R]
+  int min_samples = 20;                // fewer reuse intervals: the category uses the pooled fit
   double default_lambda = 1.0 / 60.0;  // before any fit: mean reuse interval of a minute [R]
-  bool use_lifespan = true;       // ablation switches
-  bool use_probability = true;    // false: P ignores p_w (distribution only)
+  bool use_lifespan = true;            // ablation switches
+  bool use_probability = true;         // false: P ignores p_w (distribution only)
   // Equal P (typically 0: past the lifespan) across categories: evict the older block first, and
   // use the larger offset only among equally old blocks (one request's blocks). false: offset
   // first, as the spec's tie rule reads literally.
@@ -40,7 +40,7 @@ struct WaOptions {
 };
 
 struct PolicyOptions {
-  size_t capacity = 0;            // blocks in the tier (S3-FIFO and ARC size their queues from it)
+  size_t capacity = 0;  // blocks in the tier (S3-FIFO and ARC size their queues from it)
   double s3fifo_small_ratio = 0.1;
   bool gdsf_position_cost = false;  // cost of a block = its offset + 1 (recompute grows with position)
   WaOptions wa;
@@ -62,8 +62,8 @@ class EvictionPolicy {
   // Chooses a victim among unpinned blocks and forgets it; kNoBlock when every block is pinned.
   // `incoming` is the key about to be inserted (ARC adapts on it).
   virtual BlockId evict(double now, BlockKey incoming) = 0;
-  virtual void on_remove(BlockId b) = 0;  // left the tier for another reason (promotion)
-  virtual size_t bytes() const = 0;       // metadata the policy holds about resident blocks
+  virtual void on_remove(BlockId b) = 0;              // left the tier for another reason (promotion)
+  virtual size_t bytes() const = 0;                   // metadata the policy holds about resident blocks
   virtual size_t history_bytes() const { return 0; }  // about keys that need not be resident
 
  protected:

@@ -34,18 +34,24 @@ class IdList {
     n_->ensure(b);
     n_->prev_[b] = tail_;
     n_->next_[b] = kNoBlock;
-    if (tail_ != kNoBlock) n_->next_[tail_] = b;
-    else head_ = b;
+    if (tail_ != kNoBlock)
+      n_->next_[tail_] = b;
+    else
+      head_ = b;
     tail_ = b;
     n_->owner_[b] = id_;
     ++size_;
   }
   void remove(BlockId b) {
     const BlockId p = n_->prev_[b], nx = n_->next_[b];
-    if (p != kNoBlock) n_->next_[p] = nx;
-    else head_ = nx;
-    if (nx != kNoBlock) n_->prev_[nx] = p;
-    else tail_ = p;
+    if (p != kNoBlock)
+      n_->next_[p] = nx;
+    else
+      head_ = nx;
+    if (nx != kNoBlock)
+      n_->prev_[nx] = p;
+    else
+      tail_ = p;
     n_->owner_[b] = -1;
     --size_;
   }

@@ -1,12 +1,12 @@
 // S3-FIFO, ARC and the offline farthest-next-use optimum (Belady).
-#include <algorithm>
-#include <cmath>
-#include <limits>
-#include <deque>
-#include <tuple>
-
 #include <absl/container/btree_set.h>
 #include <absl/container/flat_hash_map.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <tuple>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -123,8 +123,10 @@ class S3Fifo final : public EvictionPolicy {
     return kNoBlock;
   }
   void on_remove(BlockId b) override {
-    if (small_.contains(b)) small_.remove(b);
-    else main_.remove(b);
+    if (small_.contains(b))
+      small_.remove(b);
+    else
+      main_.remove(b);
   }
   size_t bytes() const override { return nodes_.bytes() + freq_.capacity() + ghost_.bytes(); }
 
@@ -161,8 +163,10 @@ class Arc final : public EvictionPolicy {
     }
   }
   void on_hit(BlockId b, double) override {
-    if (t1_.contains(b)) t1_.remove(b);
-    else t2_.remove(b);
+    if (t1_.contains(b))
+      t1_.remove(b);
+    else
+      t2_.remove(b);
     t2_.push_back(b);
   }
   void on_release(BlockId, double) override {}
@@ -189,8 +193,10 @@ class Arc final : public EvictionPolicy {
     return v;
   }
   void on_remove(BlockId b) override {
-    if (t1_.contains(b)) t1_.remove(b);
-    else t2_.remove(b);
+    if (t1_.contains(b))
+      t1_.remove(b);
+    else
+      t2_.remove(b);
   }
   size_t bytes() const override { return nodes_.bytes() + b1_.bytes() + b2_.bytes(); }
 
@@ -218,7 +224,7 @@ class Belady final : public EvictionPolicy {
     if (b >= next_.size()) next_.resize(b + 1, kNever);
     if (b >= resident_.size()) resident_.resize(b + 1, 0);
     if (b >= seq_.size()) seq_.resize(b + 1, 0);
-    next_[b] = kNever;  // until set_next_use says otherwise
+    next_[b] = kNever;     // until set_next_use says otherwise
     seq_[b] = ++counter_;  // equal next use and offset: the older block goes first
     resident_[b] = 1;
     order_.insert(entry(b));
@@ -261,7 +267,11 @@ class Belady final : public EvictionPolicy {
 std::unique_ptr<EvictionPolicy> make_s3fifo(size_t capacity, double small_ratio) {
   return std::make_unique<S3Fifo>(capacity, small_ratio);
 }
-std::unique_ptr<EvictionPolicy> make_arc(size_t capacity) { return std::make_unique<Arc>(capacity); }
-std::unique_ptr<EvictionPolicy> make_belady() { return std::make_unique<Belady>(); }
+std::unique_ptr<EvictionPolicy> make_arc(size_t capacity) {
+  return std::make_unique<Arc>(capacity);
+}
+std::unique_ptr<EvictionPolicy> make_belady() {
+  return std::make_unique<Belady>();
+}
 
 }  // namespace kvwise::prefix

@@ -1,7 +1,7 @@
 // LRU, FIFO, LFU and GDSF.
-#include <map>
-
 #include <absl/container/btree_set.h>
+
+#include <map>
 #include <tuple>
 
 #include "prefix/eviction_policy.h"
@@ -132,9 +132,17 @@ class Gdsf final : public EvictionPolicy {
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_lru() { return std::make_unique<ListPolicy>(true); }
-std::unique_ptr<EvictionPolicy> make_fifo() { return std::make_unique<ListPolicy>(false); }
-std::unique_ptr<EvictionPolicy> make_lfu() { return std::make_unique<Lfu>(); }
-std::unique_ptr<EvictionPolicy> make_gdsf(bool position_cost) { return std::make_unique<Gdsf>(position_cost); }
+std::unique_ptr<EvictionPolicy> make_lru() {
+  return std::make_unique<ListPolicy>(true);
+}
+std::unique_ptr<EvictionPolicy> make_fifo() {
+  return std::make_unique<ListPolicy>(false);
+}
+std::unique_ptr<EvictionPolicy> make_lfu() {
+  return std::make_unique<Lfu>();
+}
+std::unique_ptr<EvictionPolicy> make_gdsf(bool position_cost) {
+  return std::make_unique<Gdsf>(position_cost);
+}
 
 }  // namespace kvwise::prefix

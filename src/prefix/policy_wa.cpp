@@ -5,13 +5,13 @@
 // release time; a request releases its blocks tail first), so within a list P falls from back to
 // front and eviction compares only the W list heads: the lowest P goes, the larger offset on ties.
 // The exact equation form, p_w, T and the lifespan rule are [R] in the spec: see WaOptions.
+#include <absl/container/flat_hash_map.h>
+
 #include <algorithm>
 #include <cmath>
 #include <deque>
 #include <limits>
 #include <map>
-
-#include <absl/container/flat_hash_map.h>
 
 #include "prefix/eviction_policy.h"
 #include "prefix/intrusive_list.h"
@@ -117,7 +117,9 @@ class Wa final : public EvictionPolicy {
   }
   Stats& stats(uint16_t cat) { return stats_[cat]; }
 
-  uint16_t category_of(BlockId b) const { return o_.category_follows_last_use ? meta(b).last_category : meta(b).category; }
+  uint16_t category_of(BlockId b) const {
+    return o_.category_follows_last_use ? meta(b).last_category : meta(b).category;
+  }
 
   double probability(uint16_t cat, double delta) const {
     auto it = models_.find(cat);
@@ -184,6 +186,8 @@ class Wa final : public EvictionPolicy {
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_wa(const WaOptions& options) { return std::make_unique<Wa>(options); }
+std::unique_ptr<EvictionPolicy> make_wa(const WaOptions& options) {
+  return std::make_unique<Wa>(options);
+}
 
 }  // namespace kvwise::prefix

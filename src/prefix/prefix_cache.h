@@ -4,11 +4,11 @@
 // one tier is demoted to the next; a hit in a lower tier is promoted back to the first.
 // The same code serves the trace simulator and (later) the live server.
 #pragma once
+#include <absl/container/flat_hash_map.h>
+
 #include <memory>
 #include <span>
 #include <string>
-
-#include <absl/container/flat_hash_map.h>
 #include <vector>
 
 #include "prefix/eviction_policy.h"
@@ -40,11 +40,11 @@ struct CacheMetrics {
 
 // What acquire() did for one request; hand it back to release().
 struct Admission {
-  std::vector<BlockKey> held;            // blocks pinned in the first tier, in prompt order
-  size_t hit_blocks = 0;                 // usable prefix blocks found
-  std::vector<size_t> hits_by_tier;      // of those, where they were
+  std::vector<BlockKey> held;        // blocks pinned in the first tier, in prompt order
+  size_t hit_blocks = 0;             // usable prefix blocks found
+  std::vector<size_t> hits_by_tier;  // of those, where they were
   size_t inserted = 0;
-  bool bypassed = false;                 // some blocks could not be cached (all residents pinned)
+  bool bypassed = false;  // some blocks could not be cached (all residents pinned)
 };
 
 class PrefixCache {

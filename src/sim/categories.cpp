@@ -8,7 +8,9 @@
 namespace kvwise::sim {
 
 namespace {
-int length_bucket(uint32_t tokens) { return tokens < 2048 ? 0 : tokens < 8192 ? 1 : tokens < 32768 ? 2 : 3; }
+int length_bucket(uint32_t tokens) {
+  return tokens < 2048 ? 0 : tokens < 8192 ? 1 : tokens < 32768 ? 2 : 3;
+}
 const char* kLength[] = {"<2K", "2K-8K", "8K-32K", ">=32K"};
 }  // namespace
 
@@ -33,11 +35,16 @@ void assign_categories(Trace& trace, const std::string& rule_in) {
   for (auto& r : trace.requests) {
     std::string name;
     const bool follow_up = r.blocks.size() > 1 && seen.count(r.blocks[1]);
-    if (rule == "none") name = "all";
-    else if (rule == "length") name = kLength[length_bucket(r.input_tokens)];
-    else if (rule == "turn") name = follow_up ? "follow-up" : "first";
-    else if (rule == "turn-length") name = std::string(follow_up ? "follow-up" : "first") + "/" + kLength[length_bucket(r.input_tokens)];
-    else name = r.type + "/" + (r.turn >= 3 ? std::string("3+") : std::to_string(r.turn));
+    if (rule == "none")
+      name = "all";
+    else if (rule == "length")
+      name = kLength[length_bucket(r.input_tokens)];
+    else if (rule == "turn")
+      name = follow_up ? "follow-up" : "first";
+    else if (rule == "turn-length")
+      name = std::string(follow_up ? "follow-up" : "first") + "/" + kLength[length_bucket(r.input_tokens)];
+    else
+      name = r.type + "/" + (r.turn >= 3 ? std::string("3+") : std::to_string(r.turn));
     r.category = id(name);
     for (auto k : r.blocks) seen.insert(k);
   }

@@ -19,7 +19,9 @@ LatencyStats latency_stats(std::vector<double> s) {
   double sum = 0;
   for (double x : s) sum += x;
   st.mean = sum / static_cast<double>(s.size());
-  const auto q = [&](double p) { return s[std::min(s.size() - 1, static_cast<size_t>(p * static_cast<double>(s.size())))]; };
+  const auto q = [&](double p) {
+    return s[std::min(s.size() - 1, static_cast<size_t>(p * static_cast<double>(s.size())))];
+  };
   st.p50 = q(0.50);
   st.p90 = q(0.90);
   st.p99 = q(0.99);
@@ -87,11 +89,13 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
     const TraceRequest& r = trace.requests[i];
     const double start = std::max(r.time, free_at.top());
     free_at.pop();
-    const auto a = cache.acquire(r.blocks, r.category, start, offline ? std::span<const double>(nu[i]) : std::span<const double>());
+    const auto a = cache.acquire(r.blocks, r.category, start,
+                                 offline ? std::span<const double>(nu[i]) : std::span<const double>());
     double hit_tokens = 0, transfer = 0;
     for (size_t j = 0; j < a.hit_blocks && j < r.blocks.size(); ++j) hit_tokens += trace.block_token_count(r, j);
     for (size_t t = 1; t < a.hits_by_tier.size(); ++t)
-      if (cfg.tiers[t].bandwidth > 0) transfer += static_cast<double>(a.hits_by_tier[t]) * block_bytes / cfg.tiers[t].bandwidth;
+      if (cfg.tiers[t].bandwidth > 0)
+        transfer += static_cast<double>(a.hits_by_tier[t]) * block_bytes / cfg.tiers[t].bandwidth;
     for (size_t t = 0; t < a.hits_by_tier.size(); ++t) res.hits_by_tier[t] += a.hits_by_tier[t];
     const double uncached = std::max(0.0, static_cast<double>(r.input_tokens) - hit_tokens);
     const double prefill = uncached / o.latency.prefill_tokens_per_second;
@@ -119,7 +123,8 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
   res.qttft = latency_stats(std::move(ttft));
   size_t resident = 0;
   for (const auto& t : m.tiers) resident += t.resident;
-  res.metadata_bytes_per_block = resident ? static_cast<double>(cache.metadata_bytes()) / static_cast<double>(resident) : 0;
+  res.metadata_bytes_per_block =
+      resident ? static_cast<double>(cache.metadata_bytes()) / static_cast<double>(resident) : 0;
   res.wall_seconds = now_seconds() - t_start;
   return res;
 }

@@ -16,13 +16,13 @@ struct LatencyModel {
   double prefill_tokens_per_second = 10000;  // of one instance
   double decode_tokens_per_second = 0;       // 0: decode does not hold the instance
   int instances = 1;
-  double kv_bytes_per_token = 131072;        // bytes to move per cached token between tiers
+  double kv_bytes_per_token = 131072;  // bytes to move per cached token between tiers
 };
 
 struct ReplayOptions {
   std::string policy = "lru";
   prefix::PolicyOptions policy_options;
-  size_t capacity_blocks = 1000;             // the first tier
+  size_t capacity_blocks = 1000;              // the first tier
   std::vector<prefix::TierSpec> lower_tiers;  // demotion targets, fastest first
   double first_tier_bandwidth = 0;
   bool chain = true;

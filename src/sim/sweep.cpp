@@ -12,8 +12,7 @@
 
 namespace kvwise::sim {
 
-SweepResult run_sweep(const Trace& trace, const SweepOptions& o,
-                      const std::function<void(size_t, size_t)>& progress) {
+SweepResult run_sweep(const Trace& trace, const SweepOptions& o, const std::function<void(size_t, size_t)>& progress) {
   SweepResult out;
   out.infinite_hit_ratio = infinite_capacity_hit_ratio(trace, o.base.chain);
   const size_t n = o.policies.size() * o.capacities.size();
@@ -46,9 +45,9 @@ std::string format_tables(const SweepResult& r, const SweepOptions& o) {
     s += "|----------|-----------|-----------|------------|------------|------------|------------|-----------|\n";
     for (size_t p = 0; p < P; ++p) {
       const ReplayResult& x = r.runs[c * P + p];
-      s += fmt::format("| {:<8} | {:>9.4f} | {:>9.4f} | {:>9.3f}s | {:>9.3f}s | {:>9.3f}s | {:>9.3f}s | {:>9} |\n", x.policy,
-                       x.block_hit_ratio(), x.token_hit_ratio(), x.qttft.mean, x.qttft.p50, x.qttft.p90, x.qttft.p99,
-                       x.evictions);
+      s += fmt::format("| {:<8} | {:>9.4f} | {:>9.4f} | {:>9.3f}s | {:>9.3f}s | {:>9.3f}s | {:>9.3f}s | {:>9} |\n",
+                       x.policy, x.block_hit_ratio(), x.token_hit_ratio(), x.qttft.mean, x.qttft.p50, x.qttft.p90,
+                       x.qttft.p99, x.evictions);
     }
   }
   return s;
@@ -80,20 +79,21 @@ std::string to_json(const Trace& trace, const SweepResult& r, const SweepOptions
                        {"insertions", m.insertions},
                        {"evictions", m.evictions}});
     }
-    j["runs"].push_back({{"policy", x.policy},
-                         {"capacity_blocks", x.capacity_blocks},
-                         {"block_hit_ratio", x.block_hit_ratio()},
-                         {"token_hit_ratio", x.token_hit_ratio()},
-                         {"blocks", x.blocks},
-                         {"block_hits", x.block_hits},
-                         {"hits_by_tier", x.hits_by_tier},
-                         {"insertions", x.insertions},
-                         {"evictions", x.evictions},
-                         {"bypassed", x.bypassed},
-                         {"qttft_seconds", {{"mean", x.qttft.mean}, {"p50", x.qttft.p50}, {"p90", x.qttft.p90}, {"p99", x.qttft.p99}}},
-                         {"replay_wall_seconds", x.wall_seconds},
-                         {"metadata_bytes_per_block", x.metadata_bytes_per_block},
-                         {"tiers", tiers}});
+    j["runs"].push_back(
+        {{"policy", x.policy},
+         {"capacity_blocks", x.capacity_blocks},
+         {"block_hit_ratio", x.block_hit_ratio()},
+         {"token_hit_ratio", x.token_hit_ratio()},
+         {"blocks", x.blocks},
+         {"block_hits", x.block_hits},
+         {"hits_by_tier", x.hits_by_tier},
+         {"insertions", x.insertions},
+         {"evictions", x.evictions},
+         {"bypassed", x.bypassed},
+         {"qttft_seconds", {{"mean", x.qttft.mean}, {"p50", x.qttft.p50}, {"p90", x.qttft.p90}, {"p99", x.qttft.p99}}},
+         {"replay_wall_seconds", x.wall_seconds},
+         {"metadata_bytes_per_block", x.metadata_bytes_per_block},
+         {"tiers", tiers}});
   }
   return j.dump(2);
 }
@@ -103,9 +103,9 @@ std::string to_csv(const SweepResult& r) {
       "policy,capacity_blocks,block_hit_ratio,token_hit_ratio,qttft_mean,qttft_p50,qttft_p90,qttft_p99,evictions,"
       "insertions,replay_seconds,infinite_block_hit_ratio\n";
   for (const auto& x : r.runs)
-    s += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{:.4f},{:.6f}\n", x.policy, x.capacity_blocks,
-                     x.block_hit_ratio(), x.token_hit_ratio(), x.qttft.mean, x.qttft.p50, x.qttft.p90, x.qttft.p99,
-                     x.evictions, x.insertions, x.wall_seconds, r.infinite_hit_ratio);
+    s += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{:.4f},{:.6f}\n", x.policy,
+                     x.capacity_blocks, x.block_hit_ratio(), x.token_hit_ratio(), x.qttft.mean, x.qttft.p50,
+                     x.qttft.p90, x.qttft.p99, x.evictions, x.insertions, x.wall_seconds, r.infinite_hit_ratio);
   return s;
 }
 

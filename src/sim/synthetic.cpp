@@ -10,7 +10,8 @@
 namespace kvwise::sim {
 
 Trace generate_synthetic(const SyntheticOptions& o) {
-  KV_CHECK(o.requests > 0 && o.rate > 0 && o.block_tokens > 0 && !o.types.empty(), "invalid synthetic workload options");
+  KV_CHECK(o.requests > 0 && o.rate > 0 && o.block_tokens > 0 && !o.types.empty(),
+           "invalid synthetic workload options");
   std::mt19937_64 rng(o.seed);
   std::vector<double> w;
   for (const auto& t : o.types) w.push_back(t.weight);

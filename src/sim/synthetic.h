@@ -13,17 +13,17 @@ namespace kvwise::sim {
 
 struct SyntheticType {
   std::string name;
-  double weight;              // share of new conversations
-  double multi_turn;          // probability that a turn gets a follow-up
-  double mean_gap;            // mean seconds between turns (exponential); grows 50 % per turn
-  int system_prompts;         // distinct shared system prompts of this type
-  int system_blocks;          // blocks per system prompt
-  int user_blocks_mean;       // mean unique blocks a turn adds
+  double weight;         // share of new conversations
+  double multi_turn;     // probability that a turn gets a follow-up
+  double mean_gap;       // mean seconds between turns (exponential); grows 50 % per turn
+  int system_prompts;    // distinct shared system prompts of this type
+  int system_blocks;     // blocks per system prompt
+  int user_blocks_mean;  // mean unique blocks a turn adds
 };
 
 struct SyntheticOptions {
   int requests = 4000;
-  double rate = 4.0;          // new conversations per second (Poisson)
+  double rate = 4.0;  // new conversations per second (Poisson)
   int block_tokens = 16;
   int max_turns = 6;
   int output_tokens_mean = 200;

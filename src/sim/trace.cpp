@@ -67,7 +67,8 @@ std::vector<prefix::BlockKey> get_blocks(simdjson::ondemand::object& o) {
   std::vector<prefix::BlockKey> out;
   for (auto v : arr) {
     int64_t x;
-    if (v.get_int64().get(x) || x < 0) throw std::runtime_error("field 'hash_ids': not a list of non-negative integers");
+    if (v.get_int64().get(x) || x < 0)
+      throw std::runtime_error("field 'hash_ids': not a list of non-negative integers");
     out.push_back(static_cast<prefix::BlockKey>(x));
   }
   return out;

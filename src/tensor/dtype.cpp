@@ -14,11 +14,21 @@ struct Entry {
   DTypeInfo info;
 };
 constexpr std::array<Entry, 15> kTypes = {{
-    {0, {"F32", 1, 4, true}},      {1, {"F16", 1, 2, true}},      {2, {"Q4_0", 32, 18, true}},
-    {3, {"Q4_1", 32, 20, false}},  {6, {"Q5_0", 32, 22, false}},  {7, {"Q5_1", 32, 24, false}},
-    {8, {"Q8_0", 32, 34, true}},   {9, {"Q8_1", 32, 36, false}},  {10, {"Q2_K", 256, 84, false}},
-    {11, {"Q3_K", 256, 110, false}}, {12, {"Q4_K", 256, 144, true}}, {13, {"Q5_K", 256, 176, false}},
-    {14, {"Q6_K", 256, 210, true}}, {15, {"Q8_K", 256, 292, false}}, {30, {"BF16", 1, 2, true}},
+    {0, {"F32", 1, 4, true}},
+    {1, {"F16", 1, 2, true}},
+    {2, {"Q4_0", 32, 18, true}},
+    {3, {"Q4_1", 32, 20, false}},
+    {6, {"Q5_0", 32, 22, false}},
+    {7, {"Q5_1", 32, 24, false}},
+    {8, {"Q8_0", 32, 34, true}},
+    {9, {"Q8_1", 32, 36, false}},
+    {10, {"Q2_K", 256, 84, false}},
+    {11, {"Q3_K", 256, 110, false}},
+    {12, {"Q4_K", 256, 144, true}},
+    {13, {"Q5_K", 256, 176, false}},
+    {14, {"Q6_K", 256, 210, true}},
+    {15, {"Q8_K", 256, 292, false}},
+    {30, {"BF16", 1, 2, true}},
 }};
 }  // namespace
 
@@ -34,7 +44,9 @@ const DTypeInfo& dtype_info(DType t) {
   return *info;
 }
 
-const char* dtype_name(DType t) { return dtype_info(t).name; }
+const char* dtype_name(DType t) {
+  return dtype_info(t).name;
+}
 
 DType parse_dtype(const std::string& name) {
   std::string upper = name;

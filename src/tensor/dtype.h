@@ -7,15 +7,28 @@
 namespace kvwise {
 
 enum class DType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  BF16 = 30,
 };
 
 struct DTypeInfo {
   const char* name;
-  int block_elems;   // elements per block
-  int block_bytes;   // bytes per block
-  bool compute;      // kvwise can dequantize and multiply it
+  int block_elems;  // elements per block
+  int block_bytes;  // bytes per block
+  bool compute;     // kvwise can dequantize and multiply it
 };
 
 // nullptr when the id is not a type kvwise knows the layout of.

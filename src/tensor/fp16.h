@@ -68,7 +68,7 @@ static inline uint16_t fp32_to_bf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
   if ((x & 0x7FFFFFFF) > 0x7F800000) return static_cast<uint16_t>((x >> 16) | 0x40);  // quiet NaN
-  x += 0x7FFF + ((x >> 16) & 1);  // round to nearest even
+  x += 0x7FFF + ((x >> 16) & 1);                                                      // round to nearest even
   return static_cast<uint16_t>(x >> 16);
 }
 

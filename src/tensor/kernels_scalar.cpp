@@ -75,7 +75,9 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
-void dequant_row_scalar(DType t, const uint8_t* src, float* dst, int64_t n) { dequantize_row(t, src, dst, n); }
+void dequant_row_scalar(DType t, const uint8_t* src, float* dst, int64_t n) {
+  dequantize_row(t, src, dst, n);
+}
 
 float exp_shift_sum(float* x, int64_t n, float shift) {
   float sum = 0;

@@ -10,8 +10,9 @@
 
 namespace kvwise {
 
-void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
-
+void set_blas_threads(int n) {
+  openblas_set_num_threads(std::max(1, n));
+}
 
 void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y) {
   const Kernels& k = kernels();

@@ -13,12 +13,12 @@ struct BlockQ8_0 {
   int8_t qs[QK8_0];
 };
 struct BlockQ4_0 {
-  uint16_t d;                // f16 scale
-  uint8_t qs[QK4_0 / 2];     // element j in low nibble of qs[j], element j+16 in the high nibble
+  uint16_t d;             // f16 scale
+  uint8_t qs[QK4_0 / 2];  // element j in low nibble of qs[j], element j+16 in the high nibble
 };
 struct BlockQ4_K {
-  uint16_t d, dmin;          // f16 super-block scales for the 6-bit sub-block scales and mins
-  uint8_t scales[12];        // 8 sub-blocks x (6-bit scale, 6-bit min), packed
+  uint16_t d, dmin;    // f16 super-block scales for the 6-bit sub-block scales and mins
+  uint8_t scales[12];  // 8 sub-blocks x (6-bit scale, 6-bit min), packed
   uint8_t qs[QK_K / 2];
 };
 struct BlockQ6_K {
