@@ -5,6 +5,7 @@
 #include <random>
 
 #include "base/error.h"
+#include "base/progress.h"
 #include "base/timer.h"
 #include "common.h"
 #include "model/sampler.h"
@@ -80,6 +81,9 @@ void add_bench(CLI::App& app) {
       if (depth > 0) engine.prefill(seq, random_tokens(rng, depth, n_vocab));
       return seq;
     };
+    const size_t runs = o->depth.size() * (o->prompt.size() + (o->n_gen > 0 ? 1 : 0)) * static_cast<size_t>(o->reps);
+    size_t done = 0;
+    Progress progress("bench", runs);
     for (int d : o->depth) {
       KV_CHECK(d >= 0, "depth must be >= 0");
       for (int p : o->prompt) {
@@ -92,6 +96,7 @@ void add_bench(CLI::App& app) {
           engine.prefill(seq, toks);
           row.seconds.push_back(now_seconds() - t0);
           engine.free_sequence(seq);
+          progress.update(++done);
         }
         rows.push_back(row);
       }
@@ -104,10 +109,12 @@ void add_bench(CLI::App& app) {
           for (int i = 0; i < o->n_gen; ++i) tok = argmax(engine.decode(seq, tok).data(), n_vocab);
           row.seconds.push_back(now_seconds() - t0);
           engine.free_sequence(seq);
+          progress.update(++done);
         }
         rows.push_back(row);
       }
     }
+    progress.finish();
     const auto& cfg = model->config();
     const size_t rss = resident_bytes();
     if (o->json) {

@@ -66,8 +66,10 @@ std::string render_svg(const PlotSpec& p) {
                    escape(p.title));
   s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"black\"/>\n", L, H - B, W - R);
   s += fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"black\"/>\n", L, T, H - B);
-  for (int i = 0; i <= 5; ++i) {  // y ticks
-    const double v = y0 + (y1 - y0) * i / 5.0;
+  // y ticks at a "nice" step (1, 2 or 5 times a power of ten), about five of them.
+  const double raw = (y1 - y0) / 5.0, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  for (double v = std::ceil(y0 / step) * step; v <= y1 + 1e-12; v += step) {  // y ticks
     s += fmt::format(
         "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#ddd\"/>"
         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
