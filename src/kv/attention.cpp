@@ -146,7 +146,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
 
   // Log-sum-exp merge of the chunks of each (h, t, g); taps see the final probabilities.
   const TapConfig& cfg = store.tap_config(seq);
-  std::vector<float> prob;
+  std::vector<float> prob, scale_c;
   for (int h = 0; h < HK; ++h)
     for (int t = 0; t < a.T; ++t) {
       const int idx = h * a.T + t;
@@ -155,7 +155,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
         float M = -std::numeric_limits<float>::infinity();
         for (int ti = t0; ti < t1; ++ti) M = std::max(M, partial[static_cast<size_t>(ti * G + g)].max);
         float Lsum = 0;
-        std::vector<float> scale_c(static_cast<size_t>(t1 - t0));
+        scale_c.resize(static_cast<size_t>(t1 - t0));
         for (int ti = t0; ti < t1; ++ti) {
           const Partial& pr = partial[static_cast<size_t>(ti * G + g)];
           scale_c[static_cast<size_t>(ti - t0)] = pr.sum > 0 ? std::exp(pr.max - M) : 0.0f;

@@ -216,7 +216,7 @@ class Belady final : public EvictionPolicy {
   std::string name() const override { return "belady"; }
   void set_next_use(BlockId b, double t) override {
     if (b >= next_.size()) next_.resize(b + 1, kNever);
-    if (in_order(b)) order_.erase(entry(b));
+    if (resident(b)) order_.erase(entry(b));
     next_[b] = t;
     if (resident(b)) order_.insert(entry(b));
   }
@@ -254,7 +254,6 @@ class Belady final : public EvictionPolicy {
     return {-next_[b], -static_cast<int32_t>(meta(b).offset), seq_[b], b};
   }
   bool resident(BlockId b) const { return b < resident_.size() && resident_[b]; }
-  bool in_order(BlockId b) const { return resident(b); }
   std::vector<double> next_;
   std::vector<uint32_t> seq_;
   uint32_t counter_ = 0;

@@ -21,10 +21,16 @@ PrefixCache::PrefixCache(const PrefixCacheConfig& config) : config_(config) {
   }
 }
 
+std::pair<int, BlockId> PrefixCache::locate(BlockKey key) const {
+  for (size_t t = 0; t < tiers_.size(); ++t) {
+    auto it = tiers_[t]->index.find(key);
+    if (it != tiers_[t]->index.end()) return {static_cast<int>(t), it->second};
+  }
+  return {-1, kNoBlock};
+}
+
 int PrefixCache::tier_of(BlockKey key) const {
-  for (size_t t = 0; t < tiers_.size(); ++t)
-    if (tiers_[t]->index.count(key)) return static_cast<int>(t);
-  return -1;
+  return locate(key).first;
 }
 
 BlockMeta PrefixCache::take(size_t t, BlockId id) {
@@ -78,7 +84,7 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
   for (size_t i = 0; i < keys.size(); ++i) {
     const BlockKey key = keys[i];
     const double nu = i < next_use.size() ? next_use[i] : std::numeric_limits<double>::infinity();
-    const int t = tier_of(key);
+    const auto [t, found] = locate(key);
     if (t >= 0 && (usable || !config_.chain)) {
       ++a.hit_blocks;
       ++a.hits_by_tier[static_cast<size_t>(t)];
@@ -89,7 +95,7 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
     }
     BlockId id;
     if (t == 0) {
-      id = top.index[key];
+      id = found;
       BlockMeta& m = top.table[id];
       ++m.hits;
       m.last_access = now;
@@ -98,7 +104,7 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
     } else {
       BlockMeta m;
       if (t > 0) {
-        m = take(static_cast<size_t>(t), tiers_[static_cast<size_t>(t)]->index[key]);
+        m = take(static_cast<size_t>(t), found);
         ++m.hits;
         m.last_category = category;
       } else {

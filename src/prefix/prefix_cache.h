@@ -77,6 +77,7 @@ class PrefixCache {
   bool make_room(size_t t, double now, BlockKey incoming);
   BlockId insert(size_t t, const BlockMeta& m, double now);
   BlockMeta take(size_t t, BlockId id);
+  std::pair<int, BlockId> locate(BlockKey key) const;  // (tier, id), or (-1, kNoBlock)
 
   PrefixCacheConfig config_;
   std::vector<std::unique_ptr<Tier>> tiers_;

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "tensor/kernels.h"
-#include "tensor/quant.h"
 
 namespace kvwise {
 

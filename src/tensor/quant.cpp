@@ -12,25 +12,15 @@ namespace kvwise {
 
 namespace {
 
-void get_scale_min_k4(int j, const uint8_t* q, int* d, int* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void dequant_q4_k(const BlockQ4_K* b, int64_t nb, float* y) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
     const uint8_t* q = b[i].qs;
     for (int j = 0; j < 8; j += 2) {
       int sc, m;
-      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      q4k_scale_min(j, b[i].scales, &sc, &m);
       const float d1 = d * sc, m1 = dmin * m;
-      get_scale_min_k4(j + 1, b[i].scales, &sc, &m);
+      q4k_scale_min(j + 1, b[i].scales, &sc, &m);
       const float d2 = d * sc, m2 = dmin * m;
       for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;

@@ -27,6 +27,17 @@ struct BlockQ6_K {
   int8_t scales[QK_K / 16];  // 16 sub-blocks of 16
   uint16_t d;
 };
+// The 6-bit scale and min of Q4_K sub-block j. static: the ISA-specific kernels include it too.
+static inline void q4k_scale_min(int j, const uint8_t* q, int* d, int* m) {
+  if (j < 4) {
+    *d = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210);
 
