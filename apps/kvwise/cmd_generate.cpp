@@ -10,6 +10,7 @@ namespace kvwise::cli {
 void add_generate(CLI::App& app) {
   struct Opts {
     ModelOptions m;
+    PolicyOptions pol;
     std::string prompt;
     int n = 64;
     SamplerParams s;
@@ -18,6 +19,7 @@ void add_generate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   add_model_options(*cmd, o->m);
+  add_policy_options(*cmd, o->pol);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, i.e. just BOS)");
   cmd->add_option("-n,--n-predict", o->n, "tokens to generate")->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--temp", o->s.temperature, "temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
@@ -26,6 +28,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--seed", o->s.seed, "sampling seed");
   cmd->add_flag("--json", o->json, "print one JSON object: text, token ids, timings, KV bytes");
   cmd->callback([o] {
+    const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
     Engine engine(*model, engine_options(o->m));
     const Tokenizer& tok = model->tokenizer();
@@ -37,11 +40,15 @@ void add_generate(CLI::App& app) {
       std::fputs(o->prompt.c_str(), stdout);
       std::fflush(stdout);
     }
-    GenerateResult r = generate(engine, prompt, o->n, sampler, [&](const std::string& piece) {
-      if (o->json) return;
-      std::fputs(piece.c_str(), stdout);
-      std::fflush(stdout);
-    });
+    std::shared_ptr<KvCompressor> comp;
+    GenerateResult r = generate(
+        engine, prompt, o->n, sampler,
+        [&](const std::string& piece) {
+          if (o->json) return;
+          std::fputs(piece.c_str(), stdout);
+          std::fflush(stdout);
+        },
+        [&](SeqId seq) { comp = attach_policy(engine, seq, policy, static_cast<int>(prompt.size())); });
     const double pp = r.prefill_seconds > 0 ? static_cast<double>(prompt.size()) / r.prefill_seconds : 0;
     const double tg = r.decode_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.decode_seconds : 0;
     if (o->json) {
@@ -59,14 +66,19 @@ void add_generate(CLI::App& app) {
       j["kv"] = {{"type", o->m.kv_type},
                  {"bytes_final", r.kv_bytes},
                  {"bytes_peak", r.kv_bytes_peak},
+                 {"bytes_after_prefill", r.kv_bytes_prefill},
                  {"bytes_per_token_full", engine.kv().bytes_per_token_full()}};
       j["threads"] = engine.options().threads;
+      j["kv_policy"] = policy->spec;
+      j["kv_budget"] = policy->budget.to_string();
+      if (comp) j["compression"] = to_json(comp->report());
       std::puts(j.dump(2).c_str());
     } else {
       std::fputs("\n", stdout);
       std::fprintf(stderr, "\nprompt %zu tokens %.1f tok/s | generated %zu tokens %.1f tok/s | KV %s (peak %s, %s)\n",
                    prompt.size(), pp, r.tokens.size(), tg, human_bytes(static_cast<double>(r.kv_bytes)).c_str(),
                    human_bytes(static_cast<double>(r.kv_bytes_peak)).c_str(), o->m.kv_type.c_str());
+      if (comp) std::fprintf(stderr, "%s\n", describe(comp->report(), engine.kv().bytes_per_token_full()).c_str());
     }
   });
 }

@@ -20,6 +20,54 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
   app.add_option("--prefill-chunk", o.prefill_chunk, "tokens per prefill step")->check(CLI::Range(1, 1 << 20));
 }
 
+void add_policy_options(CLI::App& app, PolicyOptions& o) {
+  app.add_option("--kv-policy", o.spec, "KV compression policy spec, e.g. snapkv, adakv(pyramidkv), h2o(recent=0.3):\n" +
+                                            policy_help());
+  app.add_option("--kv-budget", o.budget,
+                 "KV budget per head: a ratio of the prompt (0.25, 25%) or tokens (256); window/sinks count inside");
+}
+
+std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
+  const bool full = o.spec == "full";
+  KV_CHECK(full || !o.budget.empty(), "--kv-policy {} needs --kv-budget (a ratio like 0.25 or tokens like 256)",
+           o.spec);
+  return make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
+}
+
+std::string describe(const CompressionReport& r, size_t bytes_per_token) {
+  const SequenceShape& s = r.shape;
+  std::string out = fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity,
+                                s.sinks, s.window);
+  if (!s.compress) return out + fmt::format("prompt of {} tokens fits, nothing evicted at prefill", s.prompt);
+  return out + fmt::format("hot KV {} -> {} ({:.1f}% of {} prompt tokens' {}), selection {:.2f} ms, decode "
+                           "evictions {} tokens in {:.2f} ms",
+                           human_bytes(static_cast<double>(r.bytes_before)),
+                           human_bytes(static_cast<double>(r.bytes_after)),
+                           100.0 * static_cast<double>(r.bytes_after) / static_cast<double>(std::max<size_t>(1, r.bytes_before)),
+                           s.prompt, human_bytes(static_cast<double>(bytes_per_token) * s.prompt),
+                           r.prefill_seconds * 1e3, r.decode_evicted, r.decode_seconds * 1e3);
+}
+
+nlohmann::json to_json(const CompressionReport& r) {
+  const SequenceShape& s = r.shape;
+  return {{"policy", r.policy},
+          {"prompt_tokens", s.prompt},
+          {"capacity_per_head", s.capacity},
+          {"sinks", s.sinks},
+          {"window", s.window},
+          {"compressed", s.compress},
+          {"layer_budget", r.layer_budget},
+          {"head_tokens", r.head_tokens},
+          {"layer_bytes_before", r.layer_bytes_before},
+          {"layer_bytes_after", r.layer_bytes_after},
+          {"bytes_before", r.bytes_before},
+          {"bytes_after", r.bytes_after},
+          {"prefill_seconds", r.prefill_seconds},
+          {"decode_seconds", r.decode_seconds},
+          {"decode_steps", r.decode_steps},
+          {"decode_evicted", r.decode_evicted}};
+}
+
 std::string resolve_model_path(const ModelOptions& o) {
   if (!o.model.empty()) return o.model;
   const std::string path = resolve_data_dir(o.data_dir) + "/models/stories260K/stories260K.gguf";

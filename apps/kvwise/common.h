@@ -1,9 +1,11 @@
 // Pieces shared by the subcommands: model/data-dir options, engine options, memory readings.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 
+#include "compress/registry.h"
 #include "model/forward.h"
 
 namespace kvwise::cli {
@@ -19,6 +21,16 @@ struct ModelOptions {
 };
 
 void add_model_options(CLI::App& app, ModelOptions& o);
+
+// --kv-policy SPEC --kv-budget B (compress/registry.h lists the policies).
+struct PolicyOptions {
+  std::string spec = "full";
+  std::string budget;
+};
+void add_policy_options(CLI::App& app, PolicyOptions& o);
+std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o);
+std::string describe(const CompressionReport& r, size_t bytes_per_token);
+nlohmann::json to_json(const CompressionReport& r);
 std::string resolve_model_path(const ModelOptions& o);
 EngineOptions engine_options(const ModelOptions& o);
 int default_threads();
@@ -33,5 +45,7 @@ void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_model_tools(CLI::App& app);
 void add_sim(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_profile(CLI::App& app);
 
 }  // namespace kvwise::cli

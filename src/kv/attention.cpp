@@ -38,13 +38,15 @@ void resize_at_least(std::vector<float>& v, size_t n) {
 }
 
 // Folds one query's probability row (n_visible entries of a head holding n_total slots) into the taps.
-void record_taps(HeadTaps& t, const TapConfig& cfg, const float* p, int n_visible, int n_total, int32_t qpos) {
+// Only the chunk's last query (last_query) updates last_row: earlier rows would be overwritten anyway.
+void record_taps(HeadTaps& t, const TapConfig& cfg, const float* p, int n_visible, int n_total, int32_t qpos,
+                 bool last_query) {
   const size_t n = static_cast<size_t>(n_total);
   if (cfg.col_sums) {
     resize_at_least(t.col_sums, n);
     for (int j = 0; j < n_visible; ++j) t.col_sums[static_cast<size_t>(j)] += p[j];
   }
-  if (cfg.last_row) {
+  if (cfg.last_row && last_query) {
     t.last_row.assign(n, 0.0f);
     std::copy(p, p + n_visible, t.last_row.begin());
   }
@@ -53,10 +55,11 @@ void record_taps(HeadTaps& t, const TapConfig& cfg, const float* p, int n_visibl
     resize_at_least(t.window_sum, n);
     resize_at_least(t.window_sumsq, n);
     double entropy = 0;
+    const int prefix = std::min(n_visible, static_cast<int>(w0));  // during prefill slot j holds position j
     for (int j = 0; j < n_visible; ++j) {
       t.window_sum[static_cast<size_t>(j)] += p[j];
       t.window_sumsq[static_cast<size_t>(j)] += p[j] * p[j];
-      if (p[j] > 0) entropy -= static_cast<double>(p[j]) * std::log(static_cast<double>(p[j]));
+      if (j < prefix && p[j] > 0) entropy -= static_cast<double>(p[j]) * std::log(static_cast<double>(p[j]));
     }
     t.window_entropy += entropy;
     if (cfg.keep_window_rows) {
@@ -180,7 +183,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
             for (int j = 0; j < n; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
           }
           record_taps(store.taps(seq, layer, h * G + g), cfg, prob.data(), nv, tasks[static_cast<size_t>(t0)].n_total,
-                      a.pos[t]);
+                      a.pos[t], t == a.T - 1);
         }
       }
     }
@@ -247,7 +250,7 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
       const float inv = 1.0f / k.exp_shift_sum(row, nv, M);
       for (int j = 0; j < nv; ++j) row[j] *= inv;
       std::fill(row + nv, row + n, 0.0f);
-      if (cfg.enabled) record_taps(store.taps(seq, layer, qh), cfg, row, nv, n, a.pos[t]);
+      if (cfg.enabled) record_taps(store.taps(seq, layer, qh), cfg, row, nv, n, a.pos[t], t == a.T - 1);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.T, hd, n, 1.0f, S.data(), n, g.V.data(), hd, 0.0f,
                 a.out + qh * hd, static_cast<int>(a.out_stride));

@@ -109,6 +109,39 @@ int32_t KvStore::slot_position(SeqId seq, int layer, int head, int slot) const {
   return page_pos(h.pages[static_cast<size_t>(slot / layout_.page_tokens)])[slot % layout_.page_tokens];
 }
 
+void KvStore::read_slot(SeqId seq, int layer, int head, int slot, float* k, float* v) const {
+  const HeadList& h = list(seq, layer, head);
+  KV_CHECK(slot >= 0 && slot < h.len, "slot {} out of range", slot);
+  const uint32_t page = h.pages[static_cast<size_t>(slot / layout_.page_tokens)];
+  const size_t off = static_cast<size_t>(slot % layout_.page_tokens) * row_bytes_;
+  const int hd = layout_.head_dim;
+  const auto load = [&](const uint8_t* src, float* dst) {
+    if (dst == nullptr) return;
+    if (layout_.type == DType::F32) {
+      std::memcpy(dst, src, row_bytes_);
+    } else {
+      const auto* x = reinterpret_cast<const uint16_t*>(src);
+      for (int c = 0; c < hd; ++c) dst[c] = fp16_to_fp32(x[c]);
+    }
+  };
+  load(pool_.data(page) + off, k);
+  load(pool_.data(page) + kv_bytes_ + off, v);
+}
+
+void KvStore::rewrite_key(SeqId seq, int layer, int head, int slot, const float* k, int32_t pos) {
+  HeadList& h = list(seq, layer, head);
+  KV_CHECK(slot >= 0 && slot < h.len, "slot {} out of range", slot);
+  const uint32_t page = h.pages[static_cast<size_t>(slot / layout_.page_tokens)];
+  const int in_page = slot % layout_.page_tokens;
+  if (layout_.type == DType::F32) {
+    std::memcpy(slot_k(page, in_page), k, row_bytes_);
+  } else {
+    auto* kd = reinterpret_cast<uint16_t*>(slot_k(page, in_page));
+    for (int c = 0; c < layout_.head_dim; ++c) kd[c] = fp32_to_fp16(k[c]);
+  }
+  slot_pos(page)[in_page] = pos;
+}
+
 void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) {
   HeadList& h = list(seq, layer, head);
   const int P = layout_.page_tokens;

@@ -54,6 +54,11 @@ class KvStore {
     return reinterpret_cast<const int32_t*>(pool_.data(page) + 2 * kv_bytes_);
   }
   int32_t slot_position(SeqId seq, int layer, int head, int slot) const;
+  // One slot's key and value as floats (either may be null).
+  void read_slot(SeqId seq, int layer, int head, int slot, float* k, float* v) const;
+  // Overwrites one slot's key and position (re-rotated keys of cache-relative positions). The caller
+  // keeps positions ascending within the head.
+  void rewrite_key(SeqId seq, int layer, int head, int slot, const float* k, int32_t pos);
 
   // Keeps only the given slots (strictly ascending indices) of one head, compacting them to the front
   // and releasing pages that are no longer needed. Statistic taps of the head's query heads follow.

@@ -27,6 +27,7 @@ PagePool::~PagePool() {
 uint32_t PagePool::alloc() {
   std::lock_guard<std::mutex> lock(mu_);
   ++in_use_;
+  if (in_use_ > peak_) peak_ = in_use_;
   while (!free_.empty()) {
     const uint32_t id = free_.back();
     free_.pop_back();
@@ -46,6 +47,16 @@ void PagePool::release(uint32_t page) {
 size_t PagePool::pages_in_use() const {
   std::lock_guard<std::mutex> lock(mu_);
   return in_use_;
+}
+
+size_t PagePool::peak_pages() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return peak_;
+}
+
+void PagePool::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  peak_ = in_use_;
 }
 
 size_t PagePool::pages_reserved() const {

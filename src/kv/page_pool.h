@@ -23,6 +23,10 @@ class PagePool {
   size_t page_bytes() const { return page_bytes_; }
   size_t pages_in_use() const;
   size_t bytes_in_use() const { return pages_in_use() * page_bytes_; }
+  // High-water mark of pages in use since construction or the last reset_peak().
+  size_t peak_pages() const;
+  size_t peak_bytes() const { return peak_pages() * page_bytes_; }
+  void reset_peak();
   // Pages held from the system (in use + idle on the free list).
   size_t pages_reserved() const;
   // Gives the memory of idle pages back to the system.
@@ -34,6 +38,7 @@ class PagePool {
   std::vector<uint8_t*> pages_;  // nullptr once trimmed
   std::vector<uint32_t> free_;
   size_t in_use_ = 0;
+  size_t peak_ = 0;
 };
 
 }  // namespace kvwise

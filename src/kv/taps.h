@@ -23,7 +23,9 @@ struct HeadTaps {
   std::vector<float> window_sum, window_sumsq;
   std::vector<float> window_rows;  // window x window_cols, row r = query position prompt_end - window + r
   int window_cols = 0;
-  double window_entropy = 0;  // sum over window queries of the entropy of their attention row
+  // Sum over window queries of -p log p over the prefix slots (those before the window), without
+  // renormalising: CAKE's spatial dispersion.
+  double window_entropy = 0;
   std::vector<float> last_row;
   std::vector<float> col_sums;
 };

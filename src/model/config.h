@@ -1,5 +1,6 @@
 // Hyper-parameters of a llama-family model (llama, mistral, qwen2) read from GGUF metadata.
 #pragma once
+#include "kv/rope.h"
 #include <cstddef>
 #include <string>
 
@@ -7,7 +8,6 @@
 
 namespace kvwise {
 
-enum class RopeType { Normal, Neox };  // adjacent pairs (2i, 2i+1) vs halves (i, i + n_rot/2)
 
 struct ModelConfig {
   std::string arch;

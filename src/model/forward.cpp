@@ -27,23 +27,6 @@ void rmsnorm(const float* x, const float* w, float* out, int n, float eps) {
   for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
-// Rotates the first n_rot dimensions of each of n_heads heads of a row, for position pos.
-void rope(float* row, int n_heads, int head_dim, int n_rot, RopeType type, const float* inv_freq, float pos) {
-  const int half = n_rot / 2;
-  for (int i = 0; i < half; ++i) {
-    const float angle = pos * inv_freq[i];
-    const float c = std::cos(angle), s = std::sin(angle);
-    for (int h = 0; h < n_heads; ++h) {
-      float* x = row + h * head_dim;
-      const int a = type == RopeType::Normal ? 2 * i : i;
-      const int b = type == RopeType::Normal ? 2 * i + 1 : i + half;
-      const float x0 = x[a], x1 = x[b];
-      x[a] = x0 * c - x1 * s;
-      x[b] = x0 * s + x1 * c;
-    }
-  }
-}
-
 void add_bias(float* y, const float* b, int64_t m, int64_t n) {
   if (!b) return;
   for (int64_t i = 0; i < m; ++i)
@@ -64,6 +47,19 @@ Engine::Engine(const Model& model, const EngineOptions& options)
   const ModelConfig& c = model.config();
   for (int i = 0; i < c.n_rot / 2; ++i)
     inv_freq_.push_back(std::pow(c.rope_freq_base, -2.0f * static_cast<float>(i) / static_cast<float>(c.n_rot)));
+}
+
+void Engine::observe(SeqId seq, std::shared_ptr<SequenceObserver> observer) {
+  KV_CHECK(kv_.has_sequence(seq), "no sequence {}", seq);
+  if (observer)
+    observers_[seq] = std::move(observer);
+  else
+    observers_.erase(seq);
+}
+
+SequenceObserver* Engine::observer(SeqId seq) const {
+  auto it = observers_.find(seq);
+  return it == observers_.end() ? nullptr : it->second.get();
 }
 
 std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
@@ -105,8 +101,17 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       }
   }
 
+  std::vector<SequenceObserver*> watch(batch.size(), nullptr);
+  for (size_t b = 0; b < batch.size(); ++b) watch[b] = observer(batch[b].seq);
+  const auto show_hidden = [&](int layer) {
+    for (size_t b = 0; b < batch.size(); ++b)
+      if (watch[b])
+        watch[b]->on_hidden(batch[b].seq, layer, &x[first_row[b] * dim], dim, static_cast<int>(batch[b].tokens.size()));
+  };
+
   const float pos_scale = 1.0f / c.rope_linear_factor;
   for (int l = 0; l < c.n_layers; ++l) {
+    show_hidden(l);
     const LayerWeights& L = W.layers[static_cast<size_t>(l)];
     for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.attn_norm, &xn[r * dim], c.dim, c.rms_eps);
     matmul_many(pool_, {{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xn.data(), M);
@@ -116,8 +121,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
     pool_.parallel_for(static_cast<size_t>(M), [&](size_t r0, size_t r1, int) {
       for (size_t r = r0; r < r1; ++r) {
         const float p = static_cast<float>(pos[r]) * pos_scale;
-        rope(&q[r * q_dim], c.n_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
-        rope(&k[r * kv_dim], c.n_kv_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
+        apply_rope(&q[r * q_dim], c.n_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
+        apply_rope(&k[r * kv_dim], c.n_kv_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
       }
     });
     for (size_t b = 0; b < batch.size(); ++b) {
@@ -130,6 +135,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
                      pos[static_cast<size_t>(r0 + t)]);
       AttentionQuery aq{&q[r0 * q_dim], q_dim, &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim};
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
+      if (watch[b])
+        watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T});
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
@@ -141,8 +148,11 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
 
+  show_hidden(c.n_layers);
   for (const BatchEntry& e : batch)
     kv_.set_next_position(e.seq, kv_.next_position(e.seq) + static_cast<int32_t>(e.tokens.size()));
+  for (size_t b = 0; b < batch.size(); ++b)
+    if (watch[b]) watch[b]->after_forward(kv_, batch[b].seq);
 
   // Final norm and output projection for the rows that want logits.
   std::vector<float> rows(static_cast<size_t>(n_logits * dim));

@@ -3,6 +3,7 @@
 // attention runs per sequence over that sequence's KV lists.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -29,6 +30,27 @@ struct BatchEntry {
   bool all_logits = false;  // logits for every token (perplexity) or only the last (generation)
 };
 
+// Watches one sequence's forward pass layer by layer: KV compression policies, profilers. Called on the
+// engine's thread between layers; it may change the sequence's KV lists of layers it has seen.
+class SequenceObserver {
+ public:
+  virtual ~SequenceObserver() = default;
+  struct Attention {
+    int layer = 0;
+    const float* q = nullptr;    // T rows of n_heads * head_dim (post-RoPE)
+    const float* out = nullptr;  // T rows of the attention output, same layout
+    int64_t stride = 0;
+    const int32_t* pos = nullptr;  // T positions
+    int T = 0;
+  };
+  // After layer a.layer attended the entry's T new tokens, before the next layer runs.
+  virtual void after_attention(KvStore& kv, SeqId seq, const Attention& a) = 0;
+  // The residual stream of the entry's tokens entering `layer` (layer == n_layers: after the last one).
+  virtual void on_hidden(SeqId /*seq*/, int /*layer*/, const float* /*x*/, int64_t /*dim*/, int /*T*/) {}
+  // After the whole forward step, once the sequence's next position has advanced.
+  virtual void after_forward(KvStore& /*kv*/, SeqId /*seq*/) {}
+};
+
 class Engine {
  public:
   Engine(const Model& model, const EngineOptions& options);
@@ -37,10 +59,18 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   int ctx() const { return ctx_; }
   KvStore& kv() { return kv_; }
+  // RoPE frequencies of the model (for policies that move kept keys to new positions).
+  const std::vector<float>& rope_inv_freq() const { return inv_freq_; }
   ThreadPool& pool() { return pool_; }
 
   SeqId new_sequence() { return kv_.create_sequence(); }
-  void free_sequence(SeqId seq) { kv_.free_sequence(seq); }
+  void free_sequence(SeqId seq) {
+    observers_.erase(seq);
+    kv_.free_sequence(seq);
+  }
+  // Attaches an observer to a sequence (null detaches); it lives until the sequence is freed.
+  void observe(SeqId seq, std::shared_ptr<SequenceObserver> observer);
+  SequenceObserver* observer(SeqId seq) const;
 
   // Appends the tokens of every entry to its sequence and returns the requested logits rows
   // (n_vocab floats each), entry after entry. Throws if a sequence would exceed ctx().
@@ -56,6 +86,7 @@ class Engine {
   ThreadPool pool_;
   KvStore kv_;
   std::vector<float> inv_freq_;
+  std::map<SeqId, std::shared_ptr<SequenceObserver>> observers_;
 };
 
 }  // namespace kvwise

@@ -8,7 +8,8 @@
 namespace kvwise {
 
 GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
-                        const std::function<void(const std::string&)>& on_text) {
+                        const std::function<void(const std::string&)>& on_text,
+                        const std::function<void(SeqId)>& on_sequence) {
   KV_CHECK(!prompt.empty(), "the prompt is empty (and the model adds no BOS token)");
   KV_CHECK(static_cast<int>(prompt.size()) <= engine.ctx(), "the prompt has {} tokens, more than the context of {}",
            prompt.size(), engine.ctx());
@@ -17,11 +18,15 @@ GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int 
   GenerateResult r;
   r.prompt_tokens = prompt;
   const SeqId seq = engine.new_sequence();
+  PagePool& pages = engine.kv().pool();
+  const size_t others = pages.bytes_in_use();  // other sequences' pages (the peak is measured above them)
+  pages.reset_peak();
   try {
+    if (on_sequence) on_sequence(seq);
     double t0 = now_seconds();
     std::vector<float> logits = engine.prefill(seq, prompt);
     r.prefill_seconds = now_seconds() - t0;
-    r.kv_bytes_peak = engine.kv().bytes_sequence(seq);
+    r.kv_bytes_prefill = engine.kv().bytes_sequence(seq);
     // Text is decoded over prompt + generated tokens so SentencePiece spacing stays right; the new
     // suffix is what gets emitted.
     std::vector<int32_t> all = prompt;
@@ -40,11 +45,11 @@ GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int 
       shown = text;
       if (i + 1 == n_predict || engine.kv().next_position(seq) >= engine.ctx()) break;
       logits = engine.decode(seq, next);
-      r.kv_bytes_peak = std::max(r.kv_bytes_peak, engine.kv().bytes_sequence(seq));
     }
     r.decode_seconds = now_seconds() - t0;
     r.text = tok.decode(all).substr(tok.decode(prompt).size());
     r.kv_bytes = engine.kv().bytes_sequence(seq);
+    r.kv_bytes_peak = pages.peak_bytes() > others ? pages.peak_bytes() - others : 0;
   } catch (...) {
     engine.free_sequence(seq);
     throw;

@@ -16,12 +16,15 @@ struct GenerateResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;
   size_t kv_bytes = 0;  // KV bytes the sequence held at the end
-  size_t kv_bytes_peak = 0;
+  size_t kv_bytes_peak = 0;     // most KV bytes held at once, prefill included (pool high-water mark)
+  size_t kv_bytes_prefill = 0;  // KV bytes right after prefill (after any compression)
   bool stopped_at_eos = false;
 };
 
-// on_text receives each new piece of generated text as soon as it is final (for streaming).
+// on_text receives each new piece of generated text as soon as it is final (for streaming);
+// on_sequence runs once the sequence exists, before the prompt (to attach a KV policy).
 GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
-                        const std::function<void(const std::string&)>& on_text = {});
+                        const std::function<void(const std::string&)>& on_text = {},
+                        const std::function<void(SeqId)>& on_sequence = {});
 
 }  // namespace kvwise

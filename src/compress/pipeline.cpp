@@ -1,0 +1,226 @@
+#include "compress/pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/error.h"
+#include "base/timer.h"
+
+namespace kvwise {
+
+SequenceShape sequence_shape(const KvPolicy& p, int prompt_tokens) {
+  KV_CHECK(prompt_tokens > 0, "empty prompt");
+  SequenceShape s;
+  s.prompt = prompt_tokens;
+  s.capacity = p.budget.capacity(prompt_tokens);
+  if (p.full) {
+    s.capacity = std::max(s.capacity, prompt_tokens);
+    s.candidates = s.mean = prompt_tokens;
+    return s;
+  }
+  s.sinks = std::min(p.sinks, prompt_tokens);
+  int w = p.window;
+  if (p.window_fills)
+    w = std::max(0, s.capacity - s.sinks);
+  else if (p.window_fraction > 0)
+    w = static_cast<int>(std::ceil(p.window_fraction * s.capacity));
+  KV_CHECK(!(p.window_explicit && w > prompt_tokens),
+           "{}: the window of {} tokens is longer than the prompt of {} tokens (lower window=)", p.name, w,
+           prompt_tokens);
+  s.window = std::min(w, prompt_tokens - s.sinks);
+  KV_CHECK(s.sinks + s.window <= s.capacity,
+           "{}: a budget of {} tokens per head cannot hold its {} sink and {} window tokens (raise --kv-budget or "
+           "lower sinks=/window=)",
+           p.name, s.capacity, s.sinks, s.window);
+  s.mean = s.capacity - s.sinks - s.window;
+  s.candidates = prompt_tokens - s.sinks - s.window;
+  s.compress = prompt_tokens > s.capacity;
+  return s;
+}
+
+KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayout& layout, int32_t prompt_begin,
+                           int prompt_tokens, RopeInfo rope)
+    : policy_(std::move(policy)),
+      layout_(layout),
+      n_kv_(layout.n_kv_heads),
+      group_(layout.n_heads / layout.n_kv_heads),
+      prompt_end_(prompt_begin + prompt_tokens),
+      rope_(std::move(rope)),
+      shape_(sequence_shape(*policy_, prompt_tokens)) {
+  KV_CHECK(!policy_->full, "the full policy needs no compressor");
+  plans_.resize(static_cast<size_t>(layout.n_layers * n_kv_));
+  report_.policy = policy_->spec;
+  report_.shape = shape_;
+  report_.layer_budget.assign(static_cast<size_t>(layout.n_layers), std::min(shape_.mean, shape_.candidates));
+  report_.layer_bytes_before.assign(static_cast<size_t>(layout.n_layers), 0);
+  report_.layer_bytes_after.assign(static_cast<size_t>(layout.n_layers), 0);
+  report_.head_tokens.assign(static_cast<size_t>(layout.n_layers), std::vector<int>(static_cast<size_t>(n_kv_), 0));
+  // Before any compression a head may grow to the capacity; FIFO keeps sinks + the candidates it has.
+  for (HeadPlan& p : plans_)
+    p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
+}
+
+TapConfig KvCompressor::prefill_taps() const {
+  TapConfig cfg;
+  policy_->scorer->add_taps(cfg, false);
+  cfg.prompt_end = prompt_end_;
+  cfg.window = std::min(cfg.window, shape_.prompt);
+  cfg.enabled = cfg.window > 0 || cfg.last_row || cfg.col_sums;
+  return cfg;
+}
+
+std::vector<float> KvCompressor::candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode,
+                                                  int lo, int hi) const {
+  const int len = kv.head_len(seq, layer, head);
+  const bool taps = kv.tap_config(seq).enabled;
+  static const HeadTaps kNoTaps;
+  const Pooling pool = decode ? policy_->decode_pooling : policy_->pooling;
+  const int kernel = decode ? policy_->decode_kernel : policy_->kernel;
+  std::vector<std::vector<float>> rows(static_cast<size_t>(group_));
+  std::vector<float> full(static_cast<size_t>(len));
+  for (int g = 0; g < group_; ++g) {
+    const int qh = head * group_ + g;
+    policy_->scorer->score(taps ? kv.taps(seq, layer, qh) : kNoTaps, layer, qh, len, decode, full);
+    rows[static_cast<size_t>(g)].assign(full.begin() + lo, full.begin() + hi);
+    if (policy_->pool_first) rows[static_cast<size_t>(g)] = pool1d(rows[static_cast<size_t>(g)], pool, kernel);
+  }
+  std::vector<float> r = reduce_group(rows, policy_->reduce);
+  return policy_->pool_first ? r : pool1d(r, pool, kernel);
+}
+
+void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget) {
+  std::vector<std::vector<float>> scores(static_cast<size_t>(n_kv_));
+  std::vector<int> len(static_cast<size_t>(n_kv_));
+  const int S = shape_.sinks, W = shape_.window;
+  for (int h = 0; h < n_kv_; ++h) {
+    len[static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+    const int hi = std::max(S, len[static_cast<size_t>(h)] - W);
+    scores[static_cast<size_t>(h)] = candidate_scores(kv, seq, layer, h, false, S, hi);
+  }
+  const std::vector<int> split = policy_->heads->split(layer, budget, scores);
+  for (int h = 0; h < n_kv_; ++h) {
+    const int n = len[static_cast<size_t>(h)];
+    std::vector<int> keep;
+    for (int i = 0; i < std::min(S, n); ++i) keep.push_back(i);
+    const std::vector<int> sel = top_k_indices(scores[static_cast<size_t>(h)], split[static_cast<size_t>(h)]);
+    for (int i : sel) keep.push_back(S + i);
+    for (int i = std::max(S, n - W); i < n; ++i) keep.push_back(i);
+    policy_->disposition->apply(kv, seq, layer, h, keep);
+    const int selected = static_cast<int>(sel.size());
+    plans_[static_cast<size_t>(layer * n_kv_ + h)] = {S + W + selected, S, W, S + selected};
+    report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+  }
+  report_.layer_budget[static_cast<size_t>(layer)] = budget;
+  report_.layer_bytes_after[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
+}
+
+void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
+  const double t0 = now_seconds();
+  const int L = layout_.n_layers;
+  report_.layer_bytes_before[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
+  if (!shape_.compress) {
+    for (int h = 0; h < n_kv_; ++h)
+      report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+    report_.layer_bytes_after[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
+  } else if (policy_->layers->adaptive()) {
+    preference_.push_back(policy_->layers->preference(kv, seq, layer, kv.tap_config(seq).window));
+    if (policy_->layers->cascade() || layer == L - 1) {
+      const std::vector<int> b = policy_->layers->budgets({L, shape_.mean, shape_.candidates, preference_});
+      for (int l = 0; l <= layer; ++l) apply_layer_budget(kv, seq, l, b[static_cast<size_t>(l)]);
+    }
+  } else {
+    if (static_budgets_.empty()) static_budgets_ = policy_->layers->budgets({L, shape_.mean, shape_.candidates, {}});
+    apply_layer_budget(kv, seq, layer, static_budgets_[static_cast<size_t>(layer)]);
+  }
+  if (layer == L - 1) {
+    prefill_done_ = true;
+    for (int l = 0; l < L; ++l) {
+      report_.bytes_before += report_.layer_bytes_before[static_cast<size_t>(l)];
+      report_.bytes_after += report_.layer_bytes_after[static_cast<size_t>(l)];
+    }
+  }
+  report_.prefill_seconds += now_seconds() - t0;
+}
+
+void KvCompressor::decode_layer(KvStore& kv, SeqId seq, int layer) {
+  const DecodePolicy& d = *policy_->decode;
+  if (!d.due(step_ + 1)) return;
+  const double t0 = now_seconds();
+  for (int h = 0; h < n_kv_; ++h) {
+    const HeadPlan& plan = plans_[static_cast<size_t>(layer * n_kv_ + h)];
+    const int len = kv.head_len(seq, layer, h);
+    if (len <= plan.cap) continue;
+    std::vector<float> scores(static_cast<size_t>(len), 0.0f);
+    if (d.needs_scores()) {
+      const int lo = std::min(plan.sinks, len), hi = std::max(lo, len - plan.window);
+      const std::vector<float> c = candidate_scores(kv, seq, layer, h, true, lo, hi);
+      std::copy(c.begin(), c.end(), scores.begin() + lo);
+    }
+    const std::vector<int> keep = d.select(plan, len, scores);
+    report_.decode_evicted += len - static_cast<long>(keep.size());
+    policy_->disposition->apply(kv, seq, layer, h, keep);
+  }
+  report_.decode_seconds += now_seconds() - t0;
+}
+
+void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
+  if (!prefill_done_) {
+    if (a.pos[a.T - 1] == prompt_end_ - 1) prefill_layer(kv, seq, a.layer);
+    return;
+  }
+  decode_layer(kv, seq, a.layer);
+}
+
+void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
+  if (!prefill_done_) return;
+  if (!taps_switched_) {
+    // From now on only the decode-time statistics (if any) are recorded. H2O keeps its running sums.
+    taps_switched_ = true;
+    TapConfig cfg;
+    if (policy_->decode->needs_scores()) policy_->scorer->add_taps(cfg, true);
+    cfg.enabled = cfg.last_row || cfg.col_sums;
+    const TapConfig& cur = kv.tap_config(seq);
+    if (cfg.enabled != cur.enabled || cfg.last_row != cur.last_row || cfg.col_sums != cur.col_sums || cur.window > 0)
+      kv.set_taps(seq, cfg);
+  } else {
+    ++step_;
+    report_.decode_steps = step_;
+  }
+  if (policy_->rerotate) rerotate(kv, seq);
+}
+
+void KvCompressor::rerotate(KvStore& kv, SeqId seq) {
+  const double t0 = now_seconds();
+  std::vector<float> k(static_cast<size_t>(rope_.head_dim));
+  int len0 = -1;
+  for (int l = 0; l < layout_.n_layers; ++l)
+    for (int h = 0; h < n_kv_; ++h) {
+      const int len = kv.head_len(seq, l, h);
+      KV_CHECK(len0 < 0 || len == len0, "re-rotation needs equal cache lengths in every head");
+      len0 = len;
+      for (int i = 0; i < len; ++i) {
+        const int32_t p = kv.slot_position(seq, l, h, i);
+        if (p == i) continue;
+        kv.read_slot(seq, l, h, i, k.data(), nullptr);
+        apply_rope(k.data(), 1, rope_.head_dim, rope_.n_rot, rope_.type, rope_.inv_freq.data(),
+                   static_cast<float>(i - p) * rope_.pos_scale);
+        kv.rewrite_key(seq, l, h, i, k.data(), i);
+      }
+    }
+  if (len0 >= 0) kv.set_next_position(seq, len0);
+  (prefill_done_ && step_ == 0 ? report_.prefill_seconds : report_.decode_seconds) += now_seconds() - t0;
+}
+
+std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shared_ptr<const KvPolicy> policy,
+                                            int prompt_tokens) {
+  if (!policy || policy->full) return nullptr;
+  const ModelConfig& c = engine.model().config();
+  RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, engine.rope_inv_freq(), 1.0f / c.rope_linear_factor};
+  auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
+                                             prompt_tokens, std::move(rope));
+  engine.kv().set_taps(seq, comp->prefill_taps());
+  engine.observe(seq, comp);
+  return comp;
+}
+
+}  // namespace kvwise

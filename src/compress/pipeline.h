@@ -1,0 +1,124 @@
+// A KV compression policy (one choice per stage) and the per-sequence compressor that runs it:
+// after each layer's final prefill chunk it scores, budgets and selects that layer's tokens (CAKE
+// re-budgets every layer seen so far), and after each decode step it applies the decode policy. Pages
+// of dropped tokens go back to the pool at once.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/budget.h"
+#include "compress/select.h"
+#include "compress/stages.h"
+#include "kv/rope.h"
+#include "model/forward.h"
+
+namespace kvwise {
+
+struct KvPolicy {
+  std::string spec;  // canonical spec (policy_spec.h grammar)
+  std::string name;  // top-level policy name
+  Budget budget;
+  bool full = false;  // no compression at all
+
+  // Always-kept regions of each head.
+  int sinks = 0;
+  int window = 0;              // last tokens kept (the observation window for window scorers)
+  double window_fraction = 0;  // > 0: window = ceil(fraction * capacity) (H2O's recent share)
+  bool window_fills = false;   // window = capacity - sinks (StreamingLLM)
+  bool window_explicit = false;  // the window was given by the user: a window longer than the prompt is an error
+
+  // How per-query-head scores become one vector per KV head.
+  Pooling pooling = Pooling::None;
+  int kernel = 1;
+  GroupReduce reduce = GroupReduce::Mean;
+  bool pool_first = false;  // pool each query head, then reduce (kvpress) instead of reduce then pool
+  Pooling decode_pooling = Pooling::None;
+  int decode_kernel = 1;
+  bool rerotate = false;  // StreamingLLM: move kept keys to cache-relative positions
+
+  std::shared_ptr<const TokenScorer> scorer;
+  std::shared_ptr<const LayerBudgeter> layers;
+  std::shared_ptr<const HeadBudgeter> heads;
+  std::shared_ptr<const Disposition> disposition;
+  std::shared_ptr<const DecodePolicy> decode;
+};
+
+// What a policy means for one prompt: capacity and protected regions per head. Throws on a bad
+// combination (window longer than the prompt, budget smaller than the protected tokens).
+struct SequenceShape {
+  int prompt = 0;
+  int capacity = 0;  // tokens per KV head on average, protected ones included
+  int sinks = 0, window = 0;
+  int mean = 0;        // non-protected tokens per head on average
+  int candidates = 0;  // non-protected tokens before compression
+  bool compress = false;
+};
+SequenceShape sequence_shape(const KvPolicy& policy, int prompt_tokens);
+
+struct RopeInfo {
+  int head_dim = 0, n_rot = 0;
+  RopeType type = RopeType::Normal;
+  std::vector<float> inv_freq;
+  float pos_scale = 1.0f;
+};
+
+struct CompressionReport {
+  std::string policy;
+  SequenceShape shape;
+  std::vector<int> layer_budget;  // non-protected tokens per head on average, per layer
+  std::vector<size_t> layer_bytes_before, layer_bytes_after;  // hot KV bytes around prefill compression
+  std::vector<std::vector<int>> head_tokens;                   // [layer][kv head] after prefill
+  size_t bytes_before = 0, bytes_after = 0;
+  double prefill_seconds = 0;  // scoring + budgeting + selection + page release after prefill
+  double decode_seconds = 0;   // the same during decode
+  int decode_steps = 0;
+  long decode_evicted = 0;  // tokens dropped during decode (all heads)
+};
+
+class KvCompressor : public SequenceObserver {
+ public:
+  // prompt_begin: the sequence's first prompt position (0 unless it continues cached tokens).
+  KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayout& layout, int32_t prompt_begin, int prompt_tokens,
+               RopeInfo rope);
+
+  // The taps the policy needs while prefilling (enable them on the sequence before the prompt runs).
+  TapConfig prefill_taps() const;
+
+  void after_attention(KvStore& kv, SeqId seq, const Attention& a) override;
+  void after_forward(KvStore& kv, SeqId seq) override;
+
+  const CompressionReport& report() const { return report_; }
+  const SequenceShape& shape() const { return shape_; }
+  bool prefill_done() const { return prefill_done_; }
+  const HeadPlan& plan(int layer, int head) const { return plans_[static_cast<size_t>(layer * n_kv_ + head)]; }
+
+ private:
+  void prefill_layer(KvStore& kv, SeqId seq, int layer);
+  void apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget);
+  void decode_layer(KvStore& kv, SeqId seq, int layer);
+  // Reduced and pooled scores of slots [lo, hi) of one KV head.
+  std::vector<float> candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode, int lo,
+                                      int hi) const;
+  void rerotate(KvStore& kv, SeqId seq);
+
+  std::shared_ptr<const KvPolicy> policy_;
+  KvLayout layout_;
+  int n_kv_, group_;
+  int32_t prompt_end_;
+  RopeInfo rope_;
+  SequenceShape shape_;
+  std::vector<HeadPlan> plans_;
+  std::vector<double> preference_;
+  std::vector<int> static_budgets_;
+  bool prefill_done_ = false, taps_switched_ = false;
+  int step_ = 0;
+  CompressionReport report_;
+};
+
+// Builds a compressor for a sequence about to prefill `prompt_tokens` tokens, enables its taps and
+// attaches it to the engine. Returns null for `full` (nothing to do, nothing attached).
+std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shared_ptr<const KvPolicy> policy,
+                                            int prompt_tokens);
+
+}  // namespace kvwise

@@ -1,0 +1,44 @@
+// The policy spec grammar shared by the CLI, the C++ API and the server's request body:
+//
+//   spec  := name [ "(" item { "," item } ")" ]
+//   item  := spec | key "=" value
+//
+// e.g. "snapkv", "snapkv(window=16,kernel=7,pool=max)", "adakv(pyramidkv,alpha=0.2)". Names and keys
+// are lower case; a nested spec is the inner scorer / budget source of a composing policy.
+#pragma once
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvwise {
+
+struct PolicySpec {
+  std::string name;
+  std::vector<PolicySpec> inner;
+  std::map<std::string, std::string> params;
+
+  std::string to_string() const;  // canonical form: inner specs first, then params in key order
+};
+
+// Throws kvwise::Error with the offending column on a syntax error.
+PolicySpec parse_policy_spec(std::string_view text);
+
+// Typed access to parameters; every key must be consumed (check_all_used) so typos are errors.
+class SpecParams {
+ public:
+  explicit SpecParams(const PolicySpec& spec) : spec_(spec) {}
+  int get_int(const std::string& key, int def, int min_value, int max_value);
+  double get_double(const std::string& key, double def, double min_value, double max_value);
+  std::string get_choice(const std::string& key, const std::string& def, const std::vector<std::string>& choices);
+  std::string get_string(const std::string& key, const std::string& def);
+  bool has(const std::string& key) const { return spec_.params.count(key) != 0; }
+  void check_all_used() const;
+
+ private:
+  const std::string* find(const std::string& key);
+  const PolicySpec& spec_;
+  std::vector<std::string> used_;
+};
+
+}  // namespace kvwise

@@ -1,0 +1,169 @@
+#include "compress/registry.h"
+
+#include <functional>
+#include <map>
+
+#include "base/error.h"
+#include "compress/baklava.h"
+#include "compress/components.h"
+#include "compress/policy_spec.h"
+
+namespace kvwise {
+
+namespace {
+
+constexpr int kMaxWindow = 1 << 20;
+
+// Window-scored selection knobs shared by SnapKV, PyramidKV and Ada-KV.
+struct WindowDefaults {
+  int window, kernel;
+  const char* pool;
+};
+
+void window_scoring(KvPolicy& p, SpecParams& q, WindowDefaults d) {
+  p.window_explicit = q.has("window");
+  p.window = q.get_int("window", d.window, 1, kMaxWindow);
+  p.kernel = q.get_int("kernel", d.kernel, 1, 1001);
+  KV_CHECK(p.kernel % 2 == 1, "{}: kernel={} must be odd", p.name, p.kernel);
+  p.pooling = parse_pooling(q.get_choice("pool", d.pool, {"none", "avg", "max"}));
+  p.reduce = parse_group_reduce(q.get_choice("gqa", "mean", {"mean", "max", "sum"}));
+  p.pool_first = q.get_choice("order", "reduce_first", {"reduce_first", "pool_first"}) == "pool_first";
+  p.scorer = make_window_scorer(p.window);
+  p.decode_pooling = p.pooling;
+  p.decode_kernel = p.kernel;
+  const int every = q.get_int("decode_every", 0, 0, 1 << 20);
+  p.decode = every > 0 ? make_evict(every) : make_grow();
+}
+
+void build(KvPolicy& p, const PolicySpec& spec);
+
+void build_inner(KvPolicy& p, const PolicySpec& spec, const char* default_inner) {
+  KV_CHECK(spec.inner.size() <= 1, "{} takes at most one inner policy", spec.name);
+  const PolicySpec inner = spec.inner.empty() ? parse_policy_spec(default_inner) : spec.inner[0];
+  build(p, inner);
+}
+
+void build(KvPolicy& p, const PolicySpec& spec) {
+  const std::string& n = spec.name;
+  SpecParams q(spec);
+  p.name = n;
+  p.layers = make_uniform_layers();
+  p.heads = make_uniform_heads();
+  p.disposition = make_drop();
+  p.decode = make_grow();
+  if (n != "adakv" && n != "baklava")
+    KV_CHECK(spec.inner.empty(), "{} does not take an inner policy (only adakv and baklava compose)", n);
+  if (n == "full") {
+    p.full = true;
+  } else if (n == "random") {
+    p.window_explicit = q.has("window");
+    p.window = q.get_int("window", 32, 0, kMaxWindow);
+    p.sinks = q.get_int("sinks", 0, 0, kMaxWindow);
+    p.scorer = make_random_scorer(static_cast<uint64_t>(q.get_int("seed", 0, 0, 1 << 30)));
+  } else if (n == "streamingllm") {
+    p.sinks = q.get_int("sinks", 4, 0, kMaxWindow);
+    p.window_fills = true;
+    p.rerotate = q.get_int("rerotate", 0, 0, 1) == 1;
+    p.scorer = make_position_scorer();
+    p.decode = make_fifo();
+  } else if (n == "h2o") {
+    p.window_fraction = q.get_double("recent", 0.5, 0.0, 1.0);
+    p.sinks = q.get_int("sinks", 0, 0, kMaxWindow);
+    p.scorer = make_cumulative_scorer();
+    p.decode = make_evict(1);
+    if (p.window_fraction == 0) p.window_fraction = 1e-9;  // ceil gives a one-token recent window
+  } else if (n == "snapkv") {
+    window_scoring(p, q, {32, 5, "avg"});
+  } else if (n == "pyramidkv") {
+    window_scoring(p, q, {8, 7, "max"});
+    p.layers = make_pyramid_layers(q.get_double("beta", 20.0, 1.0, 1e6));
+  } else if (n == "cake") {
+    p.window_explicit = q.has("window");
+    p.window = q.get_int("window", 32, 2, kMaxWindow);
+    p.kernel = q.get_int("kernel", 5, 1, 1001);
+    KV_CHECK(p.kernel % 2 == 1, "cake: kernel={} must be odd", p.kernel);
+    p.pooling = p.decode_pooling = Pooling::Avg;
+    p.decode_kernel = p.kernel;
+    p.scorer = make_cake_scorer(p.window, q.get_double("gamma", 200.0, 0.0, 1e9));
+    const double tau1 = q.get_double("tau1", 1.0, 0.01, 100.0), tau2 = q.get_double("tau2", 1.0, 0.01, 100.0);
+    p.layers = make_cake_layers(tau1, tau2, q.get_int("cascade", 1, 0, 1) == 1);
+    const int every = q.get_int("decode_every", 1, 0, 1 << 20);
+    p.decode = every > 0 ? make_evict(every) : make_grow();
+  } else if (n == "sagekv") {
+    p.sinks = q.get_int("sinks", 4, 0, kMaxWindow);
+    p.window = q.get_int("recent", 32, 0, kMaxWindow) + 1;  // + the last prompt token
+    p.window_explicit = q.has("recent");
+    p.reduce = parse_group_reduce(q.get_choice("gqa", "mean", {"mean", "max", "sum"}));
+    p.scorer = make_last_query_scorer();
+    p.decode = make_fifo();
+  } else if (n == "adakv") {
+    const double alpha = q.get_double("alpha", 0.2, 0.0, 1.0);
+    build_inner(p, spec, "snapkv(kernel=7,pool=max)");
+    KV_CHECK(!p.full && p.name != "streamingllm" && p.name != "random",
+             "adakv composes with a scoring policy (snapkv, pyramidkv, cake, sagekv, h2o, baklava), not {}", p.name);
+    p.heads = make_adakv_heads(alpha);
+    p.name = "adakv";
+  } else if (n == "baklava") {
+    const std::string path = q.get_string("profile", "");
+    KV_CHECK(!path.empty(), "baklava needs profile=FILE (write one with `kvwise profile`)");
+    const double theta = q.get_double("theta", -1.0, -1.0, 100.0);
+    build_inner(p, spec, "snapkv");
+    KV_CHECK(!p.full && !p.layers->adaptive(), "baklava composes with snapkv, sagekv, h2o, streamingllm or random");
+    BaklavaProfile prof = BaklavaProfile::load(path);
+    if (theta >= 0) prof.set_theta(theta);
+    std::vector<double> layer_w;
+    for (const auto& row : prof.weights) {
+      double s = 0;
+      for (double w : row) s += w;
+      layer_w.push_back(s);
+    }
+    p.layers = make_weighted_layers(layer_w, "baklava");
+    p.heads = make_weighted_heads(prof.weights, "baklava");
+    p.name = "baklava";
+  } else {
+    fail("unknown KV policy \"{}\"; known policies:\n{}", n, policy_help());
+  }
+  q.check_all_used();
+}
+
+}  // namespace
+
+std::shared_ptr<const KvPolicy> make_policy(std::string_view text, const Budget& budget) {
+  const PolicySpec spec = parse_policy_spec(text);
+  auto p = std::make_shared<KvPolicy>();
+  build(*p, spec);
+  p->spec = spec.to_string();
+  p->name = spec.name;
+  p->budget = budget;
+  return p;
+}
+
+const std::vector<PolicyInfo>& policy_catalog() {
+  static const std::vector<PolicyInfo> c = {
+      {"full", "no compression (the reference)", ""},
+      {"random", "random prefix tokens + the window (a baseline that must lose)", "window=32, sinks=0, seed=0"},
+      {"streamingllm", "attention sinks + the most recent tokens, rolling during decode",
+       "sinks=4, rerotate=0 (1: cache-relative positions)"},
+      {"h2o", "heavy hitters by cumulative attention + a recent window, one eviction per decode step",
+       "recent=0.5 (share of the budget), sinks=0"},
+      {"snapkv", "observation-window attention, pooled; cache grows during decode",
+       "window=32, kernel=5, pool=avg, gqa=mean, order=reduce_first, decode_every=0"},
+      {"pyramidkv", "SnapKV scores with pyramid layer budgets", "window=8, kernel=7, pool=max, beta=20, decode_every=0"},
+      {"adakv", "Ada-KV head budgets over an inner scorer (default snapkv(kernel=7,pool=max))", "alpha=0.2"},
+      {"cake", "CAKE: layer budgets from entropy and variance, cascading during prefill, its indicator",
+       "window=32, gamma=200, kernel=5, tau1=1, tau2=1, cascade=1, decode_every=1"},
+      {"sagekv", "SAGE-KV: sinks + top-k by the last prompt query + recent FIFO", "sinks=4, recent=32, gqa=mean"},
+      {"baklava", "BaKlaVa static head budgets from `kvwise profile` over an inner selector (default snapkv)",
+       "profile=FILE, theta=(from the profile)"},
+  };
+  return c;
+}
+
+std::string policy_help() {
+  std::string s;
+  for (const PolicyInfo& p : policy_catalog())
+    s += fmt::format("  {:<13} {}{}\n", p.name, p.summary, p.params.empty() ? "" : " [" + p.params + "]");
+  return s;
+}
+
+}  // namespace kvwise
