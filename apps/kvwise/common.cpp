@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "base/data_dir.h"
 #include "base/error.h"
+#include "eval/perplexity.h"
 
 namespace kvwise::cli {
 
@@ -66,6 +68,20 @@ nlohmann::json to_json(const CompressionReport& r) {
           {"decode_seconds", r.decode_seconds},
           {"decode_steps", r.decode_steps},
           {"decode_evicted", r.decode_evicted}};
+}
+
+std::string read_corpus(const std::string& path) {
+  std::ifstream in(path);
+  KV_CHECK(in.good(), "{}: cannot open", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string out;
+  for (const std::string& d : split_documents(ss.str(), "<|endoftext|>")) out += d + "\n";
+  return out;
+}
+
+std::string default_corpus(const ModelOptions& o) {
+  return resolve_data_dir(o.data_dir) + "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt";
 }
 
 std::string resolve_model_path(const ModelOptions& o) {

@@ -35,6 +35,11 @@ std::string resolve_model_path(const ModelOptions& o);
 EngineOptions engine_options(const ModelOptions& o);
 int default_threads();
 
+// A text file with the documents' separator lines ("<|endoftext|>") removed: documents joined by
+// newlines (evaluation text must not contain the separator spelled out as characters).
+std::string read_corpus(const std::string& path);
+std::string default_corpus(const ModelOptions& o);  // the TinyStories sample under the data directory
+
 // Resident set size of this process in bytes (from /proc/self/status).
 size_t resident_bytes();
 std::string human_bytes(double bytes);

@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   kvwise::cli::add_bench(app);
   kvwise::cli::add_model_tools(app);
   kvwise::cli::add_sim(app);
+  kvwise::cli::add_eval(app);
+  kvwise::cli::add_profile(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -114,11 +114,56 @@ std::string render_svg(const PlotSpec& p) {
   return s + "</svg>\n";
 }
 
-void write_svg(const PlotSpec& spec, const std::string& path) {
+std::string render_heatmap_svg(const HeatmapSpec& p) {
+  const size_t rows = p.values.size(), cols = rows ? p.values[0].size() : 0;
+  const double L = 90, T = 40, B = 60, cell_w = std::max(40.0, 560.0 / std::max<size_t>(1, cols)),
+               cell_h = std::max(24.0, 300.0 / std::max<size_t>(1, rows));
+  const double W = L + cell_w * static_cast<double>(cols) + 20, H = T + cell_h * static_cast<double>(rows) + B;
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" font-family=\"sans-serif\" "
+      "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{:.0f}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+      W, H, W / 2, escape(p.title));
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t c = 0; c < cols && c < p.values[r].size(); ++c) {
+      const double v = p.values[r][c];
+      const double t = std::isfinite(v) ? std::clamp((v - p.vmin) / (p.vmax - p.vmin), 0.0, 1.0) : 0.0;
+      const int red = static_cast<int>(255 - t * (255 - 8)), green = static_cast<int>(255 - t * (255 - 48)),
+                blue = static_cast<int>(255 - t * (255 - 107));
+      const double x = L + cell_w * static_cast<double>(c), y = T + cell_h * static_cast<double>(r);
+      s += fmt::format(
+          "<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"rgb({},{},{})\" "
+          "stroke=\"#ccc\"/><text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\" fill=\"{}\">{}</text>\n",
+          x, y, cell_w, cell_h, red, green, blue, x + cell_w / 2, y + cell_h / 2 + 4, t > 0.5 ? "white" : "black",
+          std::isfinite(v) ? tick_label(v) : "-");
+    }
+  for (size_t c = 0; c < cols && c < p.x_ticks.size(); ++c)
+    s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n",
+                     L + cell_w * (static_cast<double>(c) + 0.5), T + cell_h * static_cast<double>(rows) + 16,
+                     escape(p.x_ticks[c]));
+  for (size_t r = 0; r < rows && r < p.y_ticks.size(); ++r)
+    s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", L - 6,
+                     T + cell_h * (static_cast<double>(r) + 0.5) + 4, escape(p.y_ticks[r]));
+  s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n",
+                   L + cell_w * static_cast<double>(cols) / 2, H - 18, escape(p.x_label));
+  s += fmt::format("<text x=\"16\" y=\"{:.1f}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1f})\">{}</text>\n",
+                   T + cell_h * static_cast<double>(rows) / 2, T + cell_h * static_cast<double>(rows) / 2,
+                   escape(p.y_label));
+  return s + "</svg>\n";
+}
+
+namespace {
+void write_text(const std::string& text, const std::string& path) {
   std::ofstream f(path);
   KV_CHECK(f.good(), "{}: cannot create", path);
-  f << render_svg(spec);
+  f << text;
   KV_CHECK(f.good(), "{}: write failed", path);
+}
+}  // namespace
+
+void write_svg(const PlotSpec& spec, const std::string& path) { write_text(render_svg(spec), path); }
+void write_heatmap_svg(const HeatmapSpec& spec, const std::string& path) {
+  write_text(render_heatmap_svg(spec), path);
 }
 
 }  // namespace kvwise

@@ -22,4 +22,15 @@ struct PlotSpec {
 std::string render_svg(const PlotSpec& spec);
 void write_svg(const PlotSpec& spec, const std::string& path);  // throws kvwise::Error on I/O failure
 
+// A heatmap (e.g. needle-in-a-haystack accuracy over context length x needle depth): values[row][col]
+// coloured from white (vmin) to dark blue (vmax), each cell labelled with its value.
+struct HeatmapSpec {
+  std::string title, x_label, y_label;
+  std::vector<std::string> x_ticks, y_ticks;  // columns, rows
+  std::vector<std::vector<double>> values;
+  double vmin = 0, vmax = 1;
+};
+std::string render_heatmap_svg(const HeatmapSpec& spec);
+void write_heatmap_svg(const HeatmapSpec& spec, const std::string& path);
+
 }  // namespace kvwise

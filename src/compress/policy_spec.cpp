@@ -103,6 +103,27 @@ PolicySpec parse_policy_spec(std::string_view text) {
   return Parser(text).parse();
 }
 
+std::vector<std::string> split_policy_list(std::string_view text) {
+  std::vector<std::string> out;
+  std::string cur;
+  int depth = 0;
+  for (char c : text) {
+    if (c == '(') ++depth;
+    if (c == ')') --depth;
+    KV_CHECK(depth >= 0, "policy list \"{}\": unbalanced parentheses", std::string(text));
+    if (c == ',' && depth == 0) {
+      out.push_back(cur);
+      cur.clear();
+    } else if (!std::isspace(static_cast<unsigned char>(c))) {
+      cur += c;
+    }
+  }
+  KV_CHECK(depth == 0, "policy list \"{}\": unbalanced parentheses", std::string(text));
+  out.push_back(cur);
+  for (const auto& s : out) KV_CHECK(!s.empty(), "policy list \"{}\" has an empty entry", std::string(text));
+  return out;
+}
+
 const std::string* SpecParams::find(const std::string& key) {
   auto it = spec_.params.find(key);
   if (it == spec_.params.end()) return nullptr;

@@ -24,6 +24,9 @@ struct PolicySpec {
 // Throws kvwise::Error with the offending column on a syntax error.
 PolicySpec parse_policy_spec(std::string_view text);
 
+// Splits a list of specs at the commas outside parentheses: "snapkv,adakv(snapkv,alpha=0.5)".
+std::vector<std::string> split_policy_list(std::string_view text);
+
 // Typed access to parameters; every key must be consumed (check_all_used) so typos are errors.
 class SpecParams {
  public:

@@ -60,6 +60,8 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.window = q.get_int("window", 32, 0, kMaxWindow);
     p.sinks = q.get_int("sinks", 0, 0, kMaxWindow);
     p.scorer = make_random_scorer(static_cast<uint64_t>(q.get_int("seed", 0, 0, 1 << 30)));
+    // Within budget during decode by default (recent FIFO), like the constant-memory methods.
+    p.decode = q.get_choice("decode", "fifo", {"fifo", "grow"}) == "fifo" ? make_fifo() : make_grow();
   } else if (n == "streamingllm") {
     p.sinks = q.get_int("sinks", 4, 0, kMaxWindow);
     p.window_fills = true;
@@ -95,7 +97,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.window_explicit = q.has("recent");
     p.reduce = parse_group_reduce(q.get_choice("gqa", "mean", {"mean", "max", "sum"}));
     p.scorer = make_last_query_scorer();
-    p.decode = make_fifo();
+    p.decode = q.get_choice("decode", "fifo", {"fifo", "grow"}) == "fifo" ? make_fifo() : make_grow();
   } else if (n == "adakv") {
     const double alpha = q.get_double("alpha", 0.2, 0.0, 1.0);
     build_inner(p, spec, "snapkv(kernel=7,pool=max)");
@@ -141,7 +143,8 @@ std::shared_ptr<const KvPolicy> make_policy(std::string_view text, const Budget&
 const std::vector<PolicyInfo>& policy_catalog() {
   static const std::vector<PolicyInfo> c = {
       {"full", "no compression (the reference)", ""},
-      {"random", "random prefix tokens + the window (a baseline that must lose)", "window=32, sinks=0, seed=0"},
+      {"random", "random prefix tokens + the window, recent FIFO during decode (a baseline that must lose)",
+       "window=32, sinks=0, seed=0, decode=fifo|grow"},
       {"streamingllm", "attention sinks + the most recent tokens, rolling during decode",
        "sinks=4, rerotate=0 (1: cache-relative positions)"},
       {"h2o", "heavy hitters by cumulative attention + a recent window, one eviction per decode step",
@@ -152,7 +155,7 @@ const std::vector<PolicyInfo>& policy_catalog() {
       {"adakv", "Ada-KV head budgets over an inner scorer (default snapkv(kernel=7,pool=max))", "alpha=0.2"},
       {"cake", "CAKE: layer budgets from entropy and variance, cascading during prefill, its indicator",
        "window=32, gamma=200, kernel=5, tau1=1, tau2=1, cascade=1, decode_every=1"},
-      {"sagekv", "SAGE-KV: sinks + top-k by the last prompt query + recent FIFO", "sinks=4, recent=32, gqa=mean"},
+      {"sagekv", "SAGE-KV: sinks + top-k by the last prompt query + recent FIFO", "sinks=4, recent=32, gqa=mean, decode=fifo|grow"},
       {"baklava", "BaKlaVa static head budgets from `kvwise profile` over an inner selector (default snapkv)",
        "profile=FILE, theta=(from the profile)"},
   };

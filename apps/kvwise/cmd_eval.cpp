@@ -1,0 +1,350 @@
+// kvwise eval fidelity | niah | attention: how much a KV policy changes what the model computes.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "base/data_dir.h"
+#include "base/error.h"
+#include "base/progress.h"
+#include "base/svg_plot.h"
+#include "common.h"
+#include "compress/policy_spec.h"
+#include "eval/attention_error.h"
+#include "eval/fidelity.h"
+#include "eval/niah.h"
+
+namespace kvwise::cli {
+
+namespace {
+
+const char* kDefaultPolicies = "random,streamingllm,h2o,snapkv,pyramidkv,adakv,cake,sagekv";
+
+struct SweepOptions {
+  std::string policies = kDefaultPolicies;
+  std::string budgets = "0.5,0.25,0.1";
+  bool json = false;
+  std::string plot_dir;
+};
+
+void add_sweep_options(CLI::App& cmd, SweepOptions& o) {
+  cmd.add_option("--policies", o.policies, "policy specs, comma separated (commas inside parentheses belong to a spec)");
+  cmd.add_option("--budgets", o.budgets, "budgets, comma separated: ratios (0.25) or tokens per head (256)");
+  cmd.add_flag("--json", o.json, "print JSON");
+  cmd.add_option("--plot", o.plot_dir, "directory for SVG plots, CSV and JSON");
+}
+
+// Every (budget, policy) pair; `full` once, whatever the budgets.
+std::vector<std::shared_ptr<const KvPolicy>> policy_grid(const SweepOptions& o) {
+  std::vector<std::string> budgets;
+  std::stringstream ss(o.budgets);
+  for (std::string b; std::getline(ss, b, ',');) budgets.push_back(b);
+  KV_CHECK(!budgets.empty(), "--budgets is empty");
+  std::vector<std::shared_ptr<const KvPolicy>> grid;
+  bool full_done = false;
+  for (const std::string& spec : split_policy_list(o.policies)) {
+    if (parse_policy_spec(spec).name == "full") {
+      if (!full_done) grid.push_back(make_policy(spec, Budget{}));
+      full_done = true;
+      continue;
+    }
+    for (const std::string& b : budgets) grid.push_back(make_policy(spec, Budget::parse(b)));
+  }
+  return grid;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  KV_CHECK(f.good(), "{}: cannot create", path);
+  f << text;
+}
+
+void prepare_plot_dir(const std::string& dir) {
+  if (dir.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  KV_CHECK(!ec, "{}: cannot create directory: {}", dir, ec.message());
+}
+
+// Line plots of one metric against the budget, a series per policy (ratio budgets only).
+void plot_metric(const std::string& path, const std::string& title, const std::string& y_label,
+                 const std::vector<std::shared_ptr<const KvPolicy>>& grid, const std::vector<double>& metric) {
+  PlotSpec spec{title, "KV budget (share of the prompt)", y_label, true, true, {}};
+  for (size_t i = 0; i < grid.size(); ++i) {
+    if (grid[i]->full || grid[i]->budget.tokens > 0) continue;
+    auto it = std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == grid[i]->spec; });
+    if (it == spec.series.end()) {
+      spec.series.push_back({grid[i]->spec, {}, {}, grid[i]->name == "random"});
+      it = spec.series.end() - 1;
+    }
+    it->x.push_back(grid[i]->budget.ratio);
+    it->y.push_back(metric[i]);
+  }
+  write_svg(spec, path);
+}
+
+void add_fidelity(CLI::App& eval) {
+  struct Opts {
+    ModelOptions m;
+    SweepOptions sweep;
+    std::string file;
+    FidelityOptions f;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = eval.add_subcommand("fidelity", "KL divergence, top-1 agreement and NLL of compressed vs full KV");
+  add_model_options(*cmd, o->m);
+  add_sweep_options(*cmd, o->sweep);
+  cmd->add_option("-f,--file", o->file, "text (default: the TinyStories sample under the data directory)");
+  cmd->add_option("--prefix", o->f.prefix, "prompt tokens prefilled and compressed (BOS included)")
+      ->check(CLI::Range(2, 1 << 24));
+  cmd->add_option("--continuation", o->f.continuation, "teacher-forced tokens after the prefix")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--segments", o->f.segments, "text segments averaged")->check(CLI::Range(1, 10000));
+  cmd->callback([o] {
+    const auto grid = policy_grid(o->sweep);
+    prepare_plot_dir(o->sweep.plot_dir);
+    const std::string file = o->file.empty() ? default_corpus(o->m) : o->file;
+    auto model = Model::load(resolve_model_path(o->m));
+    Engine engine(*model, engine_options(o->m));
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<int32_t> text = tok.encode(read_corpus(file), false);
+    FidelityRunner runner(engine, fidelity_segments(text, tok.bos() >= 0 ? tok.bos() : text[0], o->f), o->f);
+    std::vector<FidelityCell> cells;
+    Progress progress("fidelity", grid.size());
+    for (const auto& p : grid) {
+      cells.push_back(runner.run(p));
+      progress.update(cells.size());
+    }
+    progress.finish();
+    nlohmann::json j;
+    j["model"] = model->file().path();
+    j["file"] = file;
+    j["prefix"] = o->f.prefix;
+    j["continuation"] = o->f.continuation;
+    j["segments"] = o->f.segments;
+    j["threads"] = engine.options().threads;
+    std::string csv = "policy,budget,mean_kl,top1_agreement,nll,nll_full,nll_delta,hot_bytes,hot_bytes_end,full_bytes,compress_seconds\n";
+    for (const FidelityCell& c : cells) {
+      j["results"].push_back({{"policy", c.policy},
+                              {"budget", c.budget},
+                              {"mean_kl", c.mean_kl},
+                              {"top1_agreement", c.top1_agreement},
+                              {"nll", c.nll},
+                              {"nll_full", c.nll_full},
+                              {"nll_delta", c.nll_delta()},
+                              {"hot_bytes", c.hot_bytes},
+                              {"hot_bytes_end", c.hot_bytes_end},
+                              {"full_bytes", c.full_bytes},
+                              {"compress_seconds", c.compress_seconds},
+                              {"tokens", c.tokens}});
+      csv += fmt::format("{},{},{:.6g},{:.4f},{:.5f},{:.5f},{:.5f},{:.0f},{:.0f},{:.0f},{:.6f}\n", '"' + c.policy + '"',
+                         c.budget, c.mean_kl, c.top1_agreement, c.nll, c.nll_full, c.nll_delta(), c.hot_bytes,
+                         c.hot_bytes_end, c.full_bytes, c.compress_seconds);
+    }
+    if (!o->sweep.plot_dir.empty()) {
+      const std::string& d = o->sweep.plot_dir;
+      std::vector<double> kl, top1;
+      for (const auto& c : cells) kl.push_back(c.mean_kl), top1.push_back(c.top1_agreement);
+      plot_metric(d + "/fidelity_kl.svg", "Mean KL(full || policy) per token", "nats", grid, kl);
+      plot_metric(d + "/fidelity_top1.svg", "Top-1 agreement with the full cache", "share of tokens", grid, top1);
+      write_file(d + "/fidelity.csv", csv);
+      write_file(d + "/fidelity.json", j.dump(2) + "\n");
+    }
+    if (o->sweep.json) {
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s: %d segments x (%d prefix + %d teacher-forced tokens), full-cache NLL %.4f\n\n",
+                model->file().path().c_str(), o->f.segments, o->f.prefix, o->f.continuation,
+                cells.empty() ? 0.0 : cells[0].nll_full);
+    std::printf("| policy | budget | mean KL | top-1 agree | ΔNLL | hot KV after prefill | compression |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (const FidelityCell& c : cells)
+      std::printf("| %s | %s | %.4f | %.3f | %+.4f | %s (%.0f%%) | %.2f ms |\n", c.policy.c_str(), c.budget.c_str(),
+                  c.mean_kl, c.top1_agreement, c.nll_delta(), human_bytes(c.hot_bytes).c_str(),
+                  100.0 * c.hot_bytes / std::max(1.0, c.full_bytes), c.compress_seconds * 1e3);
+  });
+}
+
+void add_niah(CLI::App& eval) {
+  struct Opts {
+    ModelOptions m;
+    SweepOptions sweep;
+    NiahOptions n;
+    std::vector<int> lengths = {256, 384, 496};
+    std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  };
+  auto o = std::make_shared<Opts>();
+  o->sweep.policies = "full,streamingllm,h2o,snapkv,adakv,cake,sagekv";
+  o->sweep.budgets = "0.25";
+  CLI::App* cmd = eval.add_subcommand("niah", "needle-in-a-haystack / passkey retrieval accuracy per policy");
+  add_model_options(*cmd, o->m);
+  add_sweep_options(*cmd, o->sweep);
+  cmd->add_option("--task", o->n.task, "needle (Paul Graham essays) or passkey (synthetic filler)")
+      ->check(CLI::IsMember({"needle", "passkey"}));
+  cmd->add_option("--haystack", o->n.haystack_dir, "directory of .txt files (default: the essays under the data dir)");
+  cmd->add_option("--lengths", o->lengths, "prompt lengths in tokens")->delimiter(',');
+  cmd->add_option("--depths", o->depths, "needle depths in [0, 1]")->delimiter(',');
+  cmd->add_option("--answer-tokens", o->n.answer_tokens, "greedy tokens generated for the answer")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--seed", o->n.seed, "seed of the hidden numbers");
+  cmd->callback([o] {
+    const auto grid = policy_grid(o->sweep);
+    prepare_plot_dir(o->sweep.plot_dir);
+    for (double d : o->depths) KV_CHECK(d >= 0 && d <= 1, "depth {} is outside [0, 1]", d);
+    if (o->n.haystack_dir.empty()) o->n.haystack_dir = resolve_data_dir(o->m.data_dir) + "/data/paul_graham_essays";
+    auto model = Model::load(resolve_model_path(o->m));
+    Engine engine(*model, engine_options(o->m));
+    for (int len : o->lengths)
+      KV_CHECK(len + o->n.answer_tokens <= engine.ctx(), "length {} + {} answer tokens exceeds the context {}", len,
+               o->n.answer_tokens, engine.ctx());
+    NiahBuilder builder(model->tokenizer(), o->n);
+    std::vector<NiahCase> cases;
+    for (size_t d = 0; d < o->depths.size(); ++d)
+      for (size_t l = 0; l < o->lengths.size(); ++l)
+        cases.push_back(builder.build(o->lengths[l], o->depths[d], static_cast<int>(d * o->lengths.size() + l)));
+    nlohmann::json j;
+    j["model"] = model->file().path();
+    j["task"] = o->n.task;
+    Progress progress("niah", grid.size() * cases.size());
+    size_t done = 0;
+    std::vector<std::pair<std::string, double>> summary;
+    for (const auto& p : grid) {
+      HeatmapSpec hm{fmt::format("{} {} @ {}", o->n.task, p->spec, p->full ? "full" : p->budget.to_string()),
+                     "prompt tokens", "needle depth", {}, {}, {}, 0, 1};
+      for (int len : o->lengths) hm.x_ticks.push_back(std::to_string(len));
+      for (double d : o->depths) hm.y_ticks.push_back(fmt::format("{:.0f}%", d * 100));
+      hm.values.assign(o->depths.size(), std::vector<double>(o->lengths.size(), 0.0));
+      int correct = 0;
+      for (size_t i = 0; i < cases.size(); ++i) {
+        const NiahOutcome r = run_niah_case(engine, cases[i], p, o->n.answer_tokens);
+        correct += r.correct;
+        hm.values[i / o->lengths.size()][i % o->lengths.size()] = r.correct ? 1.0 : 0.0;
+        j["results"].push_back({{"policy", p->spec},
+                                {"budget", p->full ? "full" : p->budget.to_string()},
+                                {"length", cases[i].length},
+                                {"depth", cases[i].depth},
+                                {"answer", cases[i].answer},
+                                {"output", r.output},
+                                {"correct", r.correct},
+                                {"hot_bytes", r.hot_bytes}});
+        progress.update(++done);
+      }
+      const double acc = static_cast<double>(correct) / static_cast<double>(cases.size());
+      summary.emplace_back(p->spec + " @ " + (p->full ? "full" : p->budget.to_string()), acc);
+      if (!o->sweep.plot_dir.empty()) {
+        std::string name = p->spec + "_" + (p->full ? "full" : p->budget.to_string());
+        for (char& c : name)
+          if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_') c = '_';
+        write_heatmap_svg(hm, o->sweep.plot_dir + "/niah_" + name + ".svg");
+      }
+    }
+    progress.finish();
+    for (const auto& [name, acc] : summary) j["accuracy"][name] = acc;
+    if (!o->sweep.plot_dir.empty()) write_file(o->sweep.plot_dir + "/niah.json", j.dump(2) + "\n");
+    if (o->sweep.json) {
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy |\n|---|---:|\n",
+                model->file().path().c_str(), o->n.task.c_str(), cases.size());
+    for (const auto& [name, acc] : summary) std::printf("| %s | %.2f |\n", name.c_str(), acc);
+  });
+}
+
+void add_attention(CLI::App& eval) {
+  struct Opts {
+    ModelOptions m;
+    SweepOptions sweep;
+    std::string source = "random";
+    std::string file;
+    int layer = 0, prompt = 1024, future = 32, heads = 8, kv_heads = 2, head_dim = 64, needles = 4;
+    uint64_t seed = 1;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = eval.add_subcommand("attention", "attention-output error and retained attention mass per policy");
+  add_model_options(*cmd, o->m);
+  add_sweep_options(*cmd, o->sweep);
+  cmd->add_option("--source", o->source, "random (planted needles) or model (recorded Q/K/V of a real model)")
+      ->check(CLI::IsMember({"random", "model"}));
+  cmd->add_option("-f,--file", o->file, "text for --source model (default: the TinyStories sample)");
+  cmd->add_option("--layer", o->layer, "layer to record (--source model)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prompt", o->prompt, "prompt tokens")->check(CLI::Range(8, 1 << 20));
+  cmd->add_option("--future", o->future, "queries after the prompt")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--heads", o->heads, "query heads (random)")->check(CLI::Range(1, 256));
+  cmd->add_option("--kv-heads", o->kv_heads, "KV heads (random)")->check(CLI::Range(1, 256));
+  cmd->add_option("--head-dim", o->head_dim, "head dimension (random)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--needles", o->needles, "needle keys per query head (random)")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--seed", o->seed, "seed (random)");
+  cmd->callback([o] {
+    const auto grid = policy_grid(o->sweep);
+    prepare_plot_dir(o->sweep.plot_dir);
+    AttentionSample sample;
+    std::unique_ptr<Model> model;
+    ThreadPool pool(engine_options(o->m).threads);
+    std::string source = "random";
+    if (o->source == "model") {
+      model = Model::load(resolve_model_path(o->m));
+      Engine engine(*model, engine_options(o->m));
+      const std::string file = o->file.empty() ? default_corpus(o->m) : o->file;
+      std::vector<int32_t> toks = model->tokenizer().encode(read_corpus(file), true);
+      const size_t need = static_cast<size_t>(o->prompt + o->future);
+      KV_CHECK(toks.size() >= need, "{} has {} tokens, fewer than prompt + future = {}", file, toks.size(), need);
+      KV_CHECK(static_cast<int>(need) <= engine.ctx(), "prompt + future = {} exceeds the context {}", need, engine.ctx());
+      toks.resize(need);
+      sample = recorded_attention(engine, toks, o->prompt, o->layer);
+      source = fmt::format("{} layer {}", model->file().path(), o->layer);
+    } else {
+      KV_CHECK(o->heads % o->kv_heads == 0, "--heads must be a multiple of --kv-heads");
+      sample = synthetic_attention(o->prompt, o->future, o->heads, o->kv_heads, o->head_dim, o->needles, o->seed);
+      source = fmt::format("random {}x{} heads, d={}, {} needles/head, seed {}", o->heads, o->kv_heads, o->head_dim,
+                           o->needles, o->seed);
+    }
+    nlohmann::json j;
+    j["source"] = source;
+    j["prompt"] = o->prompt;
+    j["future"] = o->future;
+    std::vector<AttentionErrorCell> cells;
+    Progress progress("attention", grid.size());
+    for (const auto& p : grid) {
+      cells.push_back(attention_error(pool, sample, p));
+      j["results"].push_back({{"policy", p->spec},
+                              {"budget", p->full ? "full" : p->budget.to_string()},
+                              {"relative_error", cells.back().relative_error},
+                              {"retained_mass", cells.back().retained_mass},
+                              {"kept_fraction", cells.back().kept_fraction}});
+      progress.update(cells.size());
+    }
+    progress.finish();
+    if (!o->sweep.plot_dir.empty()) {
+      std::vector<double> err, mass;
+      for (const auto& c : cells) err.push_back(c.relative_error), mass.push_back(c.retained_mass);
+      plot_metric(o->sweep.plot_dir + "/attention_error.svg", "Attention output relative error", "||o_c - o|| / ||o||",
+                  grid, err);
+      plot_metric(o->sweep.plot_dir + "/attention_mass.svg", "Retained attention mass", "mass", grid, mass);
+      write_file(o->sweep.plot_dir + "/attention.json", j.dump(2) + "\n");
+    }
+    if (o->sweep.json) {
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s, %d prompt tokens, %d future queries\n\n", source.c_str(), o->prompt, o->future);
+    std::printf("| policy | budget | relative error | retained mass | kept |\n|---|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < grid.size(); ++i)
+      std::printf("| %s | %s | %.4f | %.4f | %.3f |\n", grid[i]->spec.c_str(),
+                  grid[i]->full ? "full" : grid[i]->budget.to_string().c_str(), cells[i].relative_error,
+                  cells[i].retained_mass, cells[i].kept_fraction);
+  });
+}
+
+}  // namespace
+
+void add_eval(CLI::App& app) {
+  CLI::App* eval = app.add_subcommand("eval", "fidelity of KV compression policies against the full cache");
+  eval->require_subcommand(1);
+  add_fidelity(*eval);
+  add_niah(*eval);
+  add_attention(*eval);
+}
+
+}  // namespace kvwise::cli

@@ -1,0 +1,114 @@
+#include "eval/niah.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "base/error.h"
+#include "model/sampler.h"
+
+namespace kvwise {
+
+namespace {
+
+std::string read_haystack(const std::string& dir) {
+  KV_CHECK(std::filesystem::is_directory(dir), "haystack directory {} does not exist", dir);
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.is_regular_file() && e.path().extension() == ".txt") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  KV_CHECK(!files.empty(), "haystack directory {} has no .txt files", dir);
+  std::string text;
+  for (const auto& f : files) {
+    std::ifstream in(f);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text += ss.str() + "\n\n";
+  }
+  return text;
+}
+
+const char* kPasskeyFiller = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+
+}  // namespace
+
+NiahBuilder::NiahBuilder(const Tokenizer& tok, const NiahOptions& o) : tok_(tok), o_(o) {
+  KV_CHECK(o.task == "needle" || o.task == "passkey", "unknown NIAH task \"{}\" (needle, passkey)", o.task);
+  std::string text;
+  if (o.task == "needle") {
+    text = read_haystack(o.haystack_dir);
+  } else {
+    for (int i = 0; i < 3000; ++i) text += kPasskeyFiller;
+  }
+  filler_ = tok.encode(text, false);
+}
+
+NiahCase NiahBuilder::build(int length, double depth, int index) const {
+  std::mt19937_64 rng(o_.seed * 1000003ULL + static_cast<uint64_t>(index));
+  NiahCase c;
+  c.length = length;
+  c.depth = depth;
+  std::string needle, question;
+  if (o_.task == "needle") {
+    c.answer = std::to_string(1000000 + rng() % 9000000);
+    needle = " The special magic number is " + c.answer + ". ";
+    question = "\n\nWhat is the special magic number mentioned in the text above? The special magic number is";
+  } else {
+    c.answer = std::to_string(10000 + rng() % 90000);
+    needle = " The pass key is " + c.answer + ". Remember it. " + c.answer + " is the pass key. ";
+    question = "\n\nWhat is the pass key? The pass key is";
+  }
+  const std::vector<int32_t> nt = tok_.encode(needle, false), qt = tok_.encode(question, false);
+  const int bos = tok_.bos() >= 0 ? 1 : 0;
+  const int n_filler = length - bos - static_cast<int>(nt.size() + qt.size());
+  KV_CHECK(n_filler >= 1, "NIAH length {} is too short for the needle and the question", length);
+  KV_CHECK(static_cast<size_t>(n_filler) <= filler_.size(), "NIAH length {} needs more filler than the haystack has",
+           length);
+  // Insert at the requested depth, moved back to just after a sentence end when one is near.
+  int at = static_cast<int>(depth * n_filler + 0.5);
+  for (int back = 0; back < 64 && at - back > 0; ++back) {
+    const std::string piece = tok_.decode({filler_[static_cast<size_t>(at - back - 1)]});
+    if (!piece.empty() && piece.back() == '.') {
+      at -= back;
+      break;
+    }
+  }
+  if (bos) c.prompt.push_back(tok_.bos());
+  c.prompt.insert(c.prompt.end(), filler_.begin(), filler_.begin() + at);
+  c.prompt.insert(c.prompt.end(), nt.begin(), nt.end());
+  c.prompt.insert(c.prompt.end(), filler_.begin() + at, filler_.begin() + n_filler);
+  c.prompt.insert(c.prompt.end(), qt.begin(), qt.end());
+  return c;
+}
+
+NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy,
+                          int answer_tokens) {
+  const int V = engine.model().config().n_vocab;
+  const Tokenizer& tok = engine.model().tokenizer();
+  NiahOutcome out;
+  const SeqId seq = engine.new_sequence();
+  try {
+    attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
+    std::vector<float> logits = engine.prefill(seq, c.prompt);
+    out.hot_bytes = engine.kv().bytes_sequence(seq);
+    std::vector<int32_t> gen;
+    for (int i = 0; i < answer_tokens; ++i) {
+      const int32_t next = argmax(logits.data(), V);
+      if (tok.is_end_of_generation(next)) break;
+      gen.push_back(next);
+      if (i + 1 == answer_tokens || engine.kv().next_position(seq) >= engine.ctx()) break;
+      logits = engine.decode(seq, next);
+    }
+    out.output = tok.decode(gen);
+  } catch (...) {
+    engine.free_sequence(seq);
+    throw;
+  }
+  engine.free_sequence(seq);
+  out.correct = out.output.find(c.answer) != std::string::npos;
+  return out;
+}
+
+}  // namespace kvwise

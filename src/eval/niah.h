@@ -1,0 +1,49 @@
+// Needle-in-a-haystack and passkey retrieval (kv-algorithms §15.1): a fact is hidden at a relative
+// depth of a long filler text, the question comes last, and greedy decoding must reproduce the
+// number. Works with any GGUF model; small models are expected to fail, and the harness reports it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compress/pipeline.h"
+#include "model/forward.h"
+
+namespace kvwise {
+
+struct NiahOptions {
+  std::string task = "needle";  // needle (Paul Graham essays) | passkey (synthetic filler)
+  std::string haystack_dir;     // directory of .txt files (needle task)
+  int answer_tokens = 12;
+  uint64_t seed = 1;
+};
+
+struct NiahCase {
+  int length = 0;      // prompt tokens (BOS included)
+  double depth = 0;    // 0 = start of the filler, 1 = end
+  std::vector<int32_t> prompt;
+  std::string answer;  // the digits to find
+};
+
+class NiahBuilder {
+ public:
+  NiahBuilder(const Tokenizer& tok, const NiahOptions& o);
+  NiahCase build(int length, double depth, int index) const;
+
+ private:
+  const Tokenizer& tok_;
+  NiahOptions o_;
+  std::vector<int32_t> filler_;
+};
+
+struct NiahOutcome {
+  bool correct = false;
+  std::string output;
+  size_t hot_bytes = 0;  // after prefill (and compression)
+};
+
+NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy,
+                          int answer_tokens);
+
+}  // namespace kvwise
