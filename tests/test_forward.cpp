@@ -60,7 +60,7 @@ TEST_F(Stories, MeanNllOnTinyStoriesValidation) {
   o.threads = 2;
   o.kv_type = DType::F32;
   Engine e(*model_, o);
-  const PerplexityResult r = perplexity(e, docs, true);
+  const PerplexityResult r = perplexity(e, docs, PerplexityOptions{true, nullptr, 0.5});
   EXPECT_EQ(r.tokens, 6989);
   EXPECT_NEAR(r.mean_nll(), 1.197, 0.005);
 }

@@ -19,6 +19,8 @@ struct BenchRow {
   int depth;
   int tokens;
   std::vector<double> seconds;
+  size_t kv_bytes = 0;            // hot KV bytes of the sequence at the end of the test
+  double compress_seconds = 0;    // per repetition, in the policy's selection/eviction code
   double tokens_per_second() const {
     double best = 0, sum = 0;
     for (double s : seconds) sum += s;
@@ -50,6 +52,7 @@ std::vector<int32_t> random_tokens(std::mt19937& rng, int n, int n_vocab) {
 void add_bench(CLI::App& app) {
   struct Opts {
     ModelOptions m;
+    PolicyOptions pol;
     std::vector<int> prompt = {512};
     int n_gen = 128;
     std::vector<int> depth = {0};
@@ -59,12 +62,14 @@ void add_bench(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "prefill (pp) and decode (tg) tokens/s at context depths");
   add_model_options(*cmd, o->m);
+  add_policy_options(*cmd, o->pol);
   cmd->add_option("-p,--n-prompt", o->prompt, "prompt sizes, comma separated")->delimiter(',');
   cmd->add_option("-n,--n-gen", o->n_gen, "tokens to decode (0 = skip)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-d,--depth", o->depth, "context depths, comma separated")->delimiter(',');
   cmd->add_option("-r,--repetitions", o->reps, "repetitions per test")->check(CLI::Range(1, 100));
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->callback([o] {
+    const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
     EngineOptions eo = engine_options(o->m);
     int need = 0;
@@ -76,10 +81,19 @@ void add_bench(CLI::App& app) {
     const int n_vocab = model->config().n_vocab;
     std::mt19937 rng(1234);
     std::vector<BenchRow> rows;
-    const auto at_depth = [&](int depth) {
+    // With a policy, a pp test's prompt is depth + N tokens (compression runs at its end and is timed);
+    // a tg test decodes after a depth-token prompt that the policy compressed.
+    const auto at_depth = [&](int depth, int prompt_total) {
       const SeqId seq = engine.new_sequence();
+      if (prompt_total > 0) attach_policy(engine, seq, policy, prompt_total);
       if (depth > 0) engine.prefill(seq, random_tokens(rng, depth, n_vocab));
       return seq;
+    };
+    const auto finish = [&](SeqId seq, BenchRow& row) {
+      row.kv_bytes = engine.kv().bytes_sequence(seq);
+      if (auto* c = dynamic_cast<KvCompressor*>(engine.observer(seq)))
+        row.compress_seconds += (c->report().prefill_seconds + c->report().decode_seconds) / o->reps;
+      engine.free_sequence(seq);
     };
     const size_t runs = o->depth.size() * (o->prompt.size() + (o->n_gen > 0 ? 1 : 0)) * static_cast<size_t>(o->reps);
     size_t done = 0;
@@ -90,12 +104,12 @@ void add_bench(CLI::App& app) {
         KV_CHECK(p > 0, "prompt size must be positive");
         BenchRow row{fmt::format("pp{}", p), d, p, {}};
         for (int r = 0; r < o->reps; ++r) {
-          const SeqId seq = at_depth(d);
+          const SeqId seq = at_depth(d, d + p);
           const auto toks = random_tokens(rng, p, n_vocab);
           const double t0 = now_seconds();
           engine.prefill(seq, toks);
           row.seconds.push_back(now_seconds() - t0);
-          engine.free_sequence(seq);
+          finish(seq, row);
           progress.update(++done);
         }
         rows.push_back(row);
@@ -103,12 +117,12 @@ void add_bench(CLI::App& app) {
       if (o->n_gen > 0) {
         BenchRow row{fmt::format("tg{}", o->n_gen), d, o->n_gen, {}};
         for (int r = 0; r < o->reps; ++r) {
-          const SeqId seq = at_depth(d);
+          const SeqId seq = at_depth(d, d);
           int32_t tok = 5;
           const double t0 = now_seconds();
           for (int i = 0; i < o->n_gen; ++i) tok = argmax(engine.decode(seq, tok).data(), n_vocab);
           row.seconds.push_back(now_seconds() - t0);
-          engine.free_sequence(seq);
+          finish(seq, row);
           progress.update(++done);
         }
         rows.push_back(row);
@@ -124,6 +138,8 @@ void add_bench(CLI::App& app) {
       j["weight_bytes"] = model->weights().mapped_bytes;
       j["threads"] = eo.threads;
       j["kv_type"] = o->m.kv_type;
+      j["kv_policy"] = policy->spec;
+      j["kv_budget"] = policy->budget.to_string();
       j["resident_bytes_end"] = rss;
       for (const auto& r : rows)
         j["results"].push_back({{"test", r.test},
@@ -131,16 +147,21 @@ void add_bench(CLI::App& app) {
                                 {"tokens", r.tokens},
                                 {"tokens_per_second", r.tokens_per_second()},
                                 {"stddev", r.stddev_tps()},
+                                {"kv_bytes", r.kv_bytes},
+                                {"compress_seconds", r.compress_seconds},
                                 {"seconds", r.seconds}});
       std::puts(j.dump(2).c_str());
       return;
     }
-    std::printf("| model | size | params | threads | kv | test | t/s |\n|---|---:|---:|---:|---|---:|---:|\n");
+    const std::string kv = policy->full ? o->m.kv_type : o->m.kv_type + " " + policy->spec + "@" + policy->budget.to_string();
+    std::printf("| model | size | params | threads | kv | test | t/s | hot KV | compression |\n"
+                "|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
     for (const auto& r : rows)
-      std::printf("| %s %dL | %s | %.1f M | %d | %s | %s @ d%d | %.2f ± %.2f |\n", cfg.arch.c_str(), cfg.n_layers,
-                  human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
-                  static_cast<double>(model->weights().parameters) / 1e6, eo.threads, o->m.kv_type.c_str(),
-                  r.test.c_str(), r.depth, r.tokens_per_second(), r.stddev_tps());
+      std::printf("| %s %dL | %s | %.1f M | %d | %s | %s @ d%d | %.2f ± %.2f | %s | %.2f ms |\n", cfg.arch.c_str(),
+                  cfg.n_layers, human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
+                  static_cast<double>(model->weights().parameters) / 1e6, eo.threads, kv.c_str(), r.test.c_str(),
+                  r.depth, r.tokens_per_second(), r.stddev_tps(), human_bytes(static_cast<double>(r.kv_bytes)).c_str(),
+                  r.compress_seconds * 1e3);
     std::printf("resident memory at end: %s (weights %s mapped)\n", human_bytes(static_cast<double>(rss)).c_str(),
                 human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str());
   });

@@ -49,6 +49,7 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
       shape_(sequence_shape(*policy_, prompt_tokens)) {
   KV_CHECK(!policy_->full, "the full policy needs no compressor");
   plans_.resize(static_cast<size_t>(layout.n_layers * n_kv_));
+  prefill_scores_.resize(plans_.size());
   report_.policy = policy_->spec;
   report_.shape = shape_;
   report_.layer_budget.assign(static_cast<size_t>(layout.n_layers), std::min(shape_.mean, shape_.candidates));
@@ -89,13 +90,14 @@ std::vector<float> KvCompressor::candidate_scores(const KvStore& kv, SeqId seq, 
 }
 
 void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget) {
+  const int S = shape_.sinks, W = shape_.window;
   std::vector<std::vector<float>> scores(static_cast<size_t>(n_kv_));
   std::vector<int> len(static_cast<size_t>(n_kv_));
-  const int S = shape_.sinks, W = shape_.window;
   for (int h = 0; h < n_kv_; ++h) {
     len[static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
-    const int hi = std::max(S, len[static_cast<size_t>(h)] - W);
-    scores[static_cast<size_t>(h)] = candidate_scores(kv, seq, layer, h, false, S, hi);
+    std::vector<float>& cached = prefill_scores_[static_cast<size_t>(layer * n_kv_ + h)];
+    if (cached.empty()) cached = candidate_scores(kv, seq, layer, h, false, S, std::max(S, len[static_cast<size_t>(h)] - W));
+    scores[static_cast<size_t>(h)] = cached;
   }
   const std::vector<int> split = policy_->heads->split(layer, budget, scores);
   for (int h = 0; h < n_kv_; ++h) {
@@ -103,7 +105,13 @@ void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int bud
     std::vector<int> keep;
     for (int i = 0; i < std::min(S, n); ++i) keep.push_back(i);
     const std::vector<int> sel = top_k_indices(scores[static_cast<size_t>(h)], split[static_cast<size_t>(h)]);
-    for (int i : sel) keep.push_back(S + i);
+    std::vector<float>& cached = prefill_scores_[static_cast<size_t>(layer * n_kv_ + h)];
+    std::vector<float> survivors;
+    for (int i : sel) {
+      keep.push_back(S + i);
+      survivors.push_back(cached[static_cast<size_t>(i)]);
+    }
+    cached = std::move(survivors);
     for (int i = std::max(S, n - W); i < n; ++i) keep.push_back(i);
     policy_->disposition->apply(kv, seq, layer, h, keep);
     const int selected = static_cast<int>(sel.size());
@@ -134,6 +142,8 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
   }
   if (layer == L - 1) {
     prefill_done_ = true;
+    prefill_scores_.clear();
+    prefill_scores_.shrink_to_fit();
     for (int l = 0; l < L; ++l) {
       report_.bytes_before += report_.layer_bytes_before[static_cast<size_t>(l)];
       report_.bytes_after += report_.layer_bytes_after[static_cast<size_t>(l)];

@@ -110,6 +110,9 @@ class KvCompressor : public SequenceObserver {
   SequenceShape shape_;
   std::vector<HeadPlan> plans_;
   std::vector<double> preference_;
+  // Pooled candidate scores of each (layer, head), computed once at the layer's prefill and gathered
+  // along with the kept tokens, so CAKE's later cascade rounds re-select from the same scores.
+  std::vector<std::vector<float>> prefill_scores_;
   std::vector<int> static_budgets_;
   bool prefill_done_ = false, taps_switched_ = false;
   int step_ = 0;

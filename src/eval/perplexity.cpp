@@ -40,12 +40,41 @@ double log_prob(const float* logits, int n, int32_t target) {
   return static_cast<double>(logits[target] - mx) - std::log(sum);
 }
 
-PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs, bool truncate,
+namespace {
+// Logits for every position of a window: one prefill, or with a policy a compressed prefill of the
+// first part and single-token steps for the rest.
+std::vector<float> window_logits(Engine& engine, const std::vector<int32_t>& chunk, const PerplexityOptions& o) {
+  const SeqId seq = engine.new_sequence();
+  try {
+    std::vector<float> logits;
+    if (!o.policy || o.policy->full) {
+      logits = engine.prefill(seq, chunk, true);
+    } else {
+      const int n = static_cast<int>(chunk.size());
+      const int prompt = std::clamp(static_cast<int>(o.prompt_share * n + 0.5), 1, n);
+      attach_policy(engine, seq, o.policy, prompt);
+      logits = engine.prefill(seq, std::span<const int32_t>(chunk.data(), static_cast<size_t>(prompt)), true);
+      for (int i = prompt; i < n; ++i) {
+        const std::vector<float> step = engine.decode(seq, chunk[static_cast<size_t>(i)]);
+        logits.insert(logits.end(), step.begin(), step.end());
+      }
+    }
+    engine.free_sequence(seq);
+    return logits;
+  } catch (...) {
+    engine.free_sequence(seq);
+    throw;
+  }
+}
+}  // namespace
+
+PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs, const PerplexityOptions& o,
                             const std::function<void(size_t)>& on_document_done) {
   const Tokenizer& tok = engine.model().tokenizer();
   const int n_vocab = engine.model().config().n_vocab;
   const size_t window = static_cast<size_t>(engine.ctx());
   KV_CHECK(window >= 2, "perplexity needs a context of at least 2 tokens, not {}", window);
+  KV_CHECK(o.prompt_share > 0 && o.prompt_share <= 1, "prompt share {} is outside (0, 1]", o.prompt_share);
   PerplexityResult r;
   for (size_t d = 0; d < docs.size(); ++d) {
     std::vector<int32_t> ids = tok.encode(docs[d], false);
@@ -55,20 +84,12 @@ PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs
       const size_t end = std::min(ids.size(), start + window - 1);
       chunk.insert(chunk.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
                    ids.begin() + static_cast<std::ptrdiff_t>(end));
-      const SeqId seq = engine.new_sequence();
-      std::vector<float> logits;
-      try {
-        logits = engine.prefill(seq, chunk, true);
-      } catch (...) {
-        engine.free_sequence(seq);
-        throw;
-      }
-      engine.free_sequence(seq);
+      const std::vector<float> logits = window_logits(engine, chunk, o);
       for (size_t i = 0; i + 1 < chunk.size(); ++i) {
         r.nll_sum -= log_prob(logits.data() + i * static_cast<size_t>(n_vocab), n_vocab, chunk[i + 1]);
         ++r.tokens;
       }
-      if (truncate) break;
+      if (o.truncate) break;
     }
     if (on_document_done) on_document_done(d + 1);
   }

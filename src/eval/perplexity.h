@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "compress/pipeline.h"
 #include "model/forward.h"
 
 namespace kvwise {
@@ -19,9 +20,17 @@ struct PerplexityResult {
 // Splits text on lines that equal `separator` (trimmed); empty documents are dropped.
 std::vector<std::string> split_documents(const std::string& text, const std::string& separator);
 
-// truncate: score only each document's first window (as llama2.c-style evaluations do) instead of
-// continuing in further windows.
-PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs, bool truncate = false,
+struct PerplexityOptions {
+  // Score only each document's first window (as llama2.c-style evaluations do) instead of continuing
+  // in further windows.
+  bool truncate = false;
+  // With a KV policy, the first prompt_share of each window is prefilled and compressed, the rest is
+  // fed one token at a time as in decoding (so decode-time policies act); without one, one prefill.
+  std::shared_ptr<const KvPolicy> policy;
+  double prompt_share = 0.5;
+};
+
+PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs, const PerplexityOptions& options = {},
                             const std::function<void(size_t)>& on_document_done = {});
 
 // log-softmax of `logits` at `target`.
