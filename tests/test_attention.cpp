@@ -107,6 +107,7 @@ TEST(Attention, TapsSeeTheProbabilities) {
     cfg.keep_window_rows = true;
     cfg.last_row = true;
     cfg.col_sums = true;
+    cfg.window_entropy = true;
     f.kv.set_taps(f.s, cfg);
     for (int p = 0; p < 20; ++p) {
       f.append(0, p);
@@ -134,7 +135,15 @@ TEST(Attention, TapsSeeTheProbabilities) {
       EXPECT_NEAR(row0, 1.0, 1e-5);
       EXPECT_EQ(t.window_rows[17], 0.0f);
       EXPECT_EQ(t.col_sums[0] >= t.last_row[0], true);
-      EXPECT_GT(t.window_entropy, 0.0);
+      // CAKE's dispersion: -p log p over the prefix columns (before the window) of the window rows.
+      double entropy = 0;
+      for (int r = 0; r < 4; ++r)
+        for (int j = 0; j < 16; ++j) {
+          const double p = t.window_rows[static_cast<size_t>(r * 20 + j)];
+          if (p > 0) entropy -= p * std::log(p);
+        }
+      EXPECT_GT(entropy, 0.0);
+      EXPECT_NEAR(t.window_entropy, entropy, 1e-4);
     }
   }
 }

@@ -117,6 +117,10 @@ TEST(CompressPipeline, ProtectedTokensSurviveAndPagesAreFreed) {
         for (int i = r.n - s.window; i < r.n; ++i) EXPECT_TRUE(pos.count(i)) << spec << " window " << i;
         EXPECT_TRUE(pos.count(r.n - 1)) << spec;
         EXPECT_EQ(len, r.comp->plan(l, h).cap) << spec;
+        EXPECT_EQ(r.comp->report().head_tokens[static_cast<size_t>(l)][static_cast<size_t>(h)], len) << spec;
+        EXPECT_EQ(r.comp->report().head_bytes[static_cast<size_t>(l)][static_cast<size_t>(h)],
+                  static_cast<size_t>((len + 7) / 8) * r.kv.pool().page_bytes())
+            << spec;
         expect_bytes += static_cast<size_t>((len + 7) / 8) * r.kv.pool().page_bytes();
       }
     // The mean per head is the budget (Ada-KV may move tokens between heads, not add them).

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <random>
 
 #include "base/error.h"
 #include "kv/kv_store.h"
+#include "tensor/fp16.h"
 
 namespace kvwise {
 namespace {
@@ -54,6 +56,54 @@ TEST(KvStore, RetainCompactsAndReleasesPages) {
   EXPECT_EQ(kv.slot_position(s, 1, 1, 4), 16);
   EXPECT_THROW(kv.retain(s, 1, 1, std::vector<int>{2, 1}), Error);
   EXPECT_THROW(kv.retain(s, 1, 1, std::vector<int>{9}), Error);
+}
+
+// Random keep sets (runs, gaps, single evictions) against a plain list: every kept slot's key, value
+// and position survive compaction; read_slot and rewrite_key see the same data.
+TEST(KvStore, RetainMatchesAPlainListOnRandomKeeps) {
+  std::mt19937 rng(9);
+  for (DType t : {DType::F32, DType::F16}) {
+    KvStore kv(layout(t));
+    const SeqId s = kv.create_sequence();
+    std::vector<int32_t> model;  // positions the head should hold, in order
+    int32_t next = 0;
+    for (int round = 0; round < 60; ++round) {
+      const int add = static_cast<int>(rng() % 9);
+      fill(kv, s, 0, 1, add, next);
+      for (int i = 0; i < add; ++i) model.push_back(next++);
+      std::vector<int> keep;
+      const int mode = static_cast<int>(rng() % 3);
+      for (int i = 0; i < static_cast<int>(model.size()); ++i) {
+        const bool drop = mode == 0 ? rng() % 3 == 0 : (mode == 1 ? i == static_cast<int>(rng() % model.size()) : false);
+        if (!drop) keep.push_back(i);
+      }
+      kv.retain(s, 0, 1, keep);
+      std::vector<int32_t> kept;
+      for (int i : keep) kept.push_back(model[static_cast<size_t>(i)]);
+      model = kept;
+      ASSERT_EQ(kv.head_len(s, 0, 1), static_cast<int>(model.size()));
+      std::vector<float> k(8), v(8);
+      for (int i = 0; i < kv.head_len(s, 0, 1); ++i) {
+        const int32_t p = model[static_cast<size_t>(i)];
+        ASSERT_EQ(kv.slot_position(s, 0, 1, i), p);
+        kv.read_slot(s, 0, 1, i, k.data(), v.data());
+        const auto stored = [&](float x) { return t == DType::F16 ? fp16_to_fp32(fp32_to_fp16(x)) : x; };
+        EXPECT_EQ(k[3], stored(static_cast<float>(100 * p + 3)));
+        EXPECT_EQ(v[0], stored(static_cast<float>(-100 * p)));
+      }
+      EXPECT_EQ(kv.pool().pages_in_use(), (model.size() + 3) / 4);
+    }
+    if (kv.head_len(s, 0, 1) > 0) {
+      std::vector<float> k(8, 2.5f);
+      kv.rewrite_key(s, 0, 1, 0, k.data(), -7);
+      std::vector<float> back(8), v(8);
+      kv.read_slot(s, 0, 1, 0, back.data(), v.data());
+      EXPECT_EQ(back, k);
+      EXPECT_EQ(kv.slot_position(s, 0, 1, 0), -7);
+      EXPECT_EQ(v[0], t == DType::F16 ? fp16_to_fp32(fp32_to_fp16(static_cast<float>(-100 * model[0])))
+                                      : static_cast<float>(-100 * model[0]));
+    }
+  }
 }
 
 TEST(KvStore, AccountingIsExactPerHeadLayerSequence) {

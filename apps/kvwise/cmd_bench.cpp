@@ -21,6 +21,7 @@ struct BenchRow {
   std::vector<double> seconds;
   size_t kv_bytes = 0;            // hot KV bytes of the sequence at the end of the test
   double compress_seconds = 0;    // per repetition, in the policy's selection/eviction code
+  double depth_seconds = 0;       // per repetition, prefilling the depth (tg tests; compression included)
   double tokens_per_second() const {
     double best = 0, sum = 0;
     for (double s : seconds) sum += s;
@@ -63,7 +64,7 @@ void add_bench(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "prefill (pp) and decode (tg) tokens/s at context depths");
   add_model_options(*cmd, o->m);
   add_policy_options(*cmd, o->pol);
-  cmd->add_option("-p,--n-prompt", o->prompt, "prompt sizes, comma separated")->delimiter(',');
+  cmd->add_option("-p,--n-prompt", o->prompt, "prompt sizes, comma separated (0 = no prefill test)")->delimiter(',');
   cmd->add_option("-n,--n-gen", o->n_gen, "tokens to decode (0 = skip)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-d,--depth", o->depth, "context depths, comma separated")->delimiter(',');
   cmd->add_option("-r,--repetitions", o->reps, "repetitions per test")->check(CLI::Range(1, 100));
@@ -83,10 +84,13 @@ void add_bench(CLI::App& app) {
     std::vector<BenchRow> rows;
     // With a policy, a pp test's prompt is depth + N tokens (compression runs at its end and is timed);
     // a tg test decodes after a depth-token prompt that the policy compressed.
+    double depth_seconds = 0;
     const auto at_depth = [&](int depth, int prompt_total) {
       const SeqId seq = engine.new_sequence();
       if (prompt_total > 0) attach_policy(engine, seq, policy, prompt_total);
+      const double t0 = now_seconds();
       if (depth > 0) engine.prefill(seq, random_tokens(rng, depth, n_vocab));
+      depth_seconds = now_seconds() - t0;
       return seq;
     };
     const auto finish = [&](SeqId seq, BenchRow& row) {
@@ -95,13 +99,15 @@ void add_bench(CLI::App& app) {
         row.compress_seconds += (c->report().prefill_seconds + c->report().decode_seconds) / o->reps;
       engine.free_sequence(seq);
     };
-    const size_t runs = o->depth.size() * (o->prompt.size() + (o->n_gen > 0 ? 1 : 0)) * static_cast<size_t>(o->reps);
+    const size_t n_pp = static_cast<size_t>(std::count_if(o->prompt.begin(), o->prompt.end(), [](int p) { return p > 0; }));
+    const size_t runs = o->depth.size() * (n_pp + (o->n_gen > 0 ? 1 : 0)) * static_cast<size_t>(o->reps);
     size_t done = 0;
     Progress progress("bench", runs);
     for (int d : o->depth) {
       KV_CHECK(d >= 0, "depth must be >= 0");
       for (int p : o->prompt) {
-        KV_CHECK(p > 0, "prompt size must be positive");
+        KV_CHECK(p >= 0, "prompt size must not be negative");
+        if (p == 0) continue;  // -p 0: decode tests only
         BenchRow row{fmt::format("pp{}", p), d, p, {}};
         for (int r = 0; r < o->reps; ++r) {
           const SeqId seq = at_depth(d, d + p);
@@ -118,6 +124,7 @@ void add_bench(CLI::App& app) {
         BenchRow row{fmt::format("tg{}", o->n_gen), d, o->n_gen, {}};
         for (int r = 0; r < o->reps; ++r) {
           const SeqId seq = at_depth(d, d);
+          row.depth_seconds += depth_seconds / o->reps;
           int32_t tok = 5;
           const double t0 = now_seconds();
           for (int i = 0; i < o->n_gen; ++i) tok = argmax(engine.decode(seq, tok).data(), n_vocab);
@@ -149,6 +156,7 @@ void add_bench(CLI::App& app) {
                                 {"stddev", r.stddev_tps()},
                                 {"kv_bytes", r.kv_bytes},
                                 {"compress_seconds", r.compress_seconds},
+                                {"depth_prefill_seconds", r.depth_seconds},
                                 {"seconds", r.seconds}});
       std::puts(j.dump(2).c_str());
       return;

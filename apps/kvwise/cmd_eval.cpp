@@ -1,6 +1,7 @@
 // kvwise eval fidelity | niah | attention: how much a KV policy changes what the model computes.
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <sstream>
 
@@ -66,15 +67,27 @@ void prepare_plot_dir(const std::string& dir) {
   KV_CHECK(!ec, "{}: cannot create directory: {}", dir, ec.message());
 }
 
+// A legend label: the spec with file paths cut to their base names.
+std::string short_label(std::string spec) {
+  for (size_t at = spec.find("profile="); at != std::string::npos; at = spec.find("profile=", at + 1)) {
+    const size_t start = at + 8, end = spec.find_first_of(",)", start);
+    const std::string path = spec.substr(start, end - start);
+    const size_t slash = path.rfind('/');
+    if (slash != std::string::npos) spec.replace(start, end - start, path.substr(slash + 1));
+  }
+  return spec;
+}
+
 // Line plots of one metric against the budget, a series per policy (ratio budgets only).
 void plot_metric(const std::string& path, const std::string& title, const std::string& y_label,
                  const std::vector<std::shared_ptr<const KvPolicy>>& grid, const std::vector<double>& metric) {
   PlotSpec spec{title, "KV budget (share of the prompt)", y_label, true, true, {}};
   for (size_t i = 0; i < grid.size(); ++i) {
     if (grid[i]->full || grid[i]->budget.tokens > 0) continue;
-    auto it = std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == grid[i]->spec; });
+    const std::string label = short_label(grid[i]->spec);
+    auto it = std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == label; });
     if (it == spec.series.end()) {
-      spec.series.push_back({grid[i]->spec, {}, {}, grid[i]->name == "random"});
+      spec.series.push_back({label, {}, {}, grid[i]->name == "random"});
       it = spec.series.end() - 1;
     }
     it->x.push_back(grid[i]->budget.ratio);
@@ -208,16 +221,38 @@ void add_niah(CLI::App& eval) {
     j["task"] = o->n.task;
     Progress progress("niah", grid.size() * cases.size());
     size_t done = 0;
-    std::vector<std::pair<std::string, double>> summary;
+    struct Summary {
+      std::string name;
+      double accuracy;
+      int cases;
+    };
+    std::vector<Summary> summary;
     for (const auto& p : grid) {
       HeatmapSpec hm{fmt::format("{} {} @ {}", o->n.task, p->spec, p->full ? "full" : p->budget.to_string()),
                      "prompt tokens", "needle depth", {}, {}, {}, 0, 1};
       for (int len : o->lengths) hm.x_ticks.push_back(std::to_string(len));
       for (double d : o->depths) hm.y_ticks.push_back(fmt::format("{:.0f}%", d * 100));
       hm.values.assign(o->depths.size(), std::vector<double>(o->lengths.size(), 0.0));
-      int correct = 0;
+      int correct = 0, ran = 0;
+      std::string first_error;
       for (size_t i = 0; i < cases.size(); ++i) {
-        const NiahOutcome r = run_niah_case(engine, cases[i], p, o->n.answer_tokens);
+        NiahOutcome r;
+        try {
+          r = run_niah_case(engine, cases[i], p, o->n.answer_tokens);
+        } catch (const Error& e) {
+          // A policy that cannot run at this length (budget below its protected tokens) is reported,
+          // not counted, and the sweep goes on.
+          if (first_error.empty()) first_error = e.what();
+          hm.values[i / o->lengths.size()][i % o->lengths.size()] = std::numeric_limits<double>::quiet_NaN();
+          j["results"].push_back({{"policy", p->spec},
+                                  {"budget", p->full ? "full" : p->budget.to_string()},
+                                  {"length", cases[i].length},
+                                  {"depth", cases[i].depth},
+                                  {"error", e.what()}});
+          progress.update(++done);
+          continue;
+        }
+        ++ran;
         correct += r.correct;
         hm.values[i / o->lengths.size()][i % o->lengths.size()] = r.correct ? 1.0 : 0.0;
         j["results"].push_back({{"policy", p->spec},
@@ -230,8 +265,12 @@ void add_niah(CLI::App& eval) {
                                 {"hot_bytes", r.hot_bytes}});
         progress.update(++done);
       }
-      const double acc = static_cast<double>(correct) / static_cast<double>(cases.size());
-      summary.emplace_back(p->spec + " @ " + (p->full ? "full" : p->budget.to_string()), acc);
+      const double acc = ran > 0 ? static_cast<double>(correct) / static_cast<double>(ran) : 0.0;
+      const std::string name = p->spec + " @ " + (p->full ? "full" : p->budget.to_string());
+      summary.push_back({name, acc, ran});
+      if (!first_error.empty())
+        std::fprintf(stderr, "kvwise: %s: %zu of %zu cases could not run: %s\n", name.c_str(), cases.size() - static_cast<size_t>(ran),
+                     cases.size(), first_error.c_str());
       if (!o->sweep.plot_dir.empty()) {
         std::string name = p->spec + "_" + (p->full ? "full" : p->budget.to_string());
         for (char& c : name)
@@ -240,15 +279,16 @@ void add_niah(CLI::App& eval) {
       }
     }
     progress.finish();
-    for (const auto& [name, acc] : summary) j["accuracy"][name] = acc;
+    for (const auto& s : summary) j["accuracy"][s.name] = {{"accuracy", s.accuracy}, {"cases", s.cases}};
     if (!o->sweep.plot_dir.empty()) write_file(o->sweep.plot_dir + "/niah.json", j.dump(2) + "\n");
     if (o->sweep.json) {
       std::puts(j.dump(2).c_str());
       return;
     }
-    std::printf("%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy |\n|---|---:|\n",
+    std::printf("%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run |\n"
+                "|---|---:|---:|\n",
                 model->file().path().c_str(), o->n.task.c_str(), cases.size());
-    for (const auto& [name, acc] : summary) std::printf("| %s | %.2f |\n", name.c_str(), acc);
+    for (const auto& s : summary) std::printf("| %s | %.2f | %d |\n", s.name.c_str(), s.accuracy, s.cases);
   });
 }
 

@@ -60,6 +60,7 @@ nlohmann::json to_json(const CompressionReport& r) {
           {"compressed", s.compress},
           {"layer_budget", r.layer_budget},
           {"head_tokens", r.head_tokens},
+          {"head_bytes", r.head_bytes},
           {"layer_bytes_before", r.layer_bytes_before},
           {"layer_bytes_after", r.layer_bytes_after},
           {"bytes_before", r.bytes_before},

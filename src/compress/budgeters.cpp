@@ -38,6 +38,7 @@ class CakeLayers : public LayerBudgeter {
   std::string name() const override { return "cake"; }
   bool adaptive() const override { return true; }
   bool cascade() const override { return cascade_; }
+  void add_taps(TapConfig& cfg) const override { cfg.window_entropy = true; }
   // P = H^(1/tau1) * V^(1/tau2): H sums the window rows' entropies over the prefix columns, V sums the
   // per-column variance of the window rows (unbiased), over every query head of the layer.
   double preference(const KvStore& kv, SeqId seq, int layer, int window) const override {

@@ -56,6 +56,7 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
   report_.layer_bytes_before.assign(static_cast<size_t>(layout.n_layers), 0);
   report_.layer_bytes_after.assign(static_cast<size_t>(layout.n_layers), 0);
   report_.head_tokens.assign(static_cast<size_t>(layout.n_layers), std::vector<int>(static_cast<size_t>(n_kv_), 0));
+  report_.head_bytes.assign(static_cast<size_t>(layout.n_layers), std::vector<size_t>(static_cast<size_t>(n_kv_), 0));
   // Before any compression a head may grow to the capacity; FIFO keeps sinks + the candidates it has.
   for (HeadPlan& p : plans_)
     p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
@@ -64,6 +65,7 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
 TapConfig KvCompressor::prefill_taps() const {
   TapConfig cfg;
   policy_->scorer->add_taps(cfg, false);
+  policy_->layers->add_taps(cfg);
   cfg.prompt_end = prompt_end_;
   cfg.window = std::min(cfg.window, shape_.prompt);
   cfg.enabled = cfg.window > 0 || cfg.last_row || cfg.col_sums;
@@ -117,6 +119,7 @@ void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int bud
     const int selected = static_cast<int>(sel.size());
     plans_[static_cast<size_t>(layer * n_kv_ + h)] = {S + W + selected, S, W, S + selected};
     report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+    report_.head_bytes[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.bytes_head(seq, layer, h);
   }
   report_.layer_budget[static_cast<size_t>(layer)] = budget;
   report_.layer_bytes_after[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
@@ -127,8 +130,10 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
   const int L = layout_.n_layers;
   report_.layer_bytes_before[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
   if (!shape_.compress) {
-    for (int h = 0; h < n_kv_; ++h)
+    for (int h = 0; h < n_kv_; ++h) {
       report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+      report_.head_bytes[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.bytes_head(seq, layer, h);
+    }
     report_.layer_bytes_after[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
   } else if (policy_->layers->adaptive()) {
     preference_.push_back(policy_->layers->preference(kv, seq, layer, kv.tap_config(seq).window));

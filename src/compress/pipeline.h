@@ -69,6 +69,7 @@ struct CompressionReport {
   std::vector<int> layer_budget;  // non-protected tokens per head on average, per layer
   std::vector<size_t> layer_bytes_before, layer_bytes_after;  // hot KV bytes around prefill compression
   std::vector<std::vector<int>> head_tokens;                   // [layer][kv head] after prefill
+  std::vector<std::vector<size_t>> head_bytes;                 // [layer][kv head] after prefill
   size_t bytes_before = 0, bytes_after = 0;
   double prefill_seconds = 0;  // scoring + budgeting + selection + page release after prefill
   double decode_seconds = 0;   // the same during decode

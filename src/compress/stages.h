@@ -44,6 +44,8 @@ class LayerBudgeter {
   // True when budgets depend on the layers' own attention (computed with preference()); such
   // budgeters re-budget all seen layers at every layer (CAKE's cascade) or once at the end.
   virtual bool adaptive() const { return false; }
+  // Statistics the budgeter reads while prefilling (CAKE: window entropy).
+  virtual void add_taps(TapConfig& /*cfg*/) const {}
   virtual bool cascade() const { return false; }
   virtual double preference(const KvStore& /*kv*/, SeqId /*seq*/, int /*layer*/, int /*window*/) const { return 1.0; }
   // Budgets of layers 0..seen-1 (seen = preference.size() for adaptive budgeters, n_layers otherwise).

@@ -30,7 +30,8 @@ AttentionSample synthetic_attention(int prompt, int future, int n_heads, int n_k
   for (int r = 0; r < rows; ++r)
     for (int h = 0; h < n_heads; ++h) {
       // Concentration grows with the head index: head 0 diffuse, the last head sharply focused.
-      const float focus = 0.15f + 0.6f * static_cast<float>(h) / static_cast<float>(std::max(1, n_heads - 1));
+      // (A needle's logit is about focus * head_dim / sqrt(head_dim): 2.4 to 12 at d = 64.)
+      const float focus = 0.3f + 1.2f * static_cast<float>(h) / static_cast<float>(std::max(1, n_heads - 1));
       const auto& nd = head_needles[static_cast<size_t>(h)];
       const int needle = nd[static_cast<size_t>(rng() % nd.size())];
       float* q = s.q.data() + (static_cast<size_t>(r) * static_cast<size_t>(n_heads) + static_cast<size_t>(h)) *

@@ -55,11 +55,12 @@ void record_taps(HeadTaps& t, const TapConfig& cfg, const float* p, int n_visibl
     resize_at_least(t.window_sum, n);
     resize_at_least(t.window_sumsq, n);
     double entropy = 0;
-    const int prefix = std::min(n_visible, static_cast<int>(w0));  // during prefill slot j holds position j
+    // During prefill slot j holds position j; entropy covers the prefix columns only.
+    const int prefix = cfg.window_entropy ? std::min(n_visible, static_cast<int>(w0)) : 0;
     for (int j = 0; j < n_visible; ++j) {
       t.window_sum[static_cast<size_t>(j)] += p[j];
       t.window_sumsq[static_cast<size_t>(j)] += p[j] * p[j];
-      if (j < prefix && p[j] > 0) entropy -= static_cast<double>(p[j]) * std::log(static_cast<double>(p[j]));
+      if (j < prefix && p[j] > 0) entropy -= static_cast<double>(p[j] * std::log(p[j]));
     }
     t.window_entropy += entropy;
     if (cfg.keep_window_rows) {

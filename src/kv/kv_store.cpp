@@ -1,5 +1,6 @@
 #include "kv/kv_store.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/error.h"
@@ -148,12 +149,26 @@ void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) 
   for (size_t i = 0; i < keep.size(); ++i) {
     KV_CHECK(keep[i] >= 0 && keep[i] < h.len, "retain: slot {} out of range (head holds {})", keep[i], h.len);
     KV_CHECK(i == 0 || keep[i] > keep[i - 1], "retain: slots must be strictly ascending");
-    const int src = keep[i], dst = static_cast<int>(i);
-    if (src == dst) continue;
-    const uint32_t sp = h.pages[static_cast<size_t>(src / P)], dp = h.pages[static_cast<size_t>(dst / P)];
-    std::memcpy(slot_k(dp, dst % P), slot_k(sp, src % P), row_bytes_);
-    std::memcpy(slot_v(dp, dst % P), slot_v(sp, src % P), row_bytes_);
-    slot_pos(dp)[dst % P] = slot_pos(sp)[src % P];
+  }
+  // Move runs of consecutive kept slots with one memmove per page-bounded piece (decode-time eviction
+  // shifts long runs by one slot every step).
+  for (size_t i = 0; i < keep.size();) {
+    size_t run = 1;
+    while (i + run < keep.size() && keep[i + run] == keep[i + run - 1] + 1) ++run;
+    for (size_t done = 0; done < run;) {
+      const int src = keep[i + done], dst = static_cast<int>(i + done);
+      const int n = static_cast<int>(std::min<size_t>(
+          run - done, static_cast<size_t>(std::min(P - src % P, P - dst % P))));
+      if (src != dst) {
+        const uint32_t sp = h.pages[static_cast<size_t>(src / P)], dp = h.pages[static_cast<size_t>(dst / P)];
+        const size_t bytes = static_cast<size_t>(n) * row_bytes_;
+        std::memmove(slot_k(dp, dst % P), slot_k(sp, src % P), bytes);
+        std::memmove(slot_v(dp, dst % P), slot_v(sp, src % P), bytes);
+        std::memmove(slot_pos(dp) + dst % P, slot_pos(sp) + src % P, static_cast<size_t>(n) * sizeof(int32_t));
+      }
+      done += static_cast<size_t>(n);
+    }
+    i += run;
   }
   h.len = static_cast<int>(keep.size());
   const size_t pages_needed = static_cast<size_t>((h.len + P - 1) / P);
