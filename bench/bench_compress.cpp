@@ -81,13 +81,18 @@ void BM_Select(benchmark::State& state) {
     layer.kv.set_taps(layer.seq, comp.prefill_taps());
     layer.attend_chunk(pool);
     state.ResumeTiming();
-    comp.after_attention(layer.kv, layer.seq, {0, layer.q.data(), layer.out.data(), kHeads * kDim, layer.pos.data(), kChunk});
+    comp.after_attention(layer.kv, layer.seq,
+                         {0, layer.q.data(), layer.out.data(), kHeads * kDim, layer.pos.data(), kChunk});
     benchmark::DoNotOptimize(layer.kv.bytes_sequence(layer.seq));
   }
 }
 
 BENCHMARK(BM_Attention)->ArgsProduct({{4096, 16384}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Select)->ArgsProduct({{4096, 16384}, {0, 1, 2, 3}})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_Select)
+    ->ArgsProduct({{4096, 16384}, {0, 1, 2, 3}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(5);
 
 }  // namespace
 }  // namespace kvwise

@@ -29,7 +29,8 @@ TEST(CliCompress, GenerateReportsTheCompression) {
   KVWISE_REQUIRE_DATA();
   const auto full = run_kvwise("generate " + stories() + " " + kPrompt + " -n 16 --temp 0 --json");
   ASSERT_EQ(full.exit_code, 0) << full.err;
-  const auto r = run_kvwise("generate " + stories() + " " + kPrompt + " -n 16 --temp 0 --json --kv-policy 'adakv(snapkv)' --kv-budget 0.5");
+  const auto r = run_kvwise("generate " + stories() + " " + kPrompt +
+                            " -n 16 --temp 0 --json --kv-policy 'adakv(snapkv)' --kv-budget 0.5");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out), jf = nlohmann::json::parse(full.out);
   EXPECT_EQ(j["kv_policy"], "adakv(snapkv)");
@@ -70,9 +71,10 @@ TEST(CliCompress, PerplexityAndBenchTakeAPolicy) {
                                " --truncate --json --kv-policy 'snapkv(window=8)' --kv-budget 0.25");
   ASSERT_EQ(snap.exit_code, 0) << snap.err;
   const double nf = nlohmann::json::parse(full.out)["mean_nll"], ns = nlohmann::json::parse(snap.out)["mean_nll"];
-  EXPECT_GT(ns, nf);  // compression loses something...
+  EXPECT_GT(ns, nf);        // compression loses something...
   EXPECT_LT(ns, nf + 0.1);  // ...but not much at a quarter of the cache
-  const auto b = run_kvwise("bench " + stories() + " -p 128 -n 8 -d 0,256 -r 1 --json --kv-policy snapkv --kv-budget 0.25");
+  const auto b =
+      run_kvwise("bench " + stories() + " -p 128 -n 8 -d 0,256 -r 1 --json --kv-policy snapkv --kv-budget 0.25");
   ASSERT_EQ(b.exit_code, 0) << b.err;
   const auto jb = nlohmann::json::parse(b.out);
   ASSERT_EQ(jb["results"].size(), 4u);
@@ -84,7 +86,10 @@ TEST(CliCompress, PerplexityAndBenchTakeAPolicy) {
 TEST(CliCompress, EvalFidelityTableJsonAndPlots) {
   KVWISE_REQUIRE_DATA();
   const std::string dir = test::temp_path("fidelity-plots");
-  const auto r = run_kvwise("eval fidelity " + stories() + " --policies 'full,random,snapkv,adakv(snapkv,alpha=0.5)' --budgets 0.5,0.25 --segments 2 --continuation 16 --json --plot '" + dir + "'");
+  const auto r = run_kvwise("eval fidelity " + stories() +
+                            " --policies 'full,random,snapkv,adakv(snapkv,alpha=0.5)' --budgets 0.5,0.25 --segments 2 "
+                            "--continuation 16 --json --plot '" +
+                            dir + "'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["results"].size(), 7u);  // full once + 3 policies x 2 budgets
@@ -105,21 +110,22 @@ TEST(CliCompress, EvalNiahAndAttention) {
   KVWISE_REQUIRE_DATA();
   const std::string dir = test::temp_path("niah-plots");
   for (const char* task : {"needle", "passkey"}) {
-    const auto r = run_kvwise(std::string("eval niah ") + stories() + " --task " + task +
-                              " --lengths 128,256 --depths 0,0.5,1 --policies full,snapkv --budgets 0.5 --json --plot '" +
-                              dir + "'");
+    const auto r = run_kvwise(
+        std::string("eval niah ") + stories() + " --task " + task +
+        " --lengths 128,256 --depths 0,0.5,1 --policies full,snapkv --budgets 0.5 --json --plot '" + dir + "'");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);
     ASSERT_EQ(j["results"].size(), 12u);
     for (const auto& c : j["results"]) {
-      EXPECT_EQ(c["correct"].get<bool>(), c["output"].get<std::string>().find(c["answer"].get<std::string>()) !=
-                                              std::string::npos);
+      EXPECT_EQ(c["correct"].get<bool>(),
+                c["output"].get<std::string>().find(c["answer"].get<std::string>()) != std::string::npos);
     }
   }
   EXPECT_NE(test::read_file(dir + "/niah_snapkv_0.5.svg").find("<svg"), std::string::npos);
   const auto bad = run_kvwise("eval niah " + stories() + " --lengths 600");
   EXPECT_EQ(bad.exit_code, 1);
-  const auto a = run_kvwise("eval attention -t 2 --prompt 512 --future 16 --policies full,random,snapkv,adakv --budgets 0.25 --json");
+  const auto a = run_kvwise(
+      "eval attention -t 2 --prompt 512 --future 16 --policies full,random,snapkv,adakv --budgets 0.25 --json");
   ASSERT_EQ(a.exit_code, 0) << a.err;
   const auto ja = nlohmann::json::parse(a.out);
   ASSERT_EQ(ja["results"].size(), 4u);
@@ -128,7 +134,8 @@ TEST(CliCompress, EvalNiahAndAttention) {
   // Planted needles: window scoring keeps more of the future attention mass than random choice.
   EXPECT_GT(ja["results"][2]["retained_mass"].get<double>(), ja["results"][1]["retained_mass"].get<double>());
   EXPECT_LT(ja["results"][2]["relative_error"].get<double>(), ja["results"][1]["relative_error"].get<double>());
-  const auto m = run_kvwise("eval attention " + stories() + " --source model --prompt 256 --future 32 --layer 2 "
+  const auto m = run_kvwise("eval attention " + stories() +
+                            " --source model --prompt 256 --future 32 --layer 2 "
                             "--policies snapkv --budgets 0.25 --json");
   ASSERT_EQ(m.exit_code, 0) << m.err;
   EXPECT_GT(nlohmann::json::parse(m.out)["results"][0]["retained_mass"].get<double>(), 0.25);
@@ -141,8 +148,8 @@ TEST(CliCompress, ProfileWritesABudgetFileTheBaklavaPolicyReads) {
   ASSERT_EQ(p.exit_code, 0) << p.err;
   const auto j = nlohmann::json::parse(p.out);
   EXPECT_EQ(j["search"].size(), 2u);
-  const auto g = run_kvwise("generate " + stories() + " " + kPrompt + " -n 8 --json --kv-policy 'baklava(profile=" +
-                            out + ")' --kv-budget 0.5");
+  const auto g = run_kvwise("generate " + stories() + " " + kPrompt +
+                            " -n 8 --json --kv-policy 'baklava(profile=" + out + ")' --kv-budget 0.5");
   ASSERT_EQ(g.exit_code, 0) << g.err;
   EXPECT_TRUE(nlohmann::json::parse(g.out)["compression"]["compressed"].get<bool>());
 }

@@ -157,8 +157,10 @@ TEST(CompressPipeline, CakeCascadeEqualsOneShotAndBoundsPeakMemory) {
     const SequenceShape& s = a.comp->shape();
     const size_t total = static_cast<size_t>(s.mean) * static_cast<size_t>(a.layout.n_layers * a.layout.n_kv_heads);
     for (int l = 0; l < a.layout.n_layers; ++l) {
-      EXPECT_EQ(a.comp->report().layer_budget[static_cast<size_t>(l)], b.comp->report().layer_budget[static_cast<size_t>(l)]);
-      for (int h = 0; h < a.layout.n_kv_heads; ++h) EXPECT_EQ(a.positions(l, h), b.positions(l, h)) << budget << " layer " << l;
+      EXPECT_EQ(a.comp->report().layer_budget[static_cast<size_t>(l)],
+                b.comp->report().layer_budget[static_cast<size_t>(l)]);
+      for (int h = 0; h < a.layout.n_kv_heads; ++h)
+        EXPECT_EQ(a.positions(l, h), b.positions(l, h)) << budget << " layer " << l;
       EXPECT_LE(a.nonprotected_after_layer[static_cast<size_t>(l)], total) << budget << " after layer " << l;
     }
     // Without the cascade all layers stay full until the last one.
@@ -251,8 +253,8 @@ class CompressOnStories : public ::testing::Test {
   void SetUp() override {
     KVWISE_REQUIRE_DATA();
     model_ = Model::load(test::stories_gguf());
-    const std::string text = test::read_file(test::data_dir() +
-                                             "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt");
+    const std::string text =
+        test::read_file(test::data_dir() + "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt");
     std::string clean;
     for (size_t at = 0, next; at < text.size(); at = next + 1) {
       next = text.find('\n', at);
@@ -325,7 +327,8 @@ TEST_F(CompressOnStories, BudgetHoldingEverythingChangesNothing) {
   const auto full = run(make_policy("full", Budget{}));
   for (const PolicyInfo& p : policy_catalog()) {
     if (p.name == "baklava" || p.name == "full") continue;
-    for (const char* budget : {"170", "1000"}) EXPECT_EQ(run(make_policy(p.name, Budget::parse(budget))), full) << p.name;
+    for (const char* budget : {"170", "1000"})
+      EXPECT_EQ(run(make_policy(p.name, Budget::parse(budget))), full) << p.name;
   }
   // Prompt-only identity at a ratio of 1 for the policies that grow during decode.
   for (const char* spec : {"snapkv", "pyramidkv", "adakv", "sagekv(decode=grow)"})

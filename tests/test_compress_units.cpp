@@ -87,7 +87,8 @@ TEST(Budget, RatiosPercentagesAndTokens) {
   EXPECT_EQ(Budget::parse("256").capacity(400), 256);
   EXPECT_EQ(Budget::parse("256").to_string(), "256");
   EXPECT_EQ(Budget::parse("0.1").to_string(), "0.1");
-  for (const char* bad : {"0", "-0.5", "abc", "", "12.5", "0.5x", "nan"}) EXPECT_THROW(Budget::parse(bad), Error) << bad;
+  for (const char* bad : {"0", "-0.5", "abc", "", "12.5", "0.5x", "nan"})
+    EXPECT_THROW(Budget::parse(bad), Error) << bad;
 }
 
 TEST(BudgetSplit, ProportionalWithCapsSumsExactly) {

@@ -74,7 +74,8 @@ TEST(KvStore, RetainMatchesAPlainListOnRandomKeeps) {
       std::vector<int> keep;
       const int mode = static_cast<int>(rng() % 3);
       for (int i = 0; i < static_cast<int>(model.size()); ++i) {
-        const bool drop = mode == 0 ? rng() % 3 == 0 : (mode == 1 ? i == static_cast<int>(rng() % model.size()) : false);
+        const bool drop =
+            mode == 0 ? rng() % 3 == 0 : (mode == 1 ? i == static_cast<int>(rng() % model.size()) : false);
         if (!drop) keep.push_back(i);
       }
       kv.retain(s, 0, 1, keep);

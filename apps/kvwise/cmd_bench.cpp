@@ -19,9 +19,9 @@ struct BenchRow {
   int depth;
   int tokens;
   std::vector<double> seconds;
-  size_t kv_bytes = 0;            // hot KV bytes of the sequence at the end of the test
-  double compress_seconds = 0;    // per repetition, in the policy's selection/eviction code
-  double depth_seconds = 0;       // per repetition, prefilling the depth (tg tests; compression included)
+  size_t kv_bytes = 0;          // hot KV bytes of the sequence at the end of the test
+  double compress_seconds = 0;  // per repetition, in the policy's selection/eviction code
+  double depth_seconds = 0;     // per repetition, prefilling the depth (tg tests; compression included)
   double tokens_per_second() const {
     double best = 0, sum = 0;
     for (double s : seconds) sum += s;
@@ -99,7 +99,8 @@ void add_bench(CLI::App& app) {
         row.compress_seconds += (c->report().prefill_seconds + c->report().decode_seconds) / o->reps;
       engine.free_sequence(seq);
     };
-    const size_t n_pp = static_cast<size_t>(std::count_if(o->prompt.begin(), o->prompt.end(), [](int p) { return p > 0; }));
+    const size_t n_pp =
+        static_cast<size_t>(std::count_if(o->prompt.begin(), o->prompt.end(), [](int p) { return p > 0; }));
     const size_t runs = o->depth.size() * (n_pp + (o->n_gen > 0 ? 1 : 0)) * static_cast<size_t>(o->reps);
     size_t done = 0;
     Progress progress("bench", runs);
@@ -161,9 +162,11 @@ void add_bench(CLI::App& app) {
       std::puts(j.dump(2).c_str());
       return;
     }
-    const std::string kv = policy->full ? o->m.kv_type : o->m.kv_type + " " + policy->spec + "@" + policy->budget.to_string();
-    std::printf("| model | size | params | threads | kv | test | t/s | hot KV | compression |\n"
-                "|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
+    const std::string kv =
+        policy->full ? o->m.kv_type : o->m.kv_type + " " + policy->spec + "@" + policy->budget.to_string();
+    std::printf(
+        "| model | size | params | threads | kv | test | t/s | hot KV | compression |\n"
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
     for (const auto& r : rows)
       std::printf("| %s %dL | %s | %.1f M | %d | %s | %s @ d%d | %.2f ± %.2f | %s | %.2f ms |\n", cfg.arch.c_str(),
                   cfg.n_layers, human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),

@@ -1,8 +1,8 @@
 // kvwise eval fidelity | niah | attention: how much a KV policy changes what the model computes.
 #include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "base/data_dir.h"
@@ -29,7 +29,8 @@ struct SweepOptions {
 };
 
 void add_sweep_options(CLI::App& cmd, SweepOptions& o) {
-  cmd.add_option("--policies", o.policies, "policy specs, comma separated (commas inside parentheses belong to a spec)");
+  cmd.add_option("--policies", o.policies,
+                 "policy specs, comma separated (commas inside parentheses belong to a spec)");
   cmd.add_option("--budgets", o.budgets, "budgets, comma separated: ratios (0.25) or tokens per head (256)");
   cmd.add_flag("--json", o.json, "print JSON");
   cmd.add_option("--plot", o.plot_dir, "directory for SVG plots, CSV and JSON");
@@ -85,7 +86,8 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
   for (size_t i = 0; i < grid.size(); ++i) {
     if (grid[i]->full || grid[i]->budget.tokens > 0) continue;
     const std::string label = short_label(grid[i]->spec);
-    auto it = std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == label; });
+    auto it =
+        std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == label; });
     if (it == spec.series.end()) {
       spec.series.push_back({label, {}, {}, grid[i]->name == "random"});
       it = spec.series.end() - 1;
@@ -136,7 +138,9 @@ void add_fidelity(CLI::App& eval) {
     j["continuation"] = o->f.continuation;
     j["segments"] = o->f.segments;
     j["threads"] = engine.options().threads;
-    std::string csv = "policy,budget,mean_kl,top1_agreement,nll,nll_full,nll_delta,hot_bytes,hot_bytes_end,full_bytes,compress_seconds\n";
+    std::string csv =
+        "policy,budget,mean_kl,top1_agreement,nll,nll_full,nll_delta,hot_bytes,hot_bytes_end,full_bytes,compress_"
+        "seconds\n";
     for (const FidelityCell& c : cells) {
       j["results"].push_back({{"policy", c.policy},
                               {"budget", c.budget},
@@ -229,7 +233,13 @@ void add_niah(CLI::App& eval) {
     std::vector<Summary> summary;
     for (const auto& p : grid) {
       HeatmapSpec hm{fmt::format("{} {} @ {}", o->n.task, p->spec, p->full ? "full" : p->budget.to_string()),
-                     "prompt tokens", "needle depth", {}, {}, {}, 0, 1};
+                     "prompt tokens",
+                     "needle depth",
+                     {},
+                     {},
+                     {},
+                     0,
+                     1};
       for (int len : o->lengths) hm.x_ticks.push_back(std::to_string(len));
       for (double d : o->depths) hm.y_ticks.push_back(fmt::format("{:.0f}%", d * 100));
       hm.values.assign(o->depths.size(), std::vector<double>(o->lengths.size(), 0.0));
@@ -269,8 +279,8 @@ void add_niah(CLI::App& eval) {
       const std::string name = p->spec + " @ " + (p->full ? "full" : p->budget.to_string());
       summary.push_back({name, acc, ran});
       if (!first_error.empty())
-        std::fprintf(stderr, "kvwise: %s: %zu of %zu cases could not run: %s\n", name.c_str(), cases.size() - static_cast<size_t>(ran),
-                     cases.size(), first_error.c_str());
+        std::fprintf(stderr, "kvwise: %s: %zu of %zu cases could not run: %s\n", name.c_str(),
+                     cases.size() - static_cast<size_t>(ran), cases.size(), first_error.c_str());
       if (!o->sweep.plot_dir.empty()) {
         std::string name = p->spec + "_" + (p->full ? "full" : p->budget.to_string());
         for (char& c : name)
@@ -285,9 +295,10 @@ void add_niah(CLI::App& eval) {
       std::puts(j.dump(2).c_str());
       return;
     }
-    std::printf("%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run |\n"
-                "|---|---:|---:|\n",
-                model->file().path().c_str(), o->n.task.c_str(), cases.size());
+    std::printf(
+        "%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run |\n"
+        "|---|---:|---:|\n",
+        model->file().path().c_str(), o->n.task.c_str(), cases.size());
     for (const auto& s : summary) std::printf("| %s | %.2f | %d |\n", s.name.c_str(), s.accuracy, s.cases);
   });
 }
@@ -330,7 +341,8 @@ void add_attention(CLI::App& eval) {
       std::vector<int32_t> toks = model->tokenizer().encode(read_corpus(file), true);
       const size_t need = static_cast<size_t>(o->prompt + o->future);
       KV_CHECK(toks.size() >= need, "{} has {} tokens, fewer than prompt + future = {}", file, toks.size(), need);
-      KV_CHECK(static_cast<int>(need) <= engine.ctx(), "prompt + future = {} exceeds the context {}", need, engine.ctx());
+      KV_CHECK(static_cast<int>(need) <= engine.ctx(), "prompt + future = {} exceeds the context {}", need,
+               engine.ctx());
       toks.resize(need);
       sample = recorded_attention(engine, toks, o->prompt, o->layer);
       source = fmt::format("{} layer {}", model->file().path(), o->layer);

@@ -45,7 +45,8 @@ void add_perplexity(CLI::App& app) {
     KV_CHECK(!docs.empty(), "{}: no text", o->file);
     const double t0 = now_seconds();
     Progress progress("perplexity", docs.size());
-    PerplexityResult r = perplexity(engine, docs, {o->truncate, policy, o->prompt_share}, [&](size_t done) { progress.update(done); });
+    PerplexityResult r =
+        perplexity(engine, docs, {o->truncate, policy, o->prompt_share}, [&](size_t done) { progress.update(done); });
     progress.finish();
     const double secs = now_seconds() - t0;
     if (o->json) {
@@ -68,8 +69,9 @@ void add_perplexity(CLI::App& app) {
                   docs.size(), static_cast<long long>(r.tokens), r.mean_nll(), std::exp(r.mean_nll()),
                   static_cast<double>(r.tokens) / secs);
       if (!policy->full)
-        std::printf("KV policy %s at budget %s: first %.0f%% of each window prefilled and compressed, the rest decoded\n",
-                    policy->spec.c_str(), policy->budget.to_string().c_str(), 100 * o->prompt_share);
+        std::printf(
+            "KV policy %s at budget %s: first %.0f%% of each window prefilled and compressed, the rest decoded\n",
+            policy->spec.c_str(), policy->budget.to_string().c_str(), 100 * o->prompt_share);
     }
   });
 }

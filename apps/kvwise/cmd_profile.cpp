@@ -74,8 +74,7 @@ void add_profile(CLI::App& app) {
     Progress progress("profile", o->thetas.size());
     for (size_t i = 0; i < o->thetas.size(); ++i) {
       const double t = o->thetas[i];
-      const auto policy =
-          make_policy(fmt::format("baklava({},profile={},theta={})", o->selector, o->out, t), budget);
+      const auto policy = make_policy(fmt::format("baklava({},profile={},theta={})", o->selector, o->out, t), budget);
       const FidelityCell c = runner.run(policy);
       j["search"].push_back({{"theta", t}, {"nll", c.nll}, {"nll_full", c.nll_full}, {"mean_kl", c.mean_kl}});
       if (c.nll < best_nll) best_nll = c.nll, best_theta = t;
@@ -94,8 +93,8 @@ void add_profile(CLI::App& app) {
       std::puts(j.dump(2).c_str());
       return;
     }
-    std::printf("profiled %d tokens; validation NLL of %s at budget %s per theta:\n", prof.tokens,
-                o->selector.c_str(), budget.to_string().c_str());
+    std::printf("profiled %d tokens; validation NLL of %s at budget %s per theta:\n", prof.tokens, o->selector.c_str(),
+                budget.to_string().c_str());
     for (const auto& r : j["search"])
       std::printf("  theta %-4g  NLL %.4f (full %.4f)  KL %.4f\n", r["theta"].get<double>(), r["nll"].get<double>(),
                   r["nll_full"].get<double>(), r["mean_kl"].get<double>());

@@ -23,8 +23,8 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
 }
 
 void add_policy_options(CLI::App& app, PolicyOptions& o) {
-  app.add_option("--kv-policy", o.spec, "KV compression policy spec, e.g. snapkv, adakv(pyramidkv), h2o(recent=0.3):\n" +
-                                            policy_help());
+  app.add_option("--kv-policy", o.spec,
+                 "KV compression policy spec, e.g. snapkv, adakv(pyramidkv), h2o(recent=0.3):\n" + policy_help());
   app.add_option("--kv-budget", o.budget,
                  "KV budget per head: a ratio of the prompt (0.25, 25%) or tokens (256); window/sinks count inside");
 }
@@ -38,16 +38,17 @@ std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
 
 std::string describe(const CompressionReport& r, size_t bytes_per_token) {
   const SequenceShape& s = r.shape;
-  std::string out = fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity,
-                                s.sinks, s.window);
+  std::string out =
+      fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity, s.sinks, s.window);
   if (!s.compress) return out + fmt::format("prompt of {} tokens fits, nothing evicted at prefill", s.prompt);
-  return out + fmt::format("hot KV {} -> {} ({:.1f}% of {} prompt tokens' {}), selection {:.2f} ms, decode "
-                           "evictions {} tokens in {:.2f} ms",
-                           human_bytes(static_cast<double>(r.bytes_before)),
-                           human_bytes(static_cast<double>(r.bytes_after)),
-                           100.0 * static_cast<double>(r.bytes_after) / static_cast<double>(std::max<size_t>(1, r.bytes_before)),
-                           s.prompt, human_bytes(static_cast<double>(bytes_per_token) * s.prompt),
-                           r.prefill_seconds * 1e3, r.decode_evicted, r.decode_seconds * 1e3);
+  return out +
+         fmt::format(
+             "hot KV {} -> {} ({:.1f}% of {} prompt tokens' {}), selection {:.2f} ms, decode "
+             "evictions {} tokens in {:.2f} ms",
+             human_bytes(static_cast<double>(r.bytes_before)), human_bytes(static_cast<double>(r.bytes_after)),
+             100.0 * static_cast<double>(r.bytes_after) / static_cast<double>(std::max<size_t>(1, r.bytes_before)),
+             s.prompt, human_bytes(static_cast<double>(bytes_per_token) * s.prompt), r.prefill_seconds * 1e3,
+             r.decode_evicted, r.decode_seconds * 1e3);
 }
 
 nlohmann::json to_json(const CompressionReport& r) {

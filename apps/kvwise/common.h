@@ -1,8 +1,8 @@
 // Pieces shared by the subcommands: model/data-dir options, engine options, memory readings.
 #pragma once
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "compress/registry.h"

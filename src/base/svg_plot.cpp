@@ -161,7 +161,9 @@ void write_text(const std::string& text, const std::string& path) {
 }
 }  // namespace
 
-void write_svg(const PlotSpec& spec, const std::string& path) { write_text(render_svg(spec), path); }
+void write_svg(const PlotSpec& spec, const std::string& path) {
+  write_text(render_svg(spec), path);
+}
 void write_heatmap_svg(const HeatmapSpec& spec, const std::string& path) {
   write_text(render_heatmap_svg(spec), path);
 }

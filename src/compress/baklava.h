@@ -19,7 +19,7 @@ struct BaklavaProfile {
   std::string model;
   int n_layers = 0, n_kv_heads = 0;
   double theta = 1.0;
-  int tokens = 0;  // profiled tokens
+  int tokens = 0;                                    // profiled tokens
   std::vector<std::vector<double>> head_importance;  // [layer][kv head], 1 - mean cos(v, o)
   std::vector<double> layer_importance;              // [layer], 1 - mean cos(x_in, x_out)
   std::vector<std::vector<double>> weights;          // [layer][kv head], mean 1

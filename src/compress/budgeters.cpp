@@ -10,7 +10,9 @@ namespace kvwise {
 
 namespace {
 
-std::vector<int> capped_uniform(int n, int mean, int cap) { return std::vector<int>(static_cast<size_t>(n), std::min(mean, cap)); }
+std::vector<int> capped_uniform(int n, int mean, int cap) {
+  return std::vector<int>(static_cast<size_t>(n), std::min(mean, cap));
+}
 
 class UniformLayers : public LayerBudgeter {
  public:
@@ -124,16 +126,24 @@ class WeightedHeads : public HeadBudgeter {
 
 }  // namespace
 
-std::shared_ptr<LayerBudgeter> make_uniform_layers() { return std::make_shared<UniformLayers>(); }
-std::shared_ptr<LayerBudgeter> make_pyramid_layers(double beta) { return std::make_shared<PyramidLayers>(beta); }
+std::shared_ptr<LayerBudgeter> make_uniform_layers() {
+  return std::make_shared<UniformLayers>();
+}
+std::shared_ptr<LayerBudgeter> make_pyramid_layers(double beta) {
+  return std::make_shared<PyramidLayers>(beta);
+}
 std::shared_ptr<LayerBudgeter> make_cake_layers(double tau1, double tau2, bool cascade) {
   return std::make_shared<CakeLayers>(tau1, tau2, cascade);
 }
 std::shared_ptr<LayerBudgeter> make_weighted_layers(std::vector<double> layer_weights, std::string name) {
   return std::make_shared<WeightedLayers>(std::move(layer_weights), std::move(name));
 }
-std::shared_ptr<HeadBudgeter> make_uniform_heads() { return std::make_shared<UniformHeads>(); }
-std::shared_ptr<HeadBudgeter> make_adakv_heads(double alpha) { return std::make_shared<AdaKvHeads>(alpha); }
+std::shared_ptr<HeadBudgeter> make_uniform_heads() {
+  return std::make_shared<UniformHeads>();
+}
+std::shared_ptr<HeadBudgeter> make_adakv_heads(double alpha) {
+  return std::make_shared<AdaKvHeads>(alpha);
+}
 std::shared_ptr<HeadBudgeter> make_weighted_heads(std::vector<std::vector<double>> weights, std::string name) {
   return std::make_shared<WeightedHeads>(std::move(weights), std::move(name));
 }

@@ -72,9 +72,17 @@ class Evict : public DecodePolicy {
 
 }  // namespace
 
-std::shared_ptr<Disposition> make_drop() { return std::make_shared<Drop>(); }
-std::shared_ptr<DecodePolicy> make_grow() { return std::make_shared<Grow>(); }
-std::shared_ptr<DecodePolicy> make_fifo() { return std::make_shared<Fifo>(); }
-std::shared_ptr<DecodePolicy> make_evict(int every) { return std::make_shared<Evict>(every); }
+std::shared_ptr<Disposition> make_drop() {
+  return std::make_shared<Drop>();
+}
+std::shared_ptr<DecodePolicy> make_grow() {
+  return std::make_shared<Grow>();
+}
+std::shared_ptr<DecodePolicy> make_fifo() {
+  return std::make_shared<Fifo>();
+}
+std::shared_ptr<DecodePolicy> make_evict(int every) {
+  return std::make_shared<Evict>(every);
+}
 
 }  // namespace kvwise

@@ -98,7 +98,8 @@ void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int bud
   for (int h = 0; h < n_kv_; ++h) {
     len[static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
     std::vector<float>& cached = prefill_scores_[static_cast<size_t>(layer * n_kv_ + h)];
-    if (cached.empty()) cached = candidate_scores(kv, seq, layer, h, false, S, std::max(S, len[static_cast<size_t>(h)] - W));
+    if (cached.empty())
+      cached = candidate_scores(kv, seq, layer, h, false, S, std::max(S, len[static_cast<size_t>(h)] - W));
     scores[static_cast<size_t>(h)] = cached;
   }
   const std::vector<int> split = policy_->heads->split(layer, budget, scores);

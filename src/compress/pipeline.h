@@ -23,9 +23,9 @@ struct KvPolicy {
 
   // Always-kept regions of each head.
   int sinks = 0;
-  int window = 0;              // last tokens kept (the observation window for window scorers)
-  double window_fraction = 0;  // > 0: window = ceil(fraction * capacity) (H2O's recent share)
-  bool window_fills = false;   // window = capacity - sinks (StreamingLLM)
+  int window = 0;                // last tokens kept (the observation window for window scorers)
+  double window_fraction = 0;    // > 0: window = ceil(fraction * capacity) (H2O's recent share)
+  bool window_fills = false;     // window = capacity - sinks (StreamingLLM)
   bool window_explicit = false;  // the window was given by the user: a window longer than the prompt is an error
 
   // How per-query-head scores become one vector per KV head.
@@ -66,10 +66,10 @@ struct RopeInfo {
 struct CompressionReport {
   std::string policy;
   SequenceShape shape;
-  std::vector<int> layer_budget;  // non-protected tokens per head on average, per layer
+  std::vector<int> layer_budget;                              // non-protected tokens per head on average, per layer
   std::vector<size_t> layer_bytes_before, layer_bytes_after;  // hot KV bytes around prefill compression
-  std::vector<std::vector<int>> head_tokens;                   // [layer][kv head] after prefill
-  std::vector<std::vector<size_t>> head_bytes;                 // [layer][kv head] after prefill
+  std::vector<std::vector<int>> head_tokens;                  // [layer][kv head] after prefill
+  std::vector<std::vector<size_t>> head_bytes;                // [layer][kv head] after prefill
   size_t bytes_before = 0, bytes_after = 0;
   double prefill_seconds = 0;  // scoring + budgeting + selection + page release after prefill
   double decode_seconds = 0;   // the same during decode

@@ -35,7 +35,8 @@ class Parser {
     skip_space();
     const size_t start = i_;
     while (i_ < s_.size() && word_char(s_[i_])) ++i_;
-    if (i_ == start) fail_at(i_ < s_.size() ? "expected a name, found '" + std::string(1, s_[i_]) + "'" : "expected a name");
+    if (i_ == start)
+      fail_at(i_ < s_.size() ? "expected a name, found '" + std::string(1, s_[i_]) + "'" : "expected a name");
     return std::string(s_.substr(start, i_ - start));
   }
   PolicySpec parse_spec() {
@@ -170,8 +171,7 @@ std::string SpecParams::get_string(const std::string& key, const std::string& de
 
 void SpecParams::check_all_used() const {
   for (const auto& [k, v] : spec_.params)
-    if (std::find(used_.begin(), used_.end(), k) == used_.end())
-      fail("{}: unknown parameter '{}'", spec_.name, k);
+    if (std::find(used_.begin(), used_.end(), k) == used_.end()) fail("{}: unknown parameter '{}'", spec_.name, k);
 }
 
 }  // namespace kvwise

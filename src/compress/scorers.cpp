@@ -110,13 +110,23 @@ class RandomScorer : public TokenScorer {
 
 }  // namespace
 
-std::shared_ptr<TokenScorer> make_window_scorer(int window) { return std::make_shared<WindowScorer>(window); }
+std::shared_ptr<TokenScorer> make_window_scorer(int window) {
+  return std::make_shared<WindowScorer>(window);
+}
 std::shared_ptr<TokenScorer> make_cake_scorer(int window, double gamma) {
   return std::make_shared<CakeScorer>(window, gamma);
 }
-std::shared_ptr<TokenScorer> make_last_query_scorer() { return std::make_shared<LastQueryScorer>(); }
-std::shared_ptr<TokenScorer> make_cumulative_scorer() { return std::make_shared<CumulativeScorer>(); }
-std::shared_ptr<TokenScorer> make_position_scorer() { return std::make_shared<PositionScorer>(); }
-std::shared_ptr<TokenScorer> make_random_scorer(uint64_t seed) { return std::make_shared<RandomScorer>(seed); }
+std::shared_ptr<TokenScorer> make_last_query_scorer() {
+  return std::make_shared<LastQueryScorer>();
+}
+std::shared_ptr<TokenScorer> make_cumulative_scorer() {
+  return std::make_shared<CumulativeScorer>();
+}
+std::shared_ptr<TokenScorer> make_position_scorer() {
+  return std::make_shared<PositionScorer>();
+}
+std::shared_ptr<TokenScorer> make_random_scorer(uint64_t seed) {
+  return std::make_shared<RandomScorer>(seed);
+}
 
 }  // namespace kvwise

@@ -10,7 +10,7 @@ namespace kvwise {
 enum class Pooling { None, Avg, Max };
 enum class GroupReduce { Mean, Max, Sum };
 
-Pooling parse_pooling(const std::string& name);          // none | avg | max
+Pooling parse_pooling(const std::string& name);           // none | avg | max
 GroupReduce parse_group_reduce(const std::string& name);  // mean | max | sum
 
 // Stride 1, odd kernel, padding kernel/2. Avg divides by the kernel even at the edges (PyTorch's

@@ -32,8 +32,8 @@ class TokenScorer {
 // when preferences() is true (CAKE).
 struct LayerBudgetInput {
   int n_layers = 0;
-  int mean = 0;        // mean non-protected tokens per head per layer
-  int candidates = 0;  // non-protected tokens a head holds before compression
+  int mean = 0;                        // mean non-protected tokens per head per layer
+  int candidates = 0;                  // non-protected tokens a head holds before compression
   std::span<const double> preference;  // layers 0..seen-1
 };
 

@@ -36,9 +36,9 @@ AttentionSample synthetic_attention(int prompt, int future, int n_heads, int n_k
       const int needle = nd[static_cast<size_t>(rng() % nd.size())];
       float* q = s.q.data() + (static_cast<size_t>(r) * static_cast<size_t>(n_heads) + static_cast<size_t>(h)) *
                                   static_cast<size_t>(head_dim);
-      const float* kn = s.k.data() + (static_cast<size_t>(needle) * static_cast<size_t>(n_kv_heads) +
-                                      static_cast<size_t>(h / G)) *
-                                         static_cast<size_t>(head_dim);
+      const float* kn =
+          s.k.data() + (static_cast<size_t>(needle) * static_cast<size_t>(n_kv_heads) + static_cast<size_t>(h / G)) *
+                           static_cast<size_t>(head_dim);
       for (int c = 0; c < head_dim; ++c) q[c] = 0.5f * N(rng) + focus * kn[c];
     }
   return s;
@@ -92,8 +92,8 @@ AttentionErrorCell attention_error(ThreadPool& pool, const AttentionSample& s, s
   for (const SeqId seq : {full, comp_seq})
     for (int i = 0; i < n; ++i)
       for (int h = 0; h < HK; ++h) {
-        const size_t off = (static_cast<size_t>(i) * static_cast<size_t>(HK) + static_cast<size_t>(h)) *
-                           static_cast<size_t>(hd);
+        const size_t off =
+            (static_cast<size_t>(i) * static_cast<size_t>(HK) + static_cast<size_t>(h)) * static_cast<size_t>(hd);
         kv.append(seq, 0, h, s.k.data() + off, s.v.data() + off, i);
       }
   const int64_t qs = int64_t{H} * hd;

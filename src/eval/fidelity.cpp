@@ -43,7 +43,7 @@ FidelityRunner::FidelityRunner(Engine& engine, std::vector<std::vector<int32_t>>
 }
 
 FidelityRunner::Pass FidelityRunner::teacher_force(const std::vector<int32_t>& seg,
-                                                    std::shared_ptr<const KvPolicy> policy) {
+                                                   std::shared_ptr<const KvPolicy> policy) {
   const int V = engine_.model().config().n_vocab;
   const int P = o_.prefix, M = o_.continuation;
   Pass pass;
@@ -51,8 +51,7 @@ FidelityRunner::Pass FidelityRunner::teacher_force(const std::vector<int32_t>& s
   const SeqId seq = engine_.new_sequence();
   try {
     std::shared_ptr<KvCompressor> comp = attach_policy(engine_, seq, policy, P);
-    std::vector<float> logits =
-        engine_.prefill(seq, std::span<const int32_t>(seg.data(), static_cast<size_t>(P)));
+    std::vector<float> logits = engine_.prefill(seq, std::span<const int32_t>(seg.data(), static_cast<size_t>(P)));
     pass.bytes_prefill = engine_.kv().bytes_sequence(seq);
     for (int t = 0; t < M; ++t) {
       float* lp = pass.log_probs.data() + static_cast<size_t>(t) * static_cast<size_t>(V);

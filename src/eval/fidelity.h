@@ -25,11 +25,11 @@ struct FidelityCell {
   double top1_agreement = 0;  // share of steps whose argmax equals the full cache's
   double nll = 0, nll_full = 0;
   double nll_delta() const { return nll - nll_full; }
-  double hot_bytes = 0;       // mean over segments, right after prefill compression
-  double hot_bytes_end = 0;   // mean over segments, after the continuation
-  double full_bytes = 0;      // the full cache after prefill
+  double hot_bytes = 0;         // mean over segments, right after prefill compression
+  double hot_bytes_end = 0;     // mean over segments, after the continuation
+  double full_bytes = 0;        // the full cache after prefill
   double compress_seconds = 0;  // mean per segment: selection after prefill + decode-time eviction
-  int tokens = 0;             // predicted tokens per cell
+  int tokens = 0;               // predicted tokens per cell
 };
 
 // Token segments [BOS] + text[start..start+prefix-1+continuation] taken evenly over `text`.

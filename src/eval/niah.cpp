@@ -30,7 +30,8 @@ std::string read_haystack(const std::string& dir) {
   return text;
 }
 
-const char* kPasskeyFiller = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+const char* kPasskeyFiller =
+    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
 
 }  // namespace
 

@@ -20,8 +20,8 @@ struct NiahOptions {
 };
 
 struct NiahCase {
-  int length = 0;      // prompt tokens (BOS included)
-  double depth = 0;    // 0 = start of the filler, 1 = end
+  int length = 0;    // prompt tokens (BOS included)
+  double depth = 0;  // 0 = start of the filler, 1 = end
   std::vector<int32_t> prompt;
   std::string answer;  // the digits to find
 };
@@ -43,7 +43,6 @@ struct NiahOutcome {
   size_t hot_bytes = 0;  // after prefill (and compression)
 };
 
-NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy,
-                          int answer_tokens);
+NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens);
 
 }  // namespace kvwise

@@ -157,8 +157,8 @@ void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) 
     while (i + run < keep.size() && keep[i + run] == keep[i + run - 1] + 1) ++run;
     for (size_t done = 0; done < run;) {
       const int src = keep[i + done], dst = static_cast<int>(i + done);
-      const int n = static_cast<int>(std::min<size_t>(
-          run - done, static_cast<size_t>(std::min(P - src % P, P - dst % P))));
+      const int n =
+          static_cast<int>(std::min<size_t>(run - done, static_cast<size_t>(std::min(P - src % P, P - dst % P))));
       if (src != dst) {
         const uint32_t sp = h.pages[static_cast<size_t>(src / P)], dp = h.pages[static_cast<size_t>(dst / P)];
         const size_t bytes = static_cast<size_t>(n) * row_bytes_;

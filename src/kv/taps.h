@@ -15,8 +15,8 @@ struct TapConfig {
   int32_t prompt_end = 0;
   bool keep_window_rows = false;
   bool window_entropy = false;  // also sum the window rows' entropies (CAKE; costs a log per entry)
-  bool last_row = false;  // the probabilities of the most recent query
-  bool col_sums = false;  // running sums of probabilities over every query so far (H2O)
+  bool last_row = false;        // the probabilities of the most recent query
+  bool col_sums = false;        // running sums of probabilities over every query so far (H2O)
 };
 
 // Per (layer, query head). Every vector is indexed by the slot of the head's KV list.

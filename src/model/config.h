@@ -1,13 +1,12 @@
 // Hyper-parameters of a llama-family model (llama, mistral, qwen2) read from GGUF metadata.
 #pragma once
-#include "kv/rope.h"
 #include <cstddef>
 #include <string>
 
+#include "kv/rope.h"
 #include "model/gguf.h"
 
 namespace kvwise {
-
 
 struct ModelConfig {
   std::string arch;

@@ -135,8 +135,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
                      pos[static_cast<size_t>(r0 + t)]);
       AttentionQuery aq{&q[r0 * q_dim], q_dim, &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim};
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
-      if (watch[b])
-        watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T});
+      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T});
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];

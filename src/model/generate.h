@@ -15,7 +15,7 @@ struct GenerateResult {
   std::string text;             // generated text
   double prefill_seconds = 0;
   double decode_seconds = 0;
-  size_t kv_bytes = 0;  // KV bytes the sequence held at the end
+  size_t kv_bytes = 0;          // KV bytes the sequence held at the end
   size_t kv_bytes_peak = 0;     // most KV bytes held at once, prefill included (pool high-water mark)
   size_t kv_bytes_prefill = 0;  // KV bytes right after prefill (after any compression)
   bool stopped_at_eos = false;
