@@ -52,5 +52,6 @@ void add_model_tools(CLI::App& app);
 void add_sim(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_profile(CLI::App& app);
+void add_serve(CLI::App& app);
 
 }  // namespace kvwise::cli

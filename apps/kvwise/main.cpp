@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   kvwise::cli::add_sim(app);
   kvwise::cli::add_eval(app);
   kvwise::cli::add_profile(app);
+  kvwise::cli::add_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,63 @@
+// kvwise serve: the OpenAI-compatible HTTP server over the continuous-batching scheduler.
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "base/error.h"
+#include "common.h"
+#include "serve/http_server.h"
+
+namespace kvwise::cli {
+
+void add_serve(CLI::App& app) {
+  struct Opts {
+    ModelOptions m;
+    PolicyOptions pol;
+    ServerOptions s;
+    SchedulerOptions sched;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  add_model_options(*cmd, o->m);
+  add_policy_options(*cmd, o->pol);
+  cmd->add_option("--host", o->s.host, "address to listen on (default: loopback only)");
+  cmd->add_option("--port", o->s.port, "port (0: any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", o->s.api_key, "require Authorization: Bearer KEY on /v1/*");
+  cmd->add_option("--model-name", o->s.model_name, "model id reported by /v1/models (default: general.name)");
+  cmd->add_option("--max-batch", o->sched.max_batch, "sequences decoded together")->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-queue", o->sched.max_queue, "waiting requests before 503")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--max-kv-bytes", o->sched.max_kv_bytes, "admit requests only while hot KV stays below this");
+  cmd->add_option("--max-body", o->s.max_body_bytes, "largest request body in bytes (413 above)");
+  cmd->callback([o] {
+    const auto policy = resolve_policy(o->pol);
+    auto model = Model::load(resolve_model_path(o->m));
+    Engine engine(*model, engine_options(o->m));
+    o->sched.prefill_chunk = o->m.prefill_chunk;
+    o->s.default_policy = policy;
+    // SIGINT/SIGTERM end the server cleanly: a thread waits for them; every other thread blocks them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    Scheduler scheduler(engine, o->sched);
+    HttpServer server(engine, scheduler, o->s);
+    const int port = server.bind();
+    std::fprintf(stderr, "kvwise serve: %s on http://%s:%d (batch %d, queue %d, policy %s)\n",
+                 model->file().path().c_str(), o->s.host.c_str(), port, o->sched.max_batch, o->sched.max_queue,
+                 policy->spec.c_str());
+    std::printf("listening on %s:%d\n", o->s.host.c_str(), port);
+    std::fflush(stdout);
+    std::thread waiter([&] {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      server.stop();
+    });
+    server.serve();
+    pthread_kill(waiter.native_handle(), SIGTERM);
+    waiter.join();
+  });
+}
+
+}  // namespace kvwise::cli

@@ -1,0 +1,465 @@
+#include "serve/http_server.h"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "compress/registry.h"
+#include "serve/chat_template.h"
+
+namespace kvwise {
+
+namespace {
+
+using json = nlohmann::json;
+
+// An error the client caused (or 503 for a full queue): status + OpenAI error body.
+struct HttpError {
+  int status;
+  std::string message;
+  std::string type;
+};
+
+void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type) {
+  res.status = status;
+  res.set_content(json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}.dump(),
+                  "application/json");
+}
+
+// Latency histogram in Prometheus form.
+class Histogram {
+ public:
+  void observe(double v) {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (size_t i = 0; i < kBounds.size(); ++i)
+      if (v <= kBounds[i]) ++counts_[i];
+    ++count_;
+    sum_ += v;
+  }
+  std::string render(const std::string& name, const std::string& help) const {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::string s = "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+    for (size_t i = 0; i < kBounds.size(); ++i)
+      s += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, kBounds[i], counts_[i]);
+    s += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, count_, name, sum_, name, count_);
+    return s;
+  }
+
+ private:
+  static constexpr std::array<double, 12> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  mutable std::mutex mu_;
+  std::array<long, 12> counts_{};
+  long count_ = 0;
+  double sum_ = 0;
+};
+
+// Events of one request, from the scheduler thread to the HTTP thread.
+struct Channel {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> pieces;
+  bool done = false;
+  Completion result;
+};
+
+struct Parsed {
+  ServeRequest req;
+  bool stream = false;
+  bool include_usage = false;
+};
+
+template <typename T>
+T field(const json& body, const char* key, T def) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return def;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    throw HttpError{400, fmt::format("'{}' has the wrong type", key), "invalid_request_error"};
+  }
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Engine& engine;
+  Scheduler& sched;
+  ServerOptions opt;
+  httplib::Server srv;
+  ChatFormat chat_format;
+  std::atomic<long> next_id{1};
+  Histogram ttft, itl, e2e;
+  std::atomic<long> http_errors{0};
+
+  Impl(Engine& e, Scheduler& s, const ServerOptions& o) : engine(e), sched(s), opt(o) {
+    chat_format = detect_chat_format(engine.model().file().get_string("tokenizer.chat_template").value_or(""));
+    if (opt.model_name.empty()) opt.model_name = engine.model().file().get_string("general.name").value_or("kvwise");
+  }
+
+  bool authorized(const httplib::Request& req, httplib::Response& res) {
+    if (opt.api_key.empty()) return true;
+    if (req.get_header_value("Authorization") == "Bearer " + opt.api_key) return true;
+    send_error(res, 401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error");
+    return false;
+  }
+
+  // Common sampling, length and KV fields of both endpoints.
+  Parsed parse_common(const json& body) {
+    Parsed p;
+    ServeRequest& r = p.req;
+    r.max_tokens = field<int>(body, "max_tokens", field<int>(body, "max_completion_tokens", 16));
+    if (r.max_tokens < 1) throw HttpError{400, "max_tokens must be at least 1", "invalid_request_error"};
+    r.sampling.temperature = field<float>(body, "temperature", 1.0f);
+    r.sampling.top_p = field<float>(body, "top_p", 1.0f);
+    r.sampling.top_k = field<int>(body, "top_k", 0);
+    r.sampling.seed = static_cast<uint64_t>(field<int64_t>(body, "seed", static_cast<int64_t>(next_id.load())));
+    if (r.sampling.temperature < 0 || r.sampling.temperature > 2)
+      throw HttpError{400, "temperature must be in [0, 2]", "invalid_request_error"};
+    if (r.sampling.top_p <= 0 || r.sampling.top_p > 1)
+      throw HttpError{400, "top_p must be in (0, 1]", "invalid_request_error"};
+    if (r.sampling.top_k < 0) throw HttpError{400, "top_k must not be negative", "invalid_request_error"};
+    if (field<int>(body, "n", 1) != 1) throw HttpError{400, "only n = 1 is supported", "invalid_request_error"};
+    if (body.contains("stop") && !body["stop"].is_null())
+      throw HttpError{400, "'stop' is not supported yet", "invalid_request_error"};
+    p.stream = field<bool>(body, "stream", false);
+    if (body.contains("stream_options") && body["stream_options"].is_object())
+      p.include_usage = field<bool>(body["stream_options"], "include_usage", false);
+    // kvwise extensions: per-request compression. (kv_category and cache_salt are checked here and
+    // take effect once the prefix cache is live in the server.)
+    const std::string spec = field<std::string>(body, "kv_policy", "");
+    if (!spec.empty()) {
+      std::string budget;
+      if (body.contains("kv_budget") && body["kv_budget"].is_number())
+        budget = body["kv_budget"].dump();
+      else
+        budget = field<std::string>(body, "kv_budget", "");
+      if (spec != "full" && budget.empty())
+        throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
+                        "invalid_request_error"};
+      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget));
+    } else {
+      r.policy = opt.default_policy;
+    }
+    (void)field<std::string>(body, "kv_category", "");
+    (void)field<std::string>(body, "cache_salt", "");
+    return p;
+  }
+
+  std::vector<int32_t> parse_prompt(const json& body) {
+    auto it = body.find("prompt");
+    if (it == body.end()) throw HttpError{400, "'prompt' is required", "invalid_request_error"};
+    const Tokenizer& tok = engine.model().tokenizer();
+    if (it->is_string()) return tok.encode(it->get<std::string>(), true);
+    if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) return tok.encode((*it)[0].get<std::string>(), true);
+    if (it->is_array() && !it->empty() &&
+        std::all_of(it->begin(), it->end(), [](const json& x) { return x.is_number_integer(); }))
+      return it->get<std::vector<int32_t>>();
+    throw HttpError{400, "'prompt' must be a string, a list of one string, or a list of token ids",
+                    "invalid_request_error"};
+  }
+
+  std::vector<int32_t> parse_messages(const json& body) {
+    auto it = body.find("messages");
+    if (it == body.end() || !it->is_array() || it->empty())
+      throw HttpError{400, "'messages' must be a non-empty list", "invalid_request_error"};
+    std::vector<ChatMessage> msgs;
+    for (const json& m : *it) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+        throw HttpError{400, "each message needs a string 'role' and a 'content'", "invalid_request_error"};
+      std::string content;
+      if (m["content"].is_string()) {
+        content = m["content"].get<std::string>();
+      } else if (m["content"].is_array()) {  // [{"type": "text", "text": ...}]
+        for (const json& part : m["content"])
+          if (part.is_object() && part.value("type", "") == "text" && part.contains("text") && part["text"].is_string())
+            content += part["text"].get<std::string>();
+          else
+            throw HttpError{400, "only text content parts are supported", "invalid_request_error"};
+      } else {
+        throw HttpError{400, "message content must be a string or a list of text parts", "invalid_request_error"};
+      }
+      msgs.push_back({m["role"].get<std::string>(), content});
+    }
+    return engine.model().tokenizer().encode(render_chat(chat_format, msgs), true);
+  }
+
+  json usage(const Completion& c) const {
+    const long n = static_cast<long>(c.tokens.size());
+    return {{"prompt_tokens", c.prompt_tokens},
+            {"completion_tokens", n},
+            {"total_tokens", c.prompt_tokens + n},
+            {"prompt_tokens_details", {{"cached_tokens", 0}}}};
+  }
+
+  void observe(const Completion& c) {
+    if (c.finish_reason == "error" || c.finish_reason == "cancelled") return;
+    if (c.ttft_seconds > 0) ttft.observe(c.ttft_seconds);
+    e2e.observe(c.seconds);
+    if (c.tokens.size() > 1) itl.observe((c.seconds - c.ttft_seconds) / static_cast<double>(c.tokens.size() - 1));
+  }
+
+  void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+    if (!authorized(req, res)) return;
+    try {
+      json body;
+      try {
+        body = json::parse(req.body);
+      } catch (const json::exception& e) {
+        throw HttpError{400, std::string("malformed JSON: ") + e.what(), "invalid_request_error"};
+      }
+      if (!body.is_object()) throw HttpError{400, "the body must be a JSON object", "invalid_request_error"};
+      Parsed p = parse_common(body);
+      p.req.prompt = chat ? parse_messages(body) : parse_prompt(body);
+      run(p, res, chat);
+    } catch (const HttpError& e) {
+      send_error(res, e.status, e.message, e.type);
+    } catch (const QueueFull& e) {
+      send_error(res, 503, e.what(), "server_busy");
+    } catch (const Error& e) {
+      send_error(res, 400, e.what(), "invalid_request_error");
+    }
+  }
+
+  void run(Parsed& p, httplib::Response& res, bool chat) {
+    auto ch = std::make_shared<Channel>();
+    p.req.on_token = [ch](int32_t, const std::string& piece) {
+      if (piece.empty()) return;
+      std::lock_guard<std::mutex> lk(ch->mu);
+      ch->pieces.push_back(piece);
+      ch->cv.notify_all();
+    };
+    p.req.on_done = [ch, this](const Completion& c) {
+      observe(c);
+      std::lock_guard<std::mutex> lk(ch->mu);
+      ch->result = c;
+      ch->done = true;
+      ch->cv.notify_all();
+    };
+    const long n = next_id++;
+    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(n);
+    const long created = static_cast<long>(std::time(nullptr));
+    const uint64_t sid = sched.submit(std::move(p.req));
+    if (!p.stream) {
+      std::unique_lock<std::mutex> lk(ch->mu);
+      ch->cv.wait(lk, [&] { return ch->done; });
+      const Completion& c = ch->result;
+      if (c.finish_reason == "error") return send_error(res, 500, c.error, "server_error");
+      json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+      if (chat)
+        choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      else
+        choice["text"] = c.text;
+      res.set_content(json{{"id", id},
+                           {"object", chat ? "chat.completion" : "text_completion"},
+                           {"created", created},
+                           {"model", opt.model_name},
+                           {"choices", json::array({choice})},
+                           {"usage", usage(c)}}
+                          .dump(),
+                      "application/json");
+      return;
+    }
+    const bool include_usage = p.include_usage;
+    auto first = std::make_shared<bool>(true);
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, ch, sid, id, created, chat, include_usage, first](size_t, httplib::DataSink& sink) {
+          const auto chunk = [&](const json& choice_delta, const json& finish) {
+            json choice = {{"index", 0}, {"finish_reason", finish}, {"logprobs", nullptr}};
+            if (chat)
+              choice["delta"] = choice_delta;
+            else
+              choice["text"] = choice_delta;
+            return json{{"id", id},
+                        {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created},
+                        {"model", opt.model_name},
+                        {"choices", json::array({choice})}};
+          };
+          const auto send = [&](const json& j) {
+            const std::string s = "data: " + j.dump() + "\n\n";
+            return sink.write(s.data(), s.size());
+          };
+          std::deque<std::string> pieces;
+          bool done;
+          Completion result;
+          {
+            std::unique_lock<std::mutex> lk(ch->mu);
+            ch->cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return ch->done || !ch->pieces.empty(); });
+            pieces.swap(ch->pieces);
+            done = ch->done;
+            if (done) result = ch->result;
+          }
+          for (const std::string& piece : pieces) {
+            json delta = chat ? json{{"content", piece}} : json(piece);
+            if (chat && *first) delta["role"] = "assistant";
+            *first = false;
+            if (!send(chunk(delta, nullptr))) {
+              sched.cancel(sid);  // the client went away: free its sequence now
+              return false;
+            }
+          }
+          // A client that went away is noticed at the next write (is_writable() also reports a full
+          // socket buffer, which is not a disconnect).
+          if (!done) return true;
+          if (result.finish_reason == "error") {
+            send(json{{"error", {{"message", result.error}, {"type", "server_error"}}}});
+          } else {
+            send(chunk(chat ? json::object() : json(""), result.finish_reason));
+            if (include_usage)
+              send(json{{"id", id},
+                        {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created},
+                        {"model", opt.model_name},
+                        {"choices", json::array()},
+                        {"usage", usage(result)}});
+          }
+          const std::string end = "data: [DONE]\n\n";
+          sink.write(end.data(), end.size());
+          sink.done();
+          return true;
+        },
+        [this, ch, sid](bool success) {
+          std::lock_guard<std::mutex> lk(ch->mu);
+          if (!success && !ch->done) sched.cancel(sid);
+        });
+  }
+
+  std::string metrics() const {
+    const SchedulerStats s = sched.stats();
+    std::string m;
+    const auto counter = [&](const char* name, const char* help, double v, const char* type = "counter") {
+      m += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+    };
+    counter("kvwise_requests_total", "Requests accepted", static_cast<double>(s.requests));
+    counter("kvwise_requests_completed_total", "Requests finished (stop or length)", static_cast<double>(s.completed));
+    counter("kvwise_requests_cancelled_total", "Requests cancelled (client went away)",
+            static_cast<double>(s.cancelled));
+    counter("kvwise_requests_failed_total", "Requests that failed in the engine", static_cast<double>(s.failed));
+    counter("kvwise_requests_rejected_total", "Requests refused because the queue was full",
+            static_cast<double>(s.rejected));
+    counter("kvwise_http_errors_total", "Responses with an error status (4xx, 5xx)",
+            static_cast<double>(http_errors.load()));
+    counter("kvwise_prompt_tokens_total", "Prompt tokens prefilled", static_cast<double>(s.prompt_tokens));
+    counter("kvwise_generation_tokens_total", "Tokens generated", static_cast<double>(s.generated_tokens));
+    counter("kvwise_engine_steps_total", "Batched forward steps", static_cast<double>(s.steps));
+    counter("kvwise_queue_length", "Requests waiting", s.queued, "gauge");
+    counter("kvwise_running_sequences", "Sequences running", s.running, "gauge");
+    counter("kvwise_kv_hot_bytes", "KV bytes held in memory", static_cast<double>(s.kv_bytes), "gauge");
+    m += ttft.render("kvwise_time_to_first_token_seconds", "Time from request to first token");
+    m += itl.render("kvwise_inter_token_latency_seconds", "Mean time between generated tokens per request");
+    m += e2e.render("kvwise_request_duration_seconds", "Time from request to the last token");
+    return m;
+  }
+
+  void routes() {
+    srv.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    srv.set_payload_max_length(opt.max_body_bytes);
+    srv.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+    });
+    srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics(), "text/plain; version=0.0.4");
+    });
+    srv.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      res.set_content(
+          json{{"object", "list"},
+               {"data",
+                json::array({{{"id", opt.model_name},
+                              {"object", "model"},
+                              {"created", 0},
+                              {"owned_by", "kvwise"},
+                              {"meta", {{"n_ctx", engine.ctx()}, {"chat_format", chat_format_name(chat_format)}}}}})}}
+              .dump(),
+          "application/json");
+    });
+    srv.Post("/v1/completions",
+             [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
+    srv.Post("/v1/chat/completions",
+             [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    srv.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+      ++http_errors;
+      if (!res.body.empty()) return;
+      if (res.status == 413)
+        send_error(res, 413, "the request body is too large", "invalid_request_error");
+      else if (res.status == 404)
+        send_error(res, 404, "no such endpoint", "not_found_error");
+      else if (res.status >= 400)
+        send_error(res, res.status, "request failed", "invalid_request_error");
+    });
+    srv.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "internal error";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      send_error(res, 500, what, "server_error");
+    });
+  }
+};
+
+HttpServer::HttpServer(Engine& engine, Scheduler& scheduler, const ServerOptions& options)
+    : impl_(std::make_unique<Impl>(engine, scheduler, options)) {
+  impl_->routes();
+}
+
+HttpServer::~HttpServer() {
+  stop();
+}
+
+namespace {
+// cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+// library), so a burst of simultaneous connections (16 streaming clients) sees refused or broken
+// connections. Calling listen() again on the bound socket raises the backlog; the socket is found
+// as the listening TCP socket on our port.
+void widen_listen_backlog(int port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = -1;
+    if (addr.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (p == port) listen(fd, SOMAXCONN);
+  }
+}
+}  // namespace
+
+int HttpServer::bind() {
+  Impl& i = *impl_;
+  int port = i.opt.port;
+  if (port == 0) {
+    port = i.srv.bind_to_any_port(i.opt.host.c_str());
+    KV_CHECK(port > 0, "cannot bind to {}", i.opt.host);
+  } else {
+    KV_CHECK(i.srv.bind_to_port(i.opt.host.c_str(), port), "cannot bind to {}:{}", i.opt.host, port);
+  }
+  widen_listen_backlog(port);
+  return port;
+}
+
+void HttpServer::serve() {
+  impl_->srv.listen_after_bind();
+}
+
+void HttpServer::stop() {
+  if (impl_ && impl_->srv.is_running()) impl_->srv.stop();
+}
+
+}  // namespace kvwise

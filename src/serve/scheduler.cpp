@@ -1,0 +1,253 @@
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "base/error.h"
+#include "base/timer.h"
+
+namespace kvwise {
+
+struct Scheduler::Active {
+  uint64_t id = 0;
+  ServeRequest req;
+  Sampler sampler;
+  SeqId seq = -1;
+  size_t prefilled = 0;
+  int32_t next_token = 0;    // the token the next decode step feeds
+  std::vector<int32_t> all;  // prompt + generated, for incremental detokenization
+  std::string shown;
+  size_t prompt_text_size = 0;
+  std::atomic<bool> cancelled{false};
+  bool done = false;
+  double t_submit = 0, t_admit = 0, t_first = 0;
+  Completion result;
+
+  Active(uint64_t id_, ServeRequest r) : id(id_), req(std::move(r)), sampler(req.sampling) {}
+};
+
+Scheduler::Scheduler(Engine& engine, const SchedulerOptions& options) : engine_(engine), opt_(options) {
+  KV_CHECK(opt_.max_batch > 0 && opt_.max_queue >= 0 && opt_.prefill_chunk > 0, "bad scheduler options");
+  thread_ = std::thread([this] { run(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+uint64_t Scheduler::submit(ServeRequest r) {
+  KV_CHECK(!r.prompt.empty(), "the prompt is empty");
+  KV_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1");
+  const long need = static_cast<long>(r.prompt.size()) + r.max_tokens;
+  KV_CHECK(static_cast<long>(r.prompt.size()) <= engine_.ctx(), "the prompt has {} tokens, more than the context of {}",
+           r.prompt.size(), engine_.ctx());
+  const bool rerotates = r.policy && r.policy->rerotate;
+  KV_CHECK(need <= engine_.ctx() + 1 || rerotates,
+           "prompt ({} tokens) + max_tokens ({}) exceeds the context of {} tokens", r.prompt.size(), r.max_tokens,
+           engine_.ctx());
+  if (r.policy && !r.policy->full) sequence_shape(*r.policy, static_cast<int>(r.prompt.size()));  // validates
+  const int n_vocab = engine_.model().config().n_vocab;
+  for (int32_t t : r.prompt) KV_CHECK(t >= 0 && t < n_vocab, "token id {} is outside the vocabulary", t);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (static_cast<int>(queue_.size()) >= opt_.max_queue) {
+    ++stats_.rejected;
+    throw QueueFull(fmt::format("the server is busy: {} requests are waiting", queue_.size()));
+  }
+  auto a = std::make_shared<Active>(next_id_++, std::move(r));
+  a->t_submit = now_seconds();
+  a->all = a->req.prompt;
+  a->shown = engine_.model().tokenizer().decode(a->req.prompt);  // pieces are what comes after the prompt
+  a->prompt_text_size = a->shown.size();
+  a->result.prompt_tokens = static_cast<int>(a->req.prompt.size());
+  queue_.push_back(a);
+  live_[a->id] = a;
+  ++stats_.requests;
+  stats_.queued = static_cast<int>(queue_.size());
+  cv_.notify_all();
+  return a->id;
+}
+
+void Scheduler::cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = live_.find(id);
+  if (it != live_.end()) it->second->cancelled = true;
+  cv_.notify_all();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  SchedulerStats s = stats_;
+  s.kv_bytes = engine_.kv().pool().bytes_in_use();
+  return s;
+}
+
+void Scheduler::wait_idle() {
+  std::unique_lock<std::mutex> lk(mu_);
+  idle_cv_.wait(lk, [&] { return queue_.empty() && running_count_ == 0; });
+}
+
+void Scheduler::finish(Active& a, const std::string& reason, const std::string& error) {
+  if (a.done) return;
+  a.done = true;
+  if (a.seq >= 0) {
+    engine_.free_sequence(a.seq);
+    a.seq = -1;
+  }
+  const double now = now_seconds();
+  a.result.finish_reason = reason;
+  a.result.error = error;
+  a.result.seconds = now - a.t_submit;
+  a.result.queue_seconds = (a.t_admit > 0 ? a.t_admit : now) - a.t_submit;
+  a.result.ttft_seconds = a.t_first > 0 ? a.t_first - a.t_submit : 0;
+  a.result.text = a.shown.substr(std::min(a.shown.size(), a.prompt_text_size));
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    live_.erase(a.id);
+    if (reason == "cancelled")
+      ++stats_.cancelled;
+    else if (reason == "error")
+      ++stats_.failed;
+    else
+      ++stats_.completed;
+    stats_.generated_tokens += static_cast<long>(a.result.tokens.size());
+  }
+  if (a.req.on_done) a.req.on_done(a.result);
+}
+
+void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
+  const Tokenizer& tok = engine_.model().tokenizer();
+  const int V = engine_.model().config().n_vocab;
+  std::vector<BatchEntry> batch;
+  std::vector<Active*> owner;
+  std::vector<size_t> prefill_len;  // tokens of the prompt in this entry (0: a decode step)
+  int budget = opt_.prefill_chunk;
+  for (auto& a : running) {
+    const size_t left = a->req.prompt.size() - a->prefilled;
+    if (left > 0) {
+      if (budget <= 0) continue;
+      const size_t n = std::min(left, static_cast<size_t>(budget));
+      budget -= static_cast<int>(n);
+      batch.push_back({a->seq, std::span<const int32_t>(a->req.prompt.data() + a->prefilled, n), false});
+      prefill_len.push_back(n);
+    } else {
+      batch.push_back({a->seq, std::span<const int32_t>(&a->next_token, 1), false});
+      prefill_len.push_back(0);
+    }
+    owner.push_back(a.get());
+  }
+  if (batch.empty()) return;
+  std::vector<float> logits;
+  try {
+    logits = engine_.forward(batch);
+  } catch (const std::exception& e) {
+    for (Active* a : owner) finish(*a, "error", e.what());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++stats_.steps;
+  }
+  for (size_t i = 0; i < owner.size(); ++i) {
+    Active& a = *owner[i];
+    if (prefill_len[i] > 0) {
+      a.prefilled += prefill_len[i];
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        stats_.prompt_tokens += static_cast<long>(prefill_len[i]);
+      }
+      if (a.prefilled < a.req.prompt.size()) continue;
+      a.result.kv_bytes_peak = engine_.kv().bytes_sequence(a.seq);
+    }
+    const int32_t next = a.sampler.sample(logits.data() + i * static_cast<size_t>(V), V);
+    if (a.t_first == 0) a.t_first = now_seconds();
+    if (tok.is_end_of_generation(next)) {
+      finish(a, "stop");
+      continue;
+    }
+    a.result.tokens.push_back(next);
+    a.all.push_back(next);
+    const std::string text = tok.decode(a.all);
+    const std::string piece = text.size() > a.shown.size() ? text.substr(a.shown.size()) : std::string();
+    a.shown = text;
+    if (a.req.on_token) a.req.on_token(next, piece);
+    if (static_cast<int>(a.result.tokens.size()) >= a.req.max_tokens ||
+        engine_.kv().next_position(a.seq) >= engine_.ctx()) {
+      finish(a, "length");
+      continue;
+    }
+    a.next_token = next;
+  }
+}
+
+void Scheduler::run() {
+  std::vector<std::shared_ptr<Active>> running;
+  for (;;) {
+    std::vector<std::shared_ptr<Active>> dropped;
+    bool stopping = false;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !running.empty(); });
+      stopping = stop_;
+      if (stopping) {
+        dropped.assign(queue_.begin(), queue_.end());
+        queue_.clear();
+      } else {
+        while (!queue_.empty() && static_cast<int>(running.size()) < opt_.max_batch) {
+          std::shared_ptr<Active> a = queue_.front();
+          if (a->cancelled) {
+            queue_.pop_front();
+            dropped.push_back(a);
+            continue;
+          }
+          // Memory admission: a sequence may grow to prompt + max_tokens uncompressed tokens.
+          const size_t need =
+              engine_.kv().bytes_per_token_full() * (a->req.prompt.size() + static_cast<size_t>(a->req.max_tokens));
+          if (opt_.max_kv_bytes > 0 && !running.empty() &&
+              engine_.kv().pool().bytes_in_use() + need > opt_.max_kv_bytes)
+            break;
+          queue_.pop_front();
+          running.push_back(a);
+        }
+      }
+      stats_.queued = static_cast<int>(queue_.size());
+      running_count_ = static_cast<int>(running.size());
+      stats_.running = running_count_;
+    }
+    for (auto& a : dropped) finish(*a, "cancelled");
+    if (stopping) {
+      for (auto& a : running) finish(*a, "cancelled");
+      break;
+    }
+    for (auto& a : running) {
+      if (a->seq >= 0 || a->done) continue;
+      a->t_admit = now_seconds();
+      try {
+        a->seq = engine_.new_sequence();
+        attach_policy(engine_, a->seq, a->req.policy, static_cast<int>(a->req.prompt.size()));
+      } catch (const std::exception& e) {
+        finish(*a, "error", e.what());
+      }
+    }
+    for (auto& a : running)
+      if (a->cancelled) finish(*a, "cancelled");
+    running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
+    if (!running.empty()) step(running);
+    running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      running_count_ = static_cast<int>(running.size());
+      stats_.running = running_count_;
+      if (queue_.empty() && running.empty()) idle_cv_.notify_all();
+    }
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  running_count_ = 0;
+  idle_cv_.notify_all();
+}
+
+}  // namespace kvwise

@@ -1,0 +1,98 @@
+// Continuous batching: one thread owns the engine; requests are admitted while the batch and the KV
+// memory allow, prefilled in chunks interleaved with the decode steps of running sequences, and every
+// step's tokens of all sequences go through one forward pass (shared GEMMs). A cancelled request's
+// sequence is freed at the next step.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compress/pipeline.h"
+#include "model/forward.h"
+#include "model/sampler.h"
+
+namespace kvwise {
+
+struct Completion {
+  std::vector<int32_t> tokens;
+  std::string text;
+  std::string finish_reason;  // stop | length | cancelled | error
+  std::string error;
+  int prompt_tokens = 0;
+  double queue_seconds = 0;  // submit -> admitted
+  double ttft_seconds = 0;   // submit -> first token
+  double seconds = 0;        // submit -> done
+  size_t kv_bytes_peak = 0;  // hot KV bytes of the sequence after prefill (compression included)
+};
+
+struct ServeRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  SamplerParams sampling;
+  std::shared_ptr<const KvPolicy> policy;  // null or full: no compression
+  // Run on the scheduler thread; keep them short. on_token gets each token and the text it makes final.
+  std::function<void(int32_t token, const std::string& piece)> on_token;
+  std::function<void(const Completion&)> on_done;
+};
+
+struct SchedulerOptions {
+  int max_batch = 8;        // running sequences
+  int max_queue = 64;       // waiting requests; more are refused
+  int prefill_chunk = 256;  // prompt tokens per step over all prefilling sequences
+  size_t max_kv_bytes = 0;  // admission limit on hot KV bytes (0: none)
+};
+
+struct SchedulerStats {
+  int queued = 0, running = 0;
+  long requests = 0, completed = 0, cancelled = 0, failed = 0, rejected = 0;
+  long prompt_tokens = 0, generated_tokens = 0;
+  long steps = 0;
+  size_t kv_bytes = 0;
+};
+
+class QueueFull : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Engine& engine, const SchedulerOptions& options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Validates and enqueues; throws kvwise::Error for a bad request, QueueFull when the queue is full.
+  uint64_t submit(ServeRequest request);
+  // The request ends with finish_reason "cancelled" and its sequence is freed at the next step.
+  void cancel(uint64_t id);
+  SchedulerStats stats() const;
+  void wait_idle();  // until nothing is queued or running
+
+ private:
+  struct Active;
+  void run();
+  void step(std::vector<std::shared_ptr<Active>>& running);
+  void finish(Active& a, const std::string& reason, const std::string& error = {});
+
+  Engine& engine_;
+  SchedulerOptions opt_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::shared_ptr<Active>> queue_;
+  std::map<uint64_t, std::shared_ptr<Active>> live_;  // queued or running, by id
+  SchedulerStats stats_;
+  uint64_t next_id_ = 1;
+  bool stop_ = false;
+  int running_count_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace kvwise
