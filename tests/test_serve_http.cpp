@@ -114,6 +114,10 @@ TEST_F(Server, CompletionsEqualGenerateAndReportUsage) {
             {"kv_policy", "snapkv(window=8)"},
             {"kv_budget", 0.5}});
   EXPECT_EQ(pol["usage"]["completion_tokens"], 8);
+  const json stopped = post("/v1/completions",
+                            {{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0}, {"stop", "Lily"}});
+  EXPECT_EQ(stopped["choices"][0]["text"], expected.substr(0, expected.find("Lily")));
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
   const json models = json::parse(client().Get("/v1/models")->body);
   EXPECT_EQ(models["data"][0]["id"], "stories260K");
   EXPECT_EQ(client().Get("/health")->status, 200);
@@ -166,6 +170,7 @@ TEST_F(Server, BadRequestsGetOpenAiErrors) {
   expect_error(R"({"prompt": "x", "kv_policy": "snapkv", "kv_budget": -1})", 400, "positive");
   expect_error(R"({"prompt": "x", "max_tokens": 4000})", 400, "exceeds the context");
   expect_error(R"({"prompt": [1, 100000]})", 400, "vocabulary");
+  expect_error(R"({"prompt": "x", "stop": [1]})", 400, "'stop' must be");
   expect_error(json{{"prompt", std::string(100 * 1024, 'a')}}.dump(), 413, "too large");
   auto chat =
       c.Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})", "application/json");
@@ -176,8 +181,8 @@ TEST_F(Server, BadRequestsGetOpenAiErrors) {
       post("/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 2}, {"temperature", 0}})["usage"]["completion_tokens"],
       2);
   const std::string metrics = c.Get("/metrics")->body;
-  // 12 bad completions, 1 bad chat request, 1 unknown endpoint.
-  EXPECT_NE(metrics.find("kvwise_http_errors_total 14"), std::string::npos) << metrics;
+  // 13 bad completions, 1 bad chat request, 1 unknown endpoint.
+  EXPECT_NE(metrics.find("kvwise_http_errors_total 15"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("kvwise_time_to_first_token_seconds_count 1"), std::string::npos) << metrics;
 }
 

@@ -135,6 +135,37 @@ TEST_F(SchedulerOnStories, FullQueueAndBadRequestsAreRefused) {
   sched.wait_idle();
 }
 
+TEST_F(SchedulerOnStories, StopStringsEndGenerationAndAreHeldBack) {
+  Sampler g(greedy());
+  const std::string full = generate(*engine_, prompt("Once upon a time"), 30, g).text;
+  ASSERT_NE(full.find("Lily"), std::string::npos) << full;
+  const auto run = [&](std::vector<std::string> stop) {
+    std::promise<Completion> done;
+    std::string streamed;
+    Scheduler sched(*engine_, {2, 8, 64, 0});
+    ServeRequest r;
+    r.prompt = prompt("Once upon a time");
+    r.max_tokens = 30;
+    r.sampling = greedy();
+    r.stop = std::move(stop);
+    r.on_token = [&](int32_t, const std::string& piece) { streamed += piece; };
+    r.on_done = [&](const Completion& c) { done.set_value(c); };
+    sched.submit(std::move(r));
+    Completion c = done.get_future().get();
+    EXPECT_EQ(streamed, c.text);  // what was streamed is exactly the final text
+    return c;
+  };
+  const Completion lily = run({"nothing like this", "Lily"});
+  EXPECT_EQ(lily.finish_reason, "stop");
+  EXPECT_EQ(lily.text, full.substr(0, full.find("Lily")));
+  const Completion none = run({"zzz"});
+  EXPECT_EQ(none.finish_reason, "length");
+  EXPECT_EQ(none.text, full);
+  // A stop string that straddles tokens: the start of "little girl" is held back until it matches.
+  const Completion girl = run({"little girl"});
+  EXPECT_EQ(girl.text, full.substr(0, full.find("little girl")));
+}
+
 TEST_F(SchedulerOnStories, EachRequestCarriesItsOwnPolicy) {
   const std::vector<int32_t> p = prompt(
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "

@@ -128,8 +128,17 @@ struct HttpServer::Impl {
       throw HttpError{400, "top_p must be in (0, 1]", "invalid_request_error"};
     if (r.sampling.top_k < 0) throw HttpError{400, "top_k must not be negative", "invalid_request_error"};
     if (field<int>(body, "n", 1) != 1) throw HttpError{400, "only n = 1 is supported", "invalid_request_error"};
-    if (body.contains("stop") && !body["stop"].is_null())
-      throw HttpError{400, "'stop' is not supported yet", "invalid_request_error"};
+    if (body.contains("stop") && !body["stop"].is_null()) {
+      const json& stop = body["stop"];
+      if (stop.is_string()) {
+        r.stop.push_back(stop.get<std::string>());
+      } else if (stop.is_array() && stop.size() <= 4 &&
+                 std::all_of(stop.begin(), stop.end(), [](const json& x) { return x.is_string(); })) {
+        for (const json& x : stop) r.stop.push_back(x.get<std::string>());
+      } else {
+        throw HttpError{400, "'stop' must be a string or a list of up to 4 strings", "invalid_request_error"};
+      }
+    }
     p.stream = field<bool>(body, "stream", false);
     if (body.contains("stream_options") && body["stream_options"].is_object())
       p.include_usage = field<bool>(body["stream_options"], "include_usage", false);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string_view>
 
 #include "base/error.h"
 #include "base/timer.h"
@@ -18,6 +19,8 @@ struct Scheduler::Active {
   std::vector<int32_t> all;  // prompt + generated, for incremental detokenization
   std::string shown;
   size_t prompt_text_size = 0;
+  size_t emitted = 0;                  // characters of generated text handed to on_token
+  size_t stop_at = std::string::npos;  // where a stop string starts in the generated text
   std::atomic<bool> cancelled{false};
   bool done = false;
   double t_submit = 0, t_admit = 0, t_first = 0;
@@ -43,6 +46,7 @@ Scheduler::~Scheduler() {
 uint64_t Scheduler::submit(ServeRequest r) {
   KV_CHECK(!r.prompt.empty(), "the prompt is empty");
   KV_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1");
+  for (const std::string& s : r.stop) KV_CHECK(!s.empty(), "a stop string is empty");
   const long need = static_cast<long>(r.prompt.size()) + r.max_tokens;
   KV_CHECK(static_cast<long>(r.prompt.size()) <= engine_.ctx(), "the prompt has {} tokens, more than the context of {}",
            r.prompt.size(), engine_.ctx());
@@ -105,6 +109,10 @@ void Scheduler::finish(Active& a, const std::string& reason, const std::string& 
   a.result.queue_seconds = (a.t_admit > 0 ? a.t_admit : now) - a.t_submit;
   a.result.ttft_seconds = a.t_first > 0 ? a.t_first - a.t_submit : 0;
   a.result.text = a.shown.substr(std::min(a.shown.size(), a.prompt_text_size));
+  if (a.stop_at != std::string::npos) a.result.text.resize(a.stop_at);
+  // Release text held back for a possible stop string that never completed.
+  if (reason != "cancelled" && reason != "error" && a.result.text.size() > a.emitted && a.req.on_token)
+    a.req.on_token(-1, a.result.text.substr(a.emitted));
   {
     std::lock_guard<std::mutex> lk(mu_);
     live_.erase(a.id);
@@ -171,10 +179,30 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
     }
     a.result.tokens.push_back(next);
     a.all.push_back(next);
-    const std::string text = tok.decode(a.all);
-    const std::string piece = text.size() > a.shown.size() ? text.substr(a.shown.size()) : std::string();
-    a.shown = text;
+    a.shown = tok.decode(a.all);
+    const std::string_view gen = std::string_view(a.shown).substr(std::min(a.shown.size(), a.prompt_text_size));
+    size_t safe = gen.size();
+    for (const std::string& s : a.req.stop) {
+      const size_t at = gen.find(s);
+      if (at < a.stop_at) a.stop_at = at;
+      // Hold back a suffix that is the start of a stop string.
+      for (size_t k = std::min(s.size() - 1, gen.size()); k > 0; --k)
+        if (gen.substr(gen.size() - k) == std::string_view(s).substr(0, k)) {
+          safe = std::min(safe, gen.size() - k);
+          break;
+        }
+    }
+    if (a.stop_at != std::string::npos) safe = a.stop_at;
+    std::string piece;
+    if (safe > a.emitted) {
+      piece = std::string(gen.substr(a.emitted, safe - a.emitted));
+      a.emitted = safe;
+    }
     if (a.req.on_token) a.req.on_token(next, piece);
+    if (a.stop_at != std::string::npos) {
+      finish(a, "stop");
+      continue;
+    }
     if (static_cast<int>(a.result.tokens.size()) >= a.req.max_tokens ||
         engine_.kv().next_position(a.seq) >= engine_.ctx()) {
       finish(a, "length");

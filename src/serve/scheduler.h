@@ -37,7 +37,11 @@ struct ServeRequest {
   int max_tokens = 16;
   SamplerParams sampling;
   std::shared_ptr<const KvPolicy> policy;  // null or full: no compression
-  // Run on the scheduler thread; keep them short. on_token gets each token and the text it makes final.
+  // Generation ends before the first occurrence of any of these (not included in the text). Text
+  // that could still become a stop string is held back from on_token until it cannot.
+  std::vector<std::string> stop;
+  // Run on the scheduler thread; keep them short. on_token gets each token and the text it makes final
+  // (token -1: text held back for a stop string, released when the request ends).
   std::function<void(int32_t token, const std::string& piece)> on_token;
   std::function<void(const Completion&)> on_done;
 };
