@@ -13,6 +13,7 @@
 #include "compress/baklava.h"
 #include "compress/registry.h"
 #include "eval/fidelity.h"
+#include "eval/perplexity.h"
 #include "kv/attention.h"
 #include "model/generate.h"
 #include "test_support.h"
@@ -255,13 +256,8 @@ class CompressOnStories : public ::testing::Test {
     model_ = Model::load(test::stories_gguf());
     const std::string text =
         test::read_file(test::data_dir() + "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt");
-    std::string clean;
-    for (size_t at = 0, next; at < text.size(); at = next + 1) {
-      next = text.find('\n', at);
-      if (next == std::string::npos) next = text.size();
-      const std::string line = text.substr(at, next - at);
-      if (line != "<|endoftext|>") clean += line + "\n";
-    }
+    std::string clean;  // the documents without their separator lines
+    for (const std::string& doc : split_documents(text, "<|endoftext|>")) clean += doc + "\n";
     text_ = model_->tokenizer().encode(clean, false);
   }
   EngineOptions options() const {

@@ -13,37 +13,38 @@ void copy_last_row(const HeadTaps& t, std::span<float> out) {
   std::copy_n(t.last_row.begin(), std::min(t.last_row.size(), out.size()), out.begin());
 }
 
-class WindowScorer : public TokenScorer {
+// Scorers over the observation window's statistics; while decoding they score with the current
+// query's row instead.
+class WindowStatsScorer : public TokenScorer {
  public:
-  explicit WindowScorer(int window) : window_(window) {}
-  std::string name() const override { return "window"; }
+  explicit WindowStatsScorer(int window) : window_(window) {}
   void add_taps(TapConfig& cfg, bool decode) const override {
     if (decode)
       cfg.last_row = true;
     else
       cfg.window = std::max(cfg.window, window_);
   }
+
+ protected:
+  int window_;
+};
+
+class WindowScorer : public WindowStatsScorer {
+ public:
+  using WindowStatsScorer::WindowStatsScorer;
+  std::string name() const override { return "window"; }
   void score(const HeadTaps& t, int, int, int, bool decode, std::span<float> out) const override {
     if (decode) return copy_last_row(t, out);
     std::fill(out.begin(), out.end(), 0.0f);
     const float inv = 1.0f / static_cast<float>(window_);
     for (size_t j = 0; j < out.size() && j < t.window_sum.size(); ++j) out[j] = t.window_sum[j] * inv;
   }
-
- private:
-  int window_;
 };
 
-class CakeScorer : public TokenScorer {
+class CakeScorer : public WindowStatsScorer {
  public:
-  CakeScorer(int window, double gamma) : window_(window), gamma_(gamma) {}
+  CakeScorer(int window, double gamma) : WindowStatsScorer(window), gamma_(gamma) {}
   std::string name() const override { return "cake"; }
-  void add_taps(TapConfig& cfg, bool decode) const override {
-    if (decode)
-      cfg.last_row = true;
-    else
-      cfg.window = std::max(cfg.window, window_);
-  }
   void score(const HeadTaps& t, int, int, int, bool decode, std::span<float> out) const override {
     if (decode) return copy_last_row(t, out);
     std::fill(out.begin(), out.end(), 0.0f);
@@ -56,7 +57,6 @@ class CakeScorer : public TokenScorer {
   }
 
  private:
-  int window_;
   double gamma_;
 };
 
