@@ -37,6 +37,29 @@ TEST(KvStore, AppendsIntoPagesAndKeepsPositions) {
   EXPECT_EQ(static_cast<const float*>(kv.page_v(p1))[9], -499.0f);
 }
 
+TEST(KvStore, RawRowsRoundTripAcrossPageBoundaries) {
+  for (DType t : {DType::F32, DType::F16}) {
+    KvStore kv(layout(t));
+    const SeqId a = kv.create_sequence(), b = kv.create_sequence();
+    fill(kv, a, 1, 1, 11);
+    const size_t rb = kv.row_bytes();
+    std::vector<uint8_t> k(7 * rb), v(7 * rb);
+    kv.copy_rows(a, 1, 1, 3, 7, k.data(), v.data());  // slots 3..9: three pages
+    fill(kv, b, 1, 1, 2, 3);                          // b's list starts mid-page
+    kv.append_rows(b, 1, 1, k.data(), v.data(), 7, 5);
+    ASSERT_EQ(kv.head_len(b, 1, 1), 9);
+    std::vector<float> ka(8), va(8), kb(8), vb(8);
+    for (int i = 0; i < 7; ++i) {
+      kv.read_slot(a, 1, 1, 3 + i, ka.data(), va.data());
+      kv.read_slot(b, 1, 1, 2 + i, kb.data(), vb.data());
+      EXPECT_EQ(ka, kb);
+      EXPECT_EQ(va, vb);
+      EXPECT_EQ(kv.slot_position(b, 1, 1, 2 + i), 5 + i);
+    }
+    EXPECT_THROW(kv.copy_rows(a, 1, 1, 8, 4, k.data(), v.data()), Error);
+  }
+}
+
 TEST(KvStore, RetainCompactsAndReleasesPages) {
   KvStore kv(layout());
   const SeqId s = kv.create_sequence();

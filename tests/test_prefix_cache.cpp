@@ -2,6 +2,8 @@
 // promotion, chain hashes of token blocks, and metadata size.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "prefix/block_hash.h"
 #include "prefix/prefix_cache.h"
 
@@ -66,6 +68,29 @@ TEST(PrefixCache, EvictedBlocksDemoteAndHitsPromote) {
   c.release(r, 3);
   EXPECT_EQ(c.metrics().tiers[1].hits, 2u);
   EXPECT_EQ(c.metrics().tiers[0].evictions, 4u);
+}
+
+TEST(PrefixCache, ReportsEveryMoveBetweenTiers) {
+  std::vector<std::tuple<BlockKey, int, int>> moves;
+  PrefixCacheConfig cfg;
+  cfg.tiers = {{"t0", 2, 0}, {"t1", 1, 0}};
+  cfg.on_move = [&](BlockKey k, int from, int to) { moves.emplace_back(k, from, to); };
+  PrefixCache c(cfg);
+  const std::vector<BlockKey> a{1, 2}, b{3};
+  c.release(c.acquire(a, 0, 1), 1);
+  EXPECT_TRUE(moves.empty());  // insertions are not moves
+  c.release(c.acquire(b, 0, 2), 2);
+  // LRU victim 2 (tail released first) goes down a tier.
+  ASSERT_EQ(moves.size(), 1u);
+  EXPECT_EQ(moves[0], std::make_tuple(BlockKey{2}, 0, 1));
+  c.release(c.acquire(std::vector<BlockKey>{4}, 0, 3), 3);
+  // 1 is demoted; the full lower tier drops 2 for it.
+  ASSERT_EQ(moves.size(), 3u);
+  EXPECT_EQ(moves[1], std::make_tuple(BlockKey{2}, 1, -1));
+  EXPECT_EQ(moves[2], std::make_tuple(BlockKey{1}, 0, 1));
+  c.release(c.acquire(std::vector<BlockKey>{1}, 0, 4), 4);  // hit in tier 1: promoted (3 demoted, 1 dropped first)
+  EXPECT_EQ(moves.back(), std::make_tuple(BlockKey{1}, 1, 0));
+  EXPECT_EQ(c.tier_of(1), 0);
 }
 
 TEST(PrefixCache, ChainHashesIdentifyPrefixes) {

@@ -28,7 +28,33 @@ class Server : public ::testing::Test {
     EngineOptions o;
     o.threads = 2;
     engine_ = std::make_unique<Engine>(*model_, o);
-    sched_ = std::make_unique<Scheduler>(*engine_, SchedulerOptions{8, 32, 64, 0});
+    sched_ = std::make_unique<Scheduler>(*engine_, SchedulerOptions{8, 32, 64, 0, nullptr});
+  }
+  void use_prefix_cache(size_t blocks) {
+    LivePrefixOptions po;
+    po.memory_blocks = blocks;
+    po.block_tokens = 8;
+    SchedulerOptions o{8, 32, 64, 0, std::make_shared<LivePrefixCache>(engine_->kv().layout(), po)};
+    sched_ = std::make_unique<Scheduler>(*engine_, o);
+  }
+  // Sends a request on a plain socket and closes it at once (or after the first bytes of the answer).
+  void post_and_hang_up(const json& body, bool wait_for_bytes) {
+    const std::string payload = body.dump();
+    const std::string request =
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(payload.size()) + "\r\n\r\n" + payload;
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()) && wait_for_bytes) {
+      char buf[64];
+      (void)!read(fd, buf, sizeof buf);
+    }
+    close(fd);
   }
   void start(ServerOptions so = {}) {
     so.port = 0;
@@ -207,7 +233,7 @@ TEST_F(Server, SixteenStreamingClientsSomeHangingUp) {
   for (const auto& p : prompts) expected.push_back(greedy_text(p, 32));
   std::vector<std::thread> clients;
   std::vector<std::string> got(16);
-  std::vector<int> status(16, 0);
+  std::vector<int> status(16, 0);  // hang-ups keep 0
   for (int i = 0; i < 16; ++i)
     clients.emplace_back([&, i] {
       auto c = client();
@@ -217,22 +243,7 @@ TEST_F(Server, SixteenStreamingClientsSomeHangingUp) {
                          {"stream", true}};
       if (i % 4 == 3) {
         // Hang up after the first bytes of the stream, with a plain socket.
-        const std::string payload = body.dump();
-        const std::string request =
-            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            "Content-Length: " +
-            std::to_string(payload.size()) + "\r\n\r\n" + payload;
-        const int fd = socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_port = htons(static_cast<uint16_t>(port_));
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-            write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-          char buf[64];
-          status[static_cast<size_t>(i)] = read(fd, buf, sizeof buf) > 0 ? -1 : -2;
-        }
-        close(fd);
+        post_and_hang_up(body, true);
         return;
       }
       auto r = c.Post("/v1/completions", body.dump(), "application/json");
@@ -256,6 +267,56 @@ TEST_F(Server, SixteenStreamingClientsSomeHangingUp) {
   EXPECT_EQ(st.kv_bytes, 0u);  // the pool is back to idle: no leaked pages
   EXPECT_EQ(st.completed + st.cancelled, 16);
   EXPECT_GE(st.completed, 12);
+}
+
+TEST_F(Server, PrefixCacheIsLiveAndReportedInUsageAndMetrics) {
+  use_prefix_cache(64);
+  start();
+  const std::string prompt =
+      "Once upon a time, there was a little girl named Lily. She liked to play in the park with her friends.";
+  const json body = {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}};
+  const json first = post("/v1/completions", body);
+  const json second = post("/v1/completions", body);
+  EXPECT_EQ(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  const int cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+  const int prompt_tokens = second["usage"]["prompt_tokens"].get<int>();
+  EXPECT_EQ(cached, (prompt_tokens - 1) / 8 * 8);
+  EXPECT_EQ(second["choices"][0]["text"], first["choices"][0]["text"]);
+  EXPECT_EQ(second["choices"][0]["text"], greedy_text(prompt, 12));
+  // A different tenant salt misses; the metrics count per tier.
+  json salted = body;
+  salted["cache_salt"] = "tenant-b";
+  EXPECT_EQ(post("/v1/completions", salted)["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  auto r = client().Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("kvwise_prefix_hits_total{tier=\"memory\"} " + std::to_string(cached / 8)), std::string::npos)
+      << r->body;
+  EXPECT_NE(r->body.find("kvwise_prefix_cached_tokens_total " + std::to_string(cached)), std::string::npos);
+}
+
+TEST_F(Server, NonStreamingClientThatHangsUpIsCancelled) {
+  ServerOptions so;
+  so.heartbeat_after = 0;
+  so.heartbeat_every = 0.005;
+  start(so);
+  // 480 tokens past any end of text: long enough to be running when the hang-up is noticed.
+  post_and_hang_up({{"prompt", "Once upon a time"}, {"max_tokens", 480}, {"ignore_eos", true}, {"temperature", 0}},
+                   false);
+  sched_->wait_idle();
+  // Wait for the submission to have happened (the handler may still be parsing when wait_idle returns).
+  for (int i = 0; i < 200 && sched_->stats().requests == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  sched_->wait_idle();
+  const SchedulerStats st = sched_->stats();
+  EXPECT_EQ(st.requests, 1);
+  EXPECT_EQ(st.cancelled, 1);
+  EXPECT_LT(st.generated_tokens, 480);
+  EXPECT_EQ(st.kv_bytes, 0u);
+  // A patient client gets the whole body (after some heartbeat spaces) and exactly max_tokens tokens.
+  const json whole =
+      post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 300}, {"ignore_eos", true}});
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 300);
+  EXPECT_EQ(whole["choices"][0]["finish_reason"], "length");
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ TEST_F(SchedulerOnStories, BatchedGreedyEqualsSequentialGeneration) {
     expected.push_back(generate(*engine_, prompt(t), 24, s).tokens);
   }
   std::vector<std::promise<Completion>> done(texts.size());
-  Scheduler sched(*engine_, {4, 64, 16, 0});  // small prefill chunks: prefill and decode interleave
+  Scheduler sched(*engine_, {4, 64, 16, 0, nullptr});  // small prefill chunks: prefill and decode interleave
   for (size_t i = 0; i < texts.size(); ++i) {
     ServeRequest r;
     r.prompt = prompt(texts[i]);
@@ -77,7 +77,7 @@ TEST_F(SchedulerOnStories, CancellationFreesTheSequence) {
   std::atomic<int> tokens{0};
   uint64_t id = 0;
   std::promise<void> first;
-  Scheduler sched(*engine_, {2, 8, 64, 0});
+  Scheduler sched(*engine_, {2, 8, 64, 0, nullptr});
   ServeRequest r;
   r.prompt = prompt("Once upon a time");
   r.max_tokens = 400;
@@ -101,7 +101,7 @@ TEST_F(SchedulerOnStories, FullQueueAndBadRequestsAreRefused) {
   std::vector<std::promise<Completion>> done(2);  // outlives the scheduler
   std::promise<void> started;
   std::atomic<bool> first{true};
-  Scheduler sched(*engine_, {1, 1, 64, 0});
+  Scheduler sched(*engine_, {1, 1, 64, 0, nullptr});
   for (int i = 0; i < 2; ++i) {
     ServeRequest r;
     r.prompt = prompt("Once upon a time");
@@ -142,7 +142,7 @@ TEST_F(SchedulerOnStories, StopStringsEndGenerationAndAreHeldBack) {
   const auto run = [&](std::vector<std::string> stop) {
     std::promise<Completion> done;
     std::string streamed;
-    Scheduler sched(*engine_, {2, 8, 64, 0});
+    Scheduler sched(*engine_, {2, 8, 64, 0, nullptr});
     ServeRequest r;
     r.prompt = prompt("Once upon a time");
     r.max_tokens = 30;
@@ -171,7 +171,7 @@ TEST_F(SchedulerOnStories, EachRequestCarriesItsOwnPolicy) {
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "
       "saw a big red ball under a tree. She ran to the ball and kicked it very hard.");
   std::promise<Completion> full, snap;
-  Scheduler sched(*engine_, {4, 8, 64, 0});
+  Scheduler sched(*engine_, {4, 8, 64, 0, nullptr});
   ServeRequest a, b;
   a.prompt = b.prompt = p;
   a.max_tokens = b.max_tokens = 8;

@@ -16,6 +16,8 @@ void add_serve(CLI::App& app) {
     PolicyOptions pol;
     ServerOptions s;
     SchedulerOptions sched;
+    LivePrefixOptions prefix;
+    size_t prefix_bytes = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
@@ -29,12 +31,37 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-queue", o->sched.max_queue, "waiting requests before 503")->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--max-kv-bytes", o->sched.max_kv_bytes, "admit requests only while hot KV stays below this");
   cmd->add_option("--max-body", o->s.max_body_bytes, "largest request body in bytes (413 above)");
+  auto* blocks = cmd->add_option("--prefix-cache-blocks", o->prefix.memory_blocks,
+                                 "prefix cache capacity in blocks (0: no prefix cache)");
+  auto* bytes = cmd->add_option("--prefix-cache-bytes", o->prefix_bytes, "prefix cache capacity in KV bytes");
+  blocks->excludes(bytes);
+  bytes->excludes(blocks);
+  cmd->add_option("--block-tokens", o->prefix.block_tokens, "tokens per prefix-cache block")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--eviction", o->prefix.eviction,
+                  "prefix cache eviction policy: lru, fifo, lfu, s3fifo, gdsf, arc or wa");
+  cmd->add_option("--prefix-cache-disk", o->prefix.disk_dir,
+                  "directory for a second tier that evicted blocks are demoted to");
+  cmd->add_option("--prefix-cache-disk-blocks", o->prefix.disk_blocks, "capacity of the disk tier in blocks");
   cmd->callback([o] {
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
     Engine engine(*model, engine_options(o->m));
     o->sched.prefill_chunk = o->m.prefill_chunk;
     o->s.default_policy = policy;
+    if (o->prefix_bytes > 0 || o->prefix.memory_blocks > 0) {
+      if (o->prefix_bytes > 0) {
+        LivePrefixOptions one = o->prefix;
+        one.memory_blocks = 1;
+        const size_t block = LivePrefixCache(engine.kv().layout(), one).block_bytes();
+        o->prefix.memory_blocks = o->prefix_bytes / block;
+        KV_CHECK(o->prefix.memory_blocks > 0, "--prefix-cache-bytes {} is less than one block ({} bytes)",
+                 o->prefix_bytes, block);
+      }
+      o->sched.prefix_cache = std::make_shared<LivePrefixCache>(engine.kv().layout(), o->prefix);
+    } else {
+      KV_CHECK(o->prefix.disk_dir.empty(), "--prefix-cache-disk needs --prefix-cache-blocks or --prefix-cache-bytes");
+    }
     // SIGINT/SIGTERM end the server cleanly: a thread waits for them; every other thread blocks them.
     sigset_t signals;
     sigemptyset(&signals);
@@ -44,9 +71,12 @@ void add_serve(CLI::App& app) {
     Scheduler scheduler(engine, o->sched);
     HttpServer server(engine, scheduler, o->s);
     const int port = server.bind();
-    std::fprintf(stderr, "kvwise serve: %s on http://%s:%d (batch %d, queue %d, policy %s)\n",
+    const std::string cache = o->sched.prefix_cache ? fmt::format("{} blocks of {} tokens, {}", o->prefix.memory_blocks,
+                                                                  o->prefix.block_tokens, o->prefix.eviction)
+                                                    : std::string("off");
+    std::fprintf(stderr, "kvwise serve: %s on http://%s:%d (batch %d, queue %d, policy %s, prefix cache %s)\n",
                  model->file().path().c_str(), o->s.host.c_str(), port, o->sched.max_batch, o->sched.max_queue,
-                 policy->spec.c_str());
+                 policy->spec.c_str(), cache.c_str());
     std::printf("listening on %s:%d\n", o->s.host.c_str(), port);
     std::fflush(stdout);
     std::thread waiter([&] {

@@ -96,6 +96,41 @@ void KvStore::append(SeqId seq, int layer, int head, const float* k, const float
   ++h.len;
 }
 
+void KvStore::copy_rows(SeqId seq, int layer, int head, int slot0, int n, void* k, void* v) const {
+  const HeadList& h = list(seq, layer, head);
+  KV_CHECK(slot0 >= 0 && n >= 0 && slot0 + n <= h.len, "copy_rows: slots [{}, {}) out of range (head holds {})", slot0,
+           slot0 + n, h.len);
+  const int P = layout_.page_tokens;
+  auto* kd = static_cast<uint8_t*>(k);
+  auto* vd = static_cast<uint8_t*>(v);
+  for (int done = 0; done < n;) {
+    const int slot = slot0 + done, in_page = slot % P, m = std::min(n - done, P - in_page);
+    const uint8_t* page = pool_.data(h.pages[static_cast<size_t>(slot / P)]);
+    const size_t off = static_cast<size_t>(in_page) * row_bytes_, bytes = static_cast<size_t>(m) * row_bytes_;
+    std::memcpy(kd + static_cast<size_t>(done) * row_bytes_, page + off, bytes);
+    std::memcpy(vd + static_cast<size_t>(done) * row_bytes_, page + kv_bytes_ + off, bytes);
+    done += m;
+  }
+}
+
+void KvStore::append_rows(SeqId seq, int layer, int head, const void* k, const void* v, int n, int32_t pos0) {
+  HeadList& h = list(seq, layer, head);
+  const int P = layout_.page_tokens;
+  const auto* ks = static_cast<const uint8_t*>(k);
+  const auto* vs = static_cast<const uint8_t*>(v);
+  for (int done = 0; done < n;) {
+    const int in_page = h.len % P, m = std::min(n - done, P - in_page);
+    if (in_page == 0) h.pages.push_back(pool_.alloc());
+    const uint32_t page = h.pages.back();
+    const size_t bytes = static_cast<size_t>(m) * row_bytes_, src = static_cast<size_t>(done) * row_bytes_;
+    std::memcpy(slot_k(page, in_page), ks + src, bytes);
+    std::memcpy(slot_v(page, in_page), vs + src, bytes);
+    for (int i = 0; i < m; ++i) slot_pos(page)[in_page + i] = pos0 + done + i;
+    h.len += m;
+    done += m;
+  }
+}
+
 int KvStore::head_len(SeqId seq, int layer, int head) const {
   return list(seq, layer, head).len;
 }

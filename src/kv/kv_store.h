@@ -45,6 +45,13 @@ class KvStore {
   // Appends one token's key and value (hd floats each, converted to the store type) to a head's list.
   void append(SeqId seq, int layer, int head, const float* k, const float* v, int32_t pos);
 
+  // Raw rows in the store type (head_dim elements each): copies n slots' keys and values out of a head
+  // list from slot0 on, or appends n rows with positions pos0, pos0 + 1, ... (the prefix cache moves
+  // whole blocks of uncompressed KV this way, without converting).
+  void copy_rows(SeqId seq, int layer, int head, int slot0, int n, void* k, void* v) const;
+  void append_rows(SeqId seq, int layer, int head, const void* k, const void* v, int n, int32_t pos0);
+  size_t row_bytes() const { return row_bytes_; }
+
   int head_len(SeqId seq, int layer, int head) const;
   const std::vector<uint32_t>& head_pages(SeqId seq, int layer, int head) const;
   // Page accessors: K and V rows are head_dim elements of the store type; positions are int32.

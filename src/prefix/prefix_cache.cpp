@@ -63,10 +63,15 @@ bool PrefixCache::make_room(size_t t, double now, BlockKey incoming) {
     tier.index.erase(m.key);
     tier.table.remove(victim);
     --metrics_.tiers[t].resident;
+    int to = -1;
     if (t + 1 < tiers_.size()) {  // demote; the next tier makes its own room
       m.refs = 0;
-      if (make_room(t + 1, now, m.key)) insert(t + 1, m, now);
+      if (make_room(t + 1, now, m.key)) {
+        insert(t + 1, m, now);
+        to = static_cast<int>(t + 1);
+      }
     }
+    if (config_.on_move) config_.on_move(m.key, static_cast<int>(t), to);
   }
   return true;
 }
@@ -124,6 +129,7 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
       m.refs = 0;
       id = insert(0, m, now);
       if (t < 0) ++a.inserted;
+      if (t > 0 && config_.on_move) config_.on_move(key, t, 0);
     }
     ++top.table[id].refs;
     top.policy->set_next_use(id, nu);

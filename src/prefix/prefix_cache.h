@@ -6,6 +6,7 @@
 #pragma once
 #include <absl/container/flat_hash_map.h>
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -26,6 +27,9 @@ struct PrefixCacheConfig {
   std::string policy = "lru";
   PolicyOptions policy_options;  // capacity is set per tier
   bool chain = true;             // false: every present block counts ("holes" semantics)
+  // Called when a resident block changes tier, from -> to (to = -1: it left the cache). The live
+  // server moves the block's KV data along; the simulator has no data and leaves it empty.
+  std::function<void(BlockKey key, int from, int to)> on_move;
 };
 
 struct TierMetrics {

@@ -117,6 +117,7 @@ struct HttpServer::Impl {
     Parsed p;
     ServeRequest& r = p.req;
     r.max_tokens = field<int>(body, "max_tokens", field<int>(body, "max_completion_tokens", 16));
+    r.ignore_eos = field<bool>(body, "ignore_eos", false);
     if (r.max_tokens < 1) throw HttpError{400, "max_tokens must be at least 1", "invalid_request_error"};
     r.sampling.temperature = field<float>(body, "temperature", 1.0f);
     r.sampling.top_p = field<float>(body, "top_p", 1.0f);
@@ -142,8 +143,7 @@ struct HttpServer::Impl {
     p.stream = field<bool>(body, "stream", false);
     if (body.contains("stream_options") && body["stream_options"].is_object())
       p.include_usage = field<bool>(body["stream_options"], "include_usage", false);
-    // kvwise extensions: per-request compression. (kv_category and cache_salt are checked here and
-    // take effect once the prefix cache is live in the server.)
+    // kvwise extensions: per-request compression, the workload category WA evicts by, a tenant salt.
     const std::string spec = field<std::string>(body, "kv_policy", "");
     if (!spec.empty()) {
       std::string budget;
@@ -158,8 +158,9 @@ struct HttpServer::Impl {
     } else {
       r.policy = opt.default_policy;
     }
-    (void)field<std::string>(body, "kv_category", "");
-    (void)field<std::string>(body, "cache_salt", "");
+    r.kv_category = field<std::string>(body, "kv_category", "");
+    r.cache_salt = field<std::string>(body, "cache_salt", "");
+    if (r.kv_category.size() > 64) throw HttpError{400, "kv_category is longer than 64 bytes", "invalid_request_error"};
     return p;
   }
 
@@ -206,7 +207,7 @@ struct HttpServer::Impl {
     return {{"prompt_tokens", c.prompt_tokens},
             {"completion_tokens", n},
             {"total_tokens", c.prompt_tokens + n},
-            {"prompt_tokens_details", {{"cached_tokens", 0}}}};
+            {"prompt_tokens_details", {{"cached_tokens", c.cached_tokens}}}};
   }
 
   void observe(const Completion& c) {
@@ -238,6 +239,64 @@ struct HttpServer::Impl {
     }
   }
 
+  json completion_body(const Completion& c, const std::string& id, long created, bool chat) const {
+    json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      choice["text"] = c.text;
+    return json{{"id", id},
+                {"object", chat ? "chat.completion" : "text_completion"},
+                {"created", created},
+                {"model", opt.model_name},
+                {"choices", json::array({choice})},
+                {"usage", usage(c)}};
+  }
+
+  // A non-streaming answer. Quick requests get a plain response (any status). A request still running
+  // after opt.heartbeat_after is answered in chunks: a space (JSON allows leading white space) every
+  // opt.heartbeat_every until the body, so a client that went away is noticed at a failed write and
+  // its sequence freed. (cpp-httplib 0.11 has no other way to see a closed connection.)
+  void respond_whole(const std::shared_ptr<Channel>& ch, uint64_t sid, httplib::Response& res, const std::string& id,
+                     long created, bool chat) {
+    {
+      std::unique_lock<std::mutex> lk(ch->mu);
+      if (ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_after), [&] { return ch->done; })) {
+        const Completion& c = ch->result;
+        if (c.finish_reason == "error") return send_error(res, 500, c.error, "server_error");
+        res.set_content(completion_body(c, id, created, chat).dump(), "application/json");
+        return;
+      }
+    }
+    res.set_chunked_content_provider(
+        "application/json",
+        [this, ch, sid, id, created, chat](size_t, httplib::DataSink& sink) {
+          Completion c;
+          {
+            std::unique_lock<std::mutex> lk(ch->mu);
+            if (!ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_every), [&] { return ch->done; })) {
+              lk.unlock();
+              if (sink.write(" ", 1)) return true;
+              sched.cancel(sid);
+              return false;
+            }
+            c = ch->result;
+          }
+          const std::string body =
+              c.finish_reason == "error"
+                  ? json{{"error", {{"message", c.error}, {"type", "server_error"}, {"param", nullptr}, {"code", 500}}}}
+                        .dump()
+                  : completion_body(c, id, created, chat).dump();
+          sink.write(body.data(), body.size());
+          sink.done();
+          return true;
+        },
+        [this, ch, sid](bool success) {
+          std::lock_guard<std::mutex> lk(ch->mu);
+          if (!success && !ch->done) sched.cancel(sid);
+        });
+  }
+
   void run(Parsed& p, httplib::Response& res, bool chat) {
     auto ch = std::make_shared<Channel>();
     p.req.on_token = [ch](int32_t, const std::string& piece) {
@@ -257,26 +316,7 @@ struct HttpServer::Impl {
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(n);
     const long created = static_cast<long>(std::time(nullptr));
     const uint64_t sid = sched.submit(std::move(p.req));
-    if (!p.stream) {
-      std::unique_lock<std::mutex> lk(ch->mu);
-      ch->cv.wait(lk, [&] { return ch->done; });
-      const Completion& c = ch->result;
-      if (c.finish_reason == "error") return send_error(res, 500, c.error, "server_error");
-      json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
-      if (chat)
-        choice["message"] = {{"role", "assistant"}, {"content", c.text}};
-      else
-        choice["text"] = c.text;
-      res.set_content(json{{"id", id},
-                           {"object", chat ? "chat.completion" : "text_completion"},
-                           {"created", created},
-                           {"model", opt.model_name},
-                           {"choices", json::array({choice})},
-                           {"usage", usage(c)}}
-                          .dump(),
-                      "application/json");
-      return;
-    }
+    if (!p.stream) return respond_whole(ch, sid, res, id, created, chat);
     const bool include_usage = p.include_usage;
     auto first = std::make_shared<bool>(true);
     res.set_header("Cache-Control", "no-cache");
@@ -365,9 +405,44 @@ struct HttpServer::Impl {
     counter("kvwise_queue_length", "Requests waiting", s.queued, "gauge");
     counter("kvwise_running_sequences", "Sequences running", s.running, "gauge");
     counter("kvwise_kv_hot_bytes", "KV bytes held in memory", static_cast<double>(s.kv_bytes), "gauge");
+    counter("kvwise_compression_seconds_total", "Time spent scoring, budgeting and selecting KV",
+            s.compression_seconds);
+    if (const LivePrefixCache* pc = sched.prefix_cache()) m += prefix_metrics(pc->metrics());
     m += ttft.render("kvwise_time_to_first_token_seconds", "Time from request to first token");
     m += itl.render("kvwise_inter_token_latency_seconds", "Mean time between generated tokens per request");
     m += e2e.render("kvwise_request_duration_seconds", "Time from request to the last token");
+    return m;
+  }
+
+  static std::string prefix_metrics(const LivePrefixMetrics& pm) {
+    std::string m;
+    const auto one = [&](const char* name, const char* help, const char* type, double v) {
+      m += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+    };
+    const auto per_tier = [&](const char* name, const char* help, const char* type, auto value) {
+      m += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+      for (size_t t = 0; t < pm.tier_names.size(); ++t)
+        m += fmt::format("{}{{tier=\"{}\"}} {}\n", name, pm.tier_names[t], static_cast<double>(value(t)));
+    };
+    one("kvwise_prefix_lookups_total", "Prompts looked up in the prefix cache", "counter",
+        static_cast<double>(pm.lookups));
+    one("kvwise_prefix_lookup_blocks_total", "Full prompt blocks looked up", "counter",
+        static_cast<double>(pm.lookup_blocks));
+    one("kvwise_prefix_cached_tokens_total", "Prompt tokens loaded from the cache instead of computed", "counter",
+        static_cast<double>(pm.cached_tokens));
+    one("kvwise_prefix_block_bytes", "KV bytes of one cached block", "gauge", static_cast<double>(pm.block_bytes));
+    per_tier("kvwise_prefix_hits_total", "Blocks found (unbroken prefix)", "counter",
+             [&](size_t t) { return pm.cache.tiers[t].hits; });
+    per_tier("kvwise_prefix_insertions_total", "Blocks inserted", "counter",
+             [&](size_t t) { return pm.cache.tiers[t].insertions; });
+    per_tier("kvwise_prefix_evictions_total", "Blocks evicted (from the first tier: demoted)", "counter",
+             [&](size_t t) { return pm.cache.tiers[t].evictions; });
+    per_tier("kvwise_prefix_resident_blocks", "Blocks resident", "gauge",
+             [&](size_t t) { return pm.cache.tiers[t].resident; });
+    per_tier("kvwise_prefix_capacity_blocks", "Block capacity", "gauge",
+             [&](size_t t) { return pm.cache.tiers[t].capacity; });
+    per_tier("kvwise_kv_cold_bytes", "KV bytes of cached prefix blocks", "gauge",
+             [&](size_t t) { return t == 0 ? pm.memory_bytes : pm.disk_bytes; });
     return m;
   }
 

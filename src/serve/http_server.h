@@ -19,6 +19,9 @@ struct ServerOptions {
   std::string api_key;  // empty: no authentication
   size_t max_body_bytes = 1 << 20;
   int http_threads = 64;
+  // A non-streaming request still running after heartbeat_after seconds is answered in chunks, with a
+  // space every heartbeat_every seconds, so that a client that hangs up is noticed (and cancelled).
+  double heartbeat_after = 1.0, heartbeat_every = 0.5;
   std::shared_ptr<const KvPolicy> default_policy;  // when a request names none
 };
 

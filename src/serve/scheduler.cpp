@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "prefix/block_hash.h"
 
 namespace kvwise {
 
@@ -24,6 +25,8 @@ struct Scheduler::Active {
   std::atomic<bool> cancelled{false};
   bool done = false;
   double t_submit = 0, t_admit = 0, t_first = 0;
+  PrefixLease lease;
+  std::shared_ptr<KvCompressor> compressor;
   Completion result;
 
   Active(uint64_t id_, ServeRequest r) : id(id_), req(std::move(r)), sampler(req.sampling) {}
@@ -103,6 +106,9 @@ void Scheduler::finish(Active& a, const std::string& reason, const std::string& 
     a.seq = -1;
   }
   const double now = now_seconds();
+  if (opt_.prefix_cache) opt_.prefix_cache->release(a.lease, now);
+  if (a.compressor)
+    a.result.compression_seconds = a.compressor->report().prefill_seconds + a.compressor->report().decode_seconds;
   a.result.finish_reason = reason;
   a.result.error = error;
   a.result.seconds = now - a.t_submit;
@@ -123,8 +129,25 @@ void Scheduler::finish(Active& a, const std::string& reason, const std::string& 
     else
       ++stats_.completed;
     stats_.generated_tokens += static_cast<long>(a.result.tokens.size());
+    stats_.compression_seconds += a.result.compression_seconds;
   }
   if (a.req.on_done) a.req.on_done(a.result);
+}
+
+// Loads the prompt's cached leading blocks into the new sequence (its prefill starts after them) and
+// lets the blocks it completes be captured before the compressor changes them.
+void Scheduler::admit_cached_prefix(Active& a, std::shared_ptr<SequenceObserver> compressor) {
+  LivePrefixCache& cache = *opt_.prefix_cache;
+  const auto& p = a.req.policy;
+  // A compressing policy scores with its observation window: those queries must be computed.
+  const int min_compute =
+      p && !p->full ? std::max(1, sequence_shape(*p, static_cast<int>(a.req.prompt.size())).window) : 1;
+  a.lease =
+      cache.acquire(a.req.prompt, prefix::salt_of(a.req.cache_salt), a.req.kv_category, now_seconds(), min_compute);
+  cache.load(engine_.kv(), a.seq, a.lease);
+  a.prefilled = static_cast<size_t>(a.lease.cached_tokens());
+  a.result.cached_tokens = a.lease.cached_tokens();
+  engine_.observe(a.seq, cache.capture_observer(a.lease, std::move(compressor)));
 }
 
 void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
@@ -173,7 +196,7 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
     }
     const int32_t next = a.sampler.sample(logits.data() + i * static_cast<size_t>(V), V);
     if (a.t_first == 0) a.t_first = now_seconds();
-    if (tok.is_end_of_generation(next)) {
+    if (tok.is_end_of_generation(next) && !a.req.ignore_eos) {
       finish(a, "stop");
       continue;
     }
@@ -256,7 +279,9 @@ void Scheduler::run() {
       a->t_admit = now_seconds();
       try {
         a->seq = engine_.new_sequence();
-        attach_policy(engine_, a->seq, a->req.policy, static_cast<int>(a->req.prompt.size()));
+        const int P = static_cast<int>(a->req.prompt.size());
+        a->compressor = attach_policy(engine_, a->seq, a->req.policy, P);
+        if (opt_.prefix_cache) admit_cached_prefix(*a, a->compressor);
       } catch (const std::exception& e) {
         finish(*a, "error", e.what());
       }

@@ -17,6 +17,7 @@
 #include "compress/pipeline.h"
 #include "model/forward.h"
 #include "model/sampler.h"
+#include "serve/live_prefix_cache.h"
 
 namespace kvwise {
 
@@ -26,20 +27,25 @@ struct Completion {
   std::string finish_reason;  // stop | length | cancelled | error
   std::string error;
   int prompt_tokens = 0;
-  double queue_seconds = 0;  // submit -> admitted
-  double ttft_seconds = 0;   // submit -> first token
-  double seconds = 0;        // submit -> done
-  size_t kv_bytes_peak = 0;  // hot KV bytes of the sequence after prefill (compression included)
+  int cached_tokens = 0;           // prompt tokens loaded from the prefix cache instead of computed
+  double queue_seconds = 0;        // submit -> admitted
+  double ttft_seconds = 0;         // submit -> first token
+  double seconds = 0;              // submit -> done
+  size_t kv_bytes_peak = 0;        // hot KV bytes of the sequence after prefill (compression included)
+  double compression_seconds = 0;  // the policy's scoring, budgeting and selection
 };
 
 struct ServeRequest {
   std::vector<int32_t> prompt;
   int max_tokens = 16;
+  bool ignore_eos = false;  // generate max_tokens tokens even past end-of-generation (benchmarks)
   SamplerParams sampling;
   std::shared_ptr<const KvPolicy> policy;  // null or full: no compression
   // Generation ends before the first occurrence of any of these (not included in the text). Text
   // that could still become a stop string is held back from on_token until it cannot.
   std::vector<std::string> stop;
+  std::string cache_salt;   // isolates a tenant's prefix blocks from everyone else's
+  std::string kv_category;  // workload category for the WA eviction policy (empty: inferred)
   // Run on the scheduler thread; keep them short. on_token gets each token and the text it makes final
   // (token -1: text held back for a stop string, released when the request ends).
   std::function<void(int32_t token, const std::string& piece)> on_token;
@@ -47,10 +53,11 @@ struct ServeRequest {
 };
 
 struct SchedulerOptions {
-  int max_batch = 8;        // running sequences
-  int max_queue = 64;       // waiting requests; more are refused
-  int prefill_chunk = 256;  // prompt tokens per step over all prefilling sequences
-  size_t max_kv_bytes = 0;  // admission limit on hot KV bytes (0: none)
+  int max_batch = 8;                              // running sequences
+  int max_queue = 64;                             // waiting requests; more are refused
+  int prefill_chunk = 256;                        // prompt tokens per step over all prefilling sequences
+  size_t max_kv_bytes = 0;                        // admission limit on hot KV bytes (0: none)
+  std::shared_ptr<LivePrefixCache> prefix_cache;  // null: every prompt is computed in full
 };
 
 struct SchedulerStats {
@@ -59,6 +66,7 @@ struct SchedulerStats {
   long prompt_tokens = 0, generated_tokens = 0;
   long steps = 0;
   size_t kv_bytes = 0;
+  double compression_seconds = 0;
 };
 
 class QueueFull : public std::runtime_error {
@@ -78,12 +86,14 @@ class Scheduler {
   // The request ends with finish_reason "cancelled" and its sequence is freed at the next step.
   void cancel(uint64_t id);
   SchedulerStats stats() const;
+  const LivePrefixCache* prefix_cache() const { return opt_.prefix_cache.get(); }
   void wait_idle();  // until nothing is queued or running
 
  private:
   struct Active;
   void run();
   void step(std::vector<std::shared_ptr<Active>>& running);
+  void admit_cached_prefix(Active& a, std::shared_ptr<SequenceObserver> compressor);
   void finish(Active& a, const std::string& reason, const std::string& error = {});
 
   Engine& engine_;

@@ -1,0 +1,111 @@
+// The prefix cache of src/prefix made live: its blocks carry real KV data. A block is one
+// block_tokens-long run of a prompt's uncompressed keys and values over every layer and KV head,
+// captured while the prompt is prefilled (before a compression policy touches the layer) and copied
+// into later sequences that start with the same tokens, which then skip that prefill. The metadata
+// cache decides what stays (eviction policy, pinning, tiers); this class moves the data with it:
+// tier 0 holds blocks in memory, an optional tier 1 holds them as files in a directory.
+#pragma once
+#include <absl/container/flat_hash_map.h>
+#include <absl/container/flat_hash_set.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv/kv_store.h"
+#include "model/forward.h"
+#include "prefix/prefix_cache.h"
+
+namespace kvwise {
+
+struct LivePrefixOptions {
+  int block_tokens = 32;
+  size_t memory_blocks = 0;  // tier 0 capacity (0: no prefix cache)
+  std::string disk_dir;      // tier 1 (optional): one file per block in this directory
+  size_t disk_blocks = 0;
+  std::string eviction = "lru";  // any policy of prefix::policy_names() except the offline "belady"
+  prefix::PolicyOptions policy_options;
+};
+
+// One request's hold on the cache, from lookup until the request ends.
+struct PrefixLease {
+  prefix::Admission admission;
+  std::vector<prefix::BlockKey> keys;  // of the prompt's full blocks
+  uint16_t category = 0;
+  int usable_blocks = 0;  // leading blocks whose KV is loaded into the sequence
+  int block_tokens = 0;
+  std::vector<std::pair<int, prefix::BlockKey>> capture;  // (block index, key) this prefill fills in
+  bool active = false;
+  int cached_tokens() const { return usable_blocks * block_tokens; }
+};
+
+struct LivePrefixMetrics {
+  prefix::CacheMetrics cache;  // per tier: hits, insertions, evictions, resident, capacity
+  std::vector<std::string> tier_names;
+  uint64_t lookups = 0, lookup_blocks = 0;
+  uint64_t cached_tokens = 0;  // prompt tokens whose prefill was skipped
+  uint64_t loaded_blocks = 0, captured_blocks = 0;
+  uint64_t disk_errors = 0;
+  size_t memory_bytes = 0, disk_bytes = 0;  // KV data held per tier
+  size_t block_bytes = 0;
+};
+
+class LivePrefixCache {
+ public:
+  LivePrefixCache(const KvLayout& layout, const LivePrefixOptions& options);
+  ~LivePrefixCache();
+  LivePrefixCache(const LivePrefixCache&) = delete;
+  LivePrefixCache& operator=(const LivePrefixCache&) = delete;
+
+  int block_tokens() const { return opt_.block_tokens; }
+  size_t block_bytes() const { return block_bytes_; }
+
+  // Looks the prompt's blocks up and pins them. The usable prefix is the unbroken run of leading
+  // blocks whose data is complete, leaving at least min_compute prompt tokens to compute (at least
+  // one: the last token's logits; a compression policy needs its observation window). category: a
+  // name given by the client, or empty to infer "first"/"follow-up" from whether the prompt's second
+  // block is known (the rule `kvwise sim --categories turn` uses).
+  PrefixLease acquire(std::span<const int32_t> prompt, uint64_t salt, const std::string& category, double now,
+                      int min_compute = 1);
+  // Copies the usable blocks into an empty sequence and moves its next position past them.
+  void load(KvStore& kv, SeqId seq, const PrefixLease& lease);
+  // An observer for the sequence that captures the prompt blocks it completes, layer by layer, then
+  // hands every event to `inner` (a compressor, or null): a compressed working copy never enters the
+  // cache. The lease must outlive the sequence's prefill.
+  std::shared_ptr<SequenceObserver> capture_observer(const PrefixLease& lease, std::shared_ptr<SequenceObserver> inner);
+  void release(PrefixLease& lease, double now);
+
+  LivePrefixMetrics metrics() const;
+  std::vector<std::string> category_names() const;
+
+ private:
+  struct Block {
+    std::unique_ptr<uint8_t[]> data;
+    std::vector<bool> layer_done;
+    int layers = 0;
+    bool ready() const { return layers == static_cast<int>(layer_done.size()); }
+  };
+  class Capture;
+  friend class Capture;
+  void store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key);
+  void on_move(prefix::BlockKey key, int from, int to);
+  std::string disk_path(prefix::BlockKey key) const;
+  uint16_t category_id(const std::string& name);
+  size_t head_offset(int layer, int head) const;
+
+  KvLayout layout_;
+  LivePrefixOptions opt_;
+  size_t row_bytes_ = 0, block_bytes_ = 0;
+  mutable std::mutex mu_;
+  std::unique_ptr<prefix::PrefixCache> cache_;
+  absl::flat_hash_map<prefix::BlockKey, Block> memory_;
+  absl::flat_hash_set<prefix::BlockKey> disk_;
+  std::map<std::string, uint16_t> categories_;
+  std::vector<std::string> category_names_;
+  LivePrefixMetrics m_;
+};
+
+}  // namespace kvwise
