@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git
   libopenblas-dev libopenblas0-pthread libcli11-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
-  libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev python3 python3-numpy)
+  libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev python3 python3-numpy
+  nodejs)  # nodejs: the OpenAI Node client's integration test (tests/node)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

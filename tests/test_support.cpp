@@ -1,5 +1,6 @@
 #include "test_support.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,6 +53,49 @@ RunResult run_kvwise(const std::string& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = read_file(out);
   r.err = read_file(err);
+  return r;
+}
+
+ServerProcess start_server(const std::string& args) {
+  int out[2];
+  if (pipe(out) != 0) return {};
+  const std::string cmd = std::string("exec ") + KVWISE_BINARY + " serve --port 0 " + args;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  ServerProcess s;
+  s.pid = pid;
+  std::string line;
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  close(out[0]);  // the server writes nothing else to stdout
+  const size_t colon = line.rfind(':');
+  if (line.rfind("listening on ", 0) == 0 && colon != std::string::npos) s.port = std::atoi(line.c_str() + colon + 1);
+  return s;
+}
+
+int stop_server(ServerProcess& s) {
+  if (s.pid <= 0) return -1;
+  kill(s.pid, SIGTERM);
+  int status = 0;
+  waitpid(s.pid, &status, 0);
+  s.pid = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+RunResult run_command(const std::string& cmd) {
+  static int counter = 0;
+  const std::string out = temp_path("cmd" + std::to_string(counter++) + ".out");
+  const int status = std::system((cmd + " > '" + out + "'").c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out);
   return r;
 }
 

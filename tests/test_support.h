@@ -29,6 +29,16 @@ struct RunResult {
 };
 // Runs the kvwise binary with the given argument string (shell-quoted by the caller).
 RunResult run_kvwise(const std::string& args);
+// `kvwise serve ARGS --port 0` as a child process; port from its "listening on HOST:PORT" line.
+struct ServerProcess {
+  int pid = -1;
+  int port = 0;
+};
+ServerProcess start_server(const std::string& args);
+int stop_server(ServerProcess& s);  // SIGTERM, then its exit code (128 + signal if killed)
+// Runs a shell command, returning its exit code and stdout.
+RunResult run_command(const std::string& cmd);
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
 

@@ -1,6 +1,8 @@
 // kvwise serve: the OpenAI-compatible HTTP server over the continuous-batching scheduler.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <thread>
 
@@ -44,6 +46,18 @@ void add_serve(CLI::App& app) {
                   "directory for a second tier that evicted blocks are demoted to");
   cmd->add_option("--prefix-cache-disk-blocks", o->prefix.disk_blocks, "capacity of the disk tier in blocks");
   cmd->callback([o] {
+    // SIGINT/SIGTERM end the server cleanly. A handler (not a blocked mask: OpenBLAS starts threads
+    // before main, and any of them may receive the signal) writes to a pipe that a thread waits on.
+    static int stop_pipe[2] = {-1, -1};
+    KV_CHECK(pipe(stop_pipe) == 0, "cannot create a pipe");
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      const char c = 's';
+      (void)!write(stop_pipe[1], &c, 1);
+    };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
     Engine engine(*model, engine_options(o->m));
@@ -62,12 +76,6 @@ void add_serve(CLI::App& app) {
     } else {
       KV_CHECK(o->prefix.disk_dir.empty(), "--prefix-cache-disk needs --prefix-cache-blocks or --prefix-cache-bytes");
     }
-    // SIGINT/SIGTERM end the server cleanly: a thread waits for them; every other thread blocks them.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     Scheduler scheduler(engine, o->sched);
     HttpServer server(engine, scheduler, o->s);
     const int port = server.bind();
@@ -80,13 +88,16 @@ void add_serve(CLI::App& app) {
     std::printf("listening on %s:%d\n", o->s.host.c_str(), port);
     std::fflush(stdout);
     std::thread waiter([&] {
-      int sig = 0;
-      sigwait(&signals, &sig);
+      char c = 0;
+      while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
+      }
       server.stop();
     });
     server.serve();
-    pthread_kill(waiter.native_handle(), SIGTERM);
+    const char c = 'x';  // serve() may also end on its own: wake the waiter
+    (void)!write(stop_pipe[1], &c, 1);
     waiter.join();
+    std::fprintf(stderr, "kvwise serve: stopped\n");
   });
 }
 
