@@ -53,5 +53,6 @@ void add_sim(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_loadgen(CLI::App& app);
 
 }  // namespace kvwise::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   kvwise::cli::add_eval(app);
   kvwise::cli::add_profile(app);
   kvwise::cli::add_serve(app);
+  kvwise::cli::add_loadgen(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -457,16 +457,17 @@ struct HttpServer::Impl {
     });
     srv.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
-      res.set_content(
-          json{{"object", "list"},
-               {"data",
-                json::array({{{"id", opt.model_name},
-                              {"object", "model"},
-                              {"created", 0},
-                              {"owned_by", "kvwise"},
-                              {"meta", {{"n_ctx", engine.ctx()}, {"chat_format", chat_format_name(chat_format)}}}}})}}
-              .dump(),
-          "application/json");
+      res.set_content(json{{"object", "list"},
+                           {"data", json::array({{{"id", opt.model_name},
+                                                  {"object", "model"},
+                                                  {"created", 0},
+                                                  {"owned_by", "kvwise"},
+                                                  {"meta",
+                                                   {{"n_ctx", engine.ctx()},
+                                                    {"n_vocab", engine.model().config().n_vocab},
+                                                    {"chat_format", chat_format_name(chat_format)}}}}})}}
+                          .dump(),
+                      "application/json");
     });
     srv.Post("/v1/completions",
              [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
