@@ -90,6 +90,8 @@ void add_loadgen(CLI::App& app) {
   cmd->add_option("--concurrency", o->target.max_concurrency, "most requests in flight")->check(CLI::Range(1, 4096));
   cmd->add_option("--first", o->scale.first, "first trace request replayed");
   cmd->add_option("--requests", o->scale.count, "requests replayed")->check(CLI::Range(1, 10000000));
+  cmd->add_option("--sample", o->scale.sample, "keep one conversation in N (divides the rate, keeps prefixes)")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--time-scale", o->scale.time_scale, "replayed time = trace time x this (0.5: twice the rate)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--block-tokens", o->scale.block_tokens, "tokens of one trace block in the synthesized prompts")
@@ -149,6 +151,8 @@ void add_loadgen(CLI::App& app) {
               {"scale",
                {{"first", o->scale.first},
                 {"time_scale", o->scale.time_scale},
+                {"sample", o->scale.sample},
+                {"requests", o->scale.count},
                 {"block_tokens", o->scale.block_tokens},
                 {"output_scale", o->scale.output_scale},
                 {"max_output", o->scale.max_output},

@@ -29,7 +29,7 @@ void block_tokens_of(prefix::BlockKey id, const LoadScale& s, int n, std::vector
 std::vector<LoadRequest> scale_trace(const sim::Trace& trace, const LoadScale& s) {
   KV_CHECK(s.vocab > s.token_lo + 1, "the vocabulary size ({}) must exceed the lowest token id ({})", s.vocab,
            s.token_lo);
-  KV_CHECK(s.block_tokens > 0 && s.time_scale > 0 && s.min_output >= 1 && s.max_output >= s.min_output,
+  KV_CHECK(s.block_tokens > 0 && s.time_scale > 0 && s.sample >= 1 && s.min_output >= 1 && s.max_output >= s.min_output,
            "bad scaling options");
   KV_CHECK(s.first < trace.requests.size(), "the trace has {} requests; cannot start at {}", trace.requests.size(),
            s.first);
@@ -42,6 +42,8 @@ std::vector<LoadRequest> scale_trace(const sim::Trace& trace, const LoadScale& s
   for (size_t i = s.first; i < end; ++i) {
     const sim::TraceRequest& r = trace.requests[i];
     if (r.blocks.empty()) continue;
+    const prefix::BlockKey group = r.blocks.size() > 1 ? r.blocks[1] : r.blocks[0];
+    if (s.sample > 1 && (group * 0xff51afd7ed558ccdULL >> 33) % static_cast<uint64_t>(s.sample) != 0) continue;
     LoadRequest q;
     q.time = (r.time - t0) * s.time_scale;
     q.trace_input = r.input_tokens;

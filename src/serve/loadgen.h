@@ -16,7 +16,11 @@ namespace kvwise {
 
 struct LoadScale {
   size_t first = 0;         // first trace request replayed
-  size_t count = 200;       // requests replayed
+  size_t count = 200;       // trace requests considered (before sampling)
+  // Keep one conversation in `sample`: requests whose second block id (the first after a shared
+  // root; the first id for one-block prompts) hashes to 0 modulo sample. Divides the rate while
+  // keeping each kept conversation's whole prefix structure.
+  int sample = 1;
   double time_scale = 1.0;  // replayed arrival = (trace time - first's time) * time_scale
   int block_tokens = 16;    // tokens of one trace block in the synthesized prompts
   double output_scale = 1.0 / 16;
