@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "compress/registry.h"
 #include "model/generate.h"
 #include "serve/http_server.h"
 #include "test_support.h"
@@ -140,6 +141,16 @@ TEST_F(Server, CompletionsEqualGenerateAndReportUsage) {
             {"kv_policy", "snapkv(window=8)"},
             {"kv_budget", 0.5}});
   EXPECT_EQ(pol["usage"]["completion_tokens"], 8);
+  {  // the same policy through `generate`
+    const auto prompt = model_->tokenizer().encode(
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", true);
+    const auto policy = make_policy("snapkv(window=8)", Budget::parse("0.5"));
+    Sampler s(SamplerParams{0, 0, 1, 1});
+    const std::string want = generate(*engine_, prompt, 8, s, {}, [&](SeqId seq) {
+                               attach_policy(*engine_, seq, policy, static_cast<int>(prompt.size()));
+                             }).text;
+    EXPECT_EQ(pol["choices"][0]["text"], want);
+  }
   const json stopped = post("/v1/completions",
                             {{"prompt", "Once upon a time"}, {"max_tokens", 24}, {"temperature", 0}, {"stop", "Lily"}});
   EXPECT_EQ(stopped["choices"][0]["text"], expected.substr(0, expected.find("Lily")));

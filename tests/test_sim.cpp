@@ -134,6 +134,32 @@ TEST(Replay, GoldenNumbersOfAHandWorkedTrace) {
   EXPECT_NEAR(infinite_capacity_hit_ratio(t), 3.0 / 9, 1e-12);
 }
 
+TEST(Replay, HoldingBlocksUntilDonePinsThemLikeALiveServer) {
+  // Two instances, capacity 3 blocks: r1 starts while r0 (3 s of prefill) still runs.
+  Trace t;
+  t.block_tokens = 100;
+  const auto req = [](double time, std::vector<prefix::BlockKey> blocks) {
+    TraceRequest r;
+    r.time = time;
+    r.input_tokens = static_cast<uint32_t>(blocks.size()) * 100;
+    r.output_tokens = 1;
+    r.blocks = std::move(blocks);
+    return r;
+  };
+  t.requests = {req(0.0, {1, 2, 3}), req(1.0, {7, 8}), req(5.0, {1, 2, 3})};
+  ReplayOptions o;
+  o.capacity_blocks = 3;
+  o.latency.instances = 2;
+  o.latency.prefill_tokens_per_second = 100;
+  const ReplayResult released = replay(t, o);
+  EXPECT_EQ(released.bypassed, 0u);    // r0's blocks were free to evict at r1's start
+  EXPECT_EQ(released.block_hits, 1u);  // r2 finds only block 1 (7 and 8 evicted 3 and 2)
+  o.hold_until_done = true;
+  const ReplayResult held = replay(t, o);
+  EXPECT_EQ(held.bypassed, 2u);    // r1's blocks found everything pinned by r0
+  EXPECT_EQ(held.block_hits, 3u);  // so r0's prefix survived for r2
+}
+
 TEST(Replay, MooncakeConversationTrace) {
   KVWISE_REQUIRE_DATA();
   Trace t = read_trace(mooncake_path(), "auto");

@@ -60,39 +60,52 @@ def bars_svg(path, title, groups, series, unit):
 
 # Part A: simulator vs live server.
 sim = sim_runs(os.path.join(raw, "sim-stories.json"))
+hold = sim_runs(os.path.join(raw, "sim-stories-hold.json"))
 live = {}
 for path in sorted(glob.glob(os.path.join(raw, "live-stories-*.json"))):
     j = load(path)
     if j:
         live[j["label"]] = j
+
+
+def pct(x):
+    return "-" if x is None else f"{x:.4f}"
+
+
+def err(a, b):
+    return "-" if b is None else f"{100 * (a - b):+.2f} pp"
+
+
 if live:
     print("### Simulator vs live server (stories260K, 500-block cache)\n")
-    print("| policy | live block hit | sim block hit | error | live cached tokens | sim token hit | error |"
-          " TTFT p50 / p99 (ms) | output tok/s |")
+    print("| policy | live block hit | sim | error | sim --hold | error | live cached tokens | sim token hit |"
+          " TTFT p50 / p99 (ms) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    errs = []
+    errs, errs_hold = [], []
     for p, j in live.items():
-        s = sim.get(p, {})
         lb = j["server"]["block_hit_ratio"]
-        sb = s.get("block_hit_ratio")
-        lt, st = j["cached_token_ratio"], s.get("token_hit_ratio")
-        eb = f"{100 * (lb - sb):+.2f} pp" if sb is not None else "-"
-        et = f"{100 * (lt - st):+.2f} pp" if st is not None else "-"
+        sb = sim.get(p, {}).get("block_hit_ratio")
+        hb = hold.get(p, {}).get("block_hit_ratio")
         if sb is not None:
             errs.append(abs(lb - sb))
-        print(f"| {p} | {lb:.4f} | {sb if sb is None else f'{sb:.4f}'} | {eb} | {lt:.4f} | "
-              f"{st if st is None else f'{st:.4f}'} | {et} | {ms(j['ttft']['p50'])} / {ms(j['ttft']['p99'])} | "
-              f"{j['output_tokens_per_second']:.0f} |")
+        if hb is not None:
+            errs_hold.append(abs(lb - hb))
+        print(f"| {p} | {lb:.4f} | {pct(sb)} | {err(lb, sb)} | {pct(hb)} | {err(lb, hb)} | "
+              f"{j['cached_token_ratio']:.4f} | {pct(sim.get(p, {}).get('token_hit_ratio'))} | "
+              f"{ms(j['ttft']['p50'])} / {ms(j['ttft']['p99'])} |")
     if "belady" in sim:
-        print(f"| belady (offline, sim only) | - | {sim['belady']['block_hit_ratio']:.4f} | - | - | "
-              f"{sim['belady']['token_hit_ratio']:.4f} | - | - | - |")
-    if errs:
-        print(f"\nMean absolute block-hit error: {100 * sum(errs) / len(errs):.2f} percentage points; "
-              f"largest {100 * max(errs):.2f}.")
+        print(f"| belady (offline, sim only) | - | {sim['belady']['block_hit_ratio']:.4f} | - | "
+              f"{pct(hold.get('belady', {}).get('block_hit_ratio'))} | - | - | - | - |")
+    for name, e in (("sim", errs), ("sim --hold", errs_hold)):
+        if e:
+            print(f"\n{name}: mean absolute block-hit error {100 * sum(e) / len(e):.2f} percentage points, "
+                  f"largest {100 * max(e):.2f}.")
     pol = list(live)
     bars_svg(os.path.join(raw, "sim-vs-live.svg"), "Block hit ratio: live server vs kvwise sim (same scaled trace)", pol,
              [("live server", "#1f77b4", [live[p]["server"]["block_hit_ratio"] for p in pol]),
-              ("kvwise sim", "#ff7f0e", [sim.get(p, {}).get("block_hit_ratio") for p in pol])], "block hit ratio")
+              ("kvwise sim", "#ff7f0e", [sim.get(p, {}).get("block_hit_ratio") for p in pol]),
+              ("kvwise sim --hold", "#9467bd", [hold.get(p, {}).get("block_hit_ratio") for p in pol])],
+             "block hit ratio")
 
 # Part B: kvwise vs llama-server under one load.
 order = ["none", "lru", "wa", "llama-server"]
@@ -100,15 +113,16 @@ runs = [(k, load(os.path.join(raw, f"live-smollm-{k}.json"))) for k in order]
 runs = [(k, j) for k, j in runs if j]
 if runs:
     simb = sim_runs(os.path.join(raw, "sim-smollm.json"))
+    holdb = sim_runs(os.path.join(raw, "sim-smollm-hold.json"))
     print("\n### Same model and load: kvwise vs llama-server (SmolLM-135M shape, F16, 2 threads)\n")
     print("| server | requests (failed) | output tok/s | req/s | TTFT p50 / p90 / p99 (ms) | ITL p50 / p99 (ms) |"
-          " cached prompt tokens | block hits (live / sim) |")
+          " cached prompt tokens | block hits: live / sim / sim --hold |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for k, j in runs:
         srv = j.get("server")
         bh = f"{srv['block_hit_ratio']:.4f}" if srv and srv["lookup_blocks"] else "-"
         if k in simb:
-            bh += f" / {simb[k]['block_hit_ratio']:.4f}"
+            bh += f" / {simb[k]['block_hit_ratio']:.4f} / {pct(holdb.get(k, {}).get('block_hit_ratio'))}"
         print(f"| {j['label']} | {j['requests']} ({j['failed']}) | {j['output_tokens_per_second']:.1f} | "
               f"{j['requests_per_second']:.2f} | {ms(j['ttft']['p50'])} / {ms(j['ttft']['p90'])} / {ms(j['ttft']['p99'])} | "
               f"{ms(j['itl']['p50'])} / {ms(j['itl']['p99'])} | {100 * j['cached_token_ratio']:.1f}% | {bh} |")

@@ -78,6 +78,7 @@ void add_sim(CLI::App& app) {
     std::vector<double> capacity_bytes;
     double prefill_tps = 0, decode_tps = 0;
     int instances = 1, threads = 0, azure_block_tokens = 512;
+    bool hold = false;
     bool json = false, fail_on_bad = false, holes = false;
     sim::SyntheticOptions syn;
     prefix::WaOptions wa;
@@ -102,6 +103,8 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--cost-from", o->cost_from, "take the prefill tokens/s from a `kvwise bench --json` file");
   cmd->add_option("--decode-tps", o->decode_tps, "decode tokens/s holding an instance (default 0: overlapped)");
   cmd->add_option("--instances", o->instances, "serving instances sharing one queue")->check(CLI::Range(1, 100000));
+  cmd->add_flag("--hold", o->hold,
+                "requests pin their blocks until they finish (by the latency model), as a live server does");
   cmd->add_option("--categories", o->categories, "WA category rule: auto, none, length, turn, turn-length, trace");
   cmd->add_option("--threads", o->threads, "parallel replays (default: all cores)");
   cmd->add_flag("--fail-on-bad-line", o->fail_on_bad, "stop at a malformed trace line instead of skipping it");
@@ -148,6 +151,7 @@ void add_sim(CLI::App& app) {
     s.policies = o->policies;
     s.base.latency.kv_bytes_per_token = shape->second;
     s.base.latency.instances = o->instances;
+    s.base.hold_until_done = o->hold;
     s.base.latency.decode_tokens_per_second = o->decode_tps;
     bool assumed_cost = false;
     if (!o->cost_from.empty())

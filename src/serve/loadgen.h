@@ -15,8 +15,8 @@
 namespace kvwise {
 
 struct LoadScale {
-  size_t first = 0;         // first trace request replayed
-  size_t count = 200;       // trace requests considered (before sampling)
+  size_t first = 0;    // first trace request replayed
+  size_t count = 200;  // trace requests considered (before sampling)
   // Keep one conversation in `sample`: requests whose second block id (the first after a shared
   // root; the first id for one-block prompts) hashes to 0 modulo sample. Divides the rate while
   // keeping each kept conversation's whole prefix structure.

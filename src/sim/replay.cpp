@@ -85,10 +85,22 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
   std::vector<double> ttft;
   ttft.reserve(trace.requests.size());
   const double block_bytes = o.latency.kv_bytes_per_token * trace.block_tokens;
+  // Requests still holding their blocks, by finish time (hold_until_done).
+  using Pending = std::pair<double, size_t>;
+  std::priority_queue<Pending, std::vector<Pending>, std::greater<>> pending;
+  std::vector<prefix::Admission> held(o.hold_until_done ? trace.requests.size() : 0);
+  const auto release_until = [&](double t) {
+    while (!pending.empty() && pending.top().first <= t) {
+      cache.release(held[pending.top().second], pending.top().first);
+      held[pending.top().second] = {};
+      pending.pop();
+    }
+  };
   for (size_t i = 0; i < trace.requests.size(); ++i) {
     const TraceRequest& r = trace.requests[i];
     const double start = std::max(r.time, free_at.top());
     free_at.pop();
+    release_until(start);
     const auto a = cache.acquire(r.blocks, r.category, start,
                                  offline ? std::span<const double>(nu[i]) : std::span<const double>());
     double hit_tokens = 0, transfer = 0;
@@ -104,10 +116,16 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
     double busy_until = first_token;
     if (o.latency.decode_tokens_per_second > 0) busy_until += r.output_tokens / o.latency.decode_tokens_per_second;
     free_at.push(busy_until);
-    cache.release(a, start);
+    if (o.hold_until_done) {
+      held[i] = a;
+      pending.push({busy_until, i});
+    } else {
+      cache.release(a, start);
+    }
     res.token_hits += hit_tokens;
     res.tokens += r.input_tokens;
   }
+  release_until(std::numeric_limits<double>::infinity());
   const auto& m = cache.metrics();
   res.tier_specs = cfg.tiers;
   res.tier_metrics = m.tiers;

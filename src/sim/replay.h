@@ -27,6 +27,9 @@ struct ReplayOptions {
   double first_tier_bandwidth = 0;
   bool chain = true;
   LatencyModel latency;
+  // true: a request holds (pins) its blocks until it finishes by the latency model and releases them
+  // then, as a live server does; false: blocks are released when the request starts.
+  bool hold_until_done = false;
 };
 
 struct LatencyStats {

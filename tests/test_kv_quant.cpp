@@ -1,0 +1,118 @@
+// Quantisation primitives for low-precision KV: round-trip error within the bound for every bit width
+// (the 1-bit quarter-point variant included), packing, the in-register dot product and axpy equal the
+// dequantised ones, constant groups, bad widths, and MiKV's balancer identity q'.k' = q.k.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "base/error.h"
+#include "kv/kv_quant.h"
+
+namespace kvwise {
+namespace {
+
+std::vector<float> random_group(std::mt19937& rng, int g, float spread, float outlier = 0) {
+  std::normal_distribution<float> d(0.3f, spread);
+  std::vector<float> x(static_cast<size_t>(g));
+  for (auto& v : x) v = d(rng);
+  if (outlier != 0) x[static_cast<size_t>(g) / 3] = outlier;
+  return x;
+}
+
+TEST(KvQuant, RoundTripStaysWithinTheBound) {
+  std::mt19937 rng(7);
+  for (int bits : {1, 2, 4, 8})
+    for (int g : {32, 64, 128})
+      for (int trial = 0; trial < 50; ++trial) {
+        const auto x = random_group(rng, g, trial % 2 ? 0.01f : 3.0f, trial % 5 == 0 ? 40.0f : 0.0f);
+        std::vector<uint8_t> codes(packed_bytes(g, bits));
+        const QuantParams p = quantize_group(x.data(), g, bits, codes.data());
+        std::vector<float> y(x.size());
+        dequantize_group(codes.data(), g, bits, p, y.data());
+        const float mn = *std::min_element(x.begin(), x.end()), mx = *std::max_element(x.begin(), x.end());
+        const float bound = quant_error_bound(mn, mx, bits, p);
+        float worst = 0;
+        for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, std::fabs(x[i] - y[i]));
+        EXPECT_LE(worst, bound) << bits << " bits, g " << g;
+        // The bound is tight enough to mean something: about half a step (a quarter range at 1 bit).
+        EXPECT_LE(bound, (mx - mn) / (bits == 1 ? 3.5f : static_cast<float>((1 << bits) - 1) * 1.8f) + 0.05f);
+      }
+}
+
+TEST(KvQuant, DotAndAxpyEqualTheDequantisedGroup) {
+  std::mt19937 rng(3);
+  for (int bits : {1, 2, 4, 8}) {
+    const int g = 64;
+    const auto x = random_group(rng, g, 1.0f), q = random_group(rng, g, 1.0f);
+    std::vector<uint8_t> codes(packed_bytes(g, bits));
+    const QuantParams p = quantize_group(x.data(), g, bits, codes.data());
+    std::vector<float> y(static_cast<size_t>(g));
+    dequantize_group(codes.data(), g, bits, p, y.data());
+    double ref = 0;
+    for (int i = 0; i < g; ++i) ref += static_cast<double>(q[static_cast<size_t>(i)]) * y[static_cast<size_t>(i)];
+    EXPECT_NEAR(dot_quantized(q.data(), codes.data(), g, bits, p), ref, 1e-3 * (1 + std::fabs(ref)));
+    std::vector<float> acc(static_cast<size_t>(g), 1.0f);
+    axpy_quantized(0.5f, codes.data(), g, bits, p, acc.data());
+    for (int i = 0; i < g; ++i) EXPECT_FLOAT_EQ(acc[static_cast<size_t>(i)], 1.0f + 0.5f * y[static_cast<size_t>(i)]);
+  }
+}
+
+TEST(KvQuant, PacksCodesAndHandlesConstantGroups) {
+  EXPECT_EQ(packed_bytes(64, 2), 16u);
+  EXPECT_EQ(packed_bytes(64, 1), 8u);
+  EXPECT_EQ(packed_bytes(32, 4), 16u);
+  EXPECT_THROW(packed_bytes(64, 3), Error);
+  EXPECT_THROW(packed_bytes(3, 2), Error);
+  const std::vector<float> flat(32, 2.5f);
+  std::vector<uint8_t> codes(packed_bytes(32, 2));
+  const QuantParams p = quantize_group(flat.data(), 32, 2, codes.data());
+  std::vector<float> y(32);
+  dequantize_group(codes.data(), 32, 2, p, y.data());
+  for (float v : y) EXPECT_FLOAT_EQ(v, 2.5f);
+  // Two-bit codes of 0, 1/3, 2/3, 1 of the range land on 0, 1, 2, 3.
+  const std::vector<float> ramp = {0, 1, 2, 3, 3, 2, 1, 0};
+  std::vector<uint8_t> c4(packed_bytes(8, 2));
+  quantize_group(ramp.data(), 8, 2, c4.data());
+  EXPECT_EQ(c4[0], 0b11100100);
+  EXPECT_EQ(c4[1], 0b00011011);
+}
+
+TEST(KvQuant, BalancerKeepsQueryKeyProductsAndFlattensKeys) {
+  std::mt19937 rng(11);
+  const int d = 16, T = 40, G = 3;
+  std::normal_distribution<float> n(0, 1);
+  std::vector<std::vector<float>> q(static_cast<size_t>(T * G), std::vector<float>(d)), k(T, std::vector<float>(d));
+  for (auto& r : q)
+    for (auto& v : r) v = n(rng);
+  for (auto& r : k)
+    for (int c = 0; c < d; ++c) r[static_cast<size_t>(c)] = n(rng) * (c == 5 ? 30.0f : 1.0f);  // an outlier channel
+  std::vector<float> qmax(d, 0), kmax(d, 0);
+  for (const auto& r : q)
+    for (int c = 0; c < d; ++c)
+      qmax[static_cast<size_t>(c)] = std::max(qmax[static_cast<size_t>(c)], std::fabs(r[static_cast<size_t>(c)]));
+  for (const auto& r : k)
+    for (int c = 0; c < d; ++c)
+      kmax[static_cast<size_t>(c)] = std::max(kmax[static_cast<size_t>(c)], std::fabs(r[static_cast<size_t>(c)]));
+  const auto b = key_balancer(qmax, kmax);
+  for (const auto& qr : q)
+    for (const auto& kr : k) {
+      double plain = 0, balanced = 0;
+      for (int c = 0; c < d; ++c) {
+        const size_t i = static_cast<size_t>(c);
+        plain += static_cast<double>(qr[i]) * kr[i];
+        balanced += static_cast<double>(qr[i] / b[i]) * (kr[i] * b[i]);
+      }
+      EXPECT_NEAR(balanced, plain, 1e-4 * (1 + std::fabs(plain)));
+    }
+  // Balanced key and query maxima meet at their geometric mean.
+  for (int c = 0; c < d; ++c) {
+    const size_t i = static_cast<size_t>(c);
+    EXPECT_NEAR(kmax[i] * b[i], std::sqrt(qmax[i] * kmax[i]), 1e-3f * std::sqrt(qmax[i] * kmax[i]));
+  }
+  EXPECT_LT(kmax[5] * b[5], kmax[5] / 2) << "the outlier channel shrank";
+  EXPECT_THROW(key_balancer(std::vector<float>(3), std::vector<float>(4)), Error);
+}
+
+}  // namespace
+}  // namespace kvwise
