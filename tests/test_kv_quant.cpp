@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "kv/kv_quant.h"
+#include "kv/quant_head.h"
 
 namespace kvwise {
 namespace {
@@ -112,6 +113,123 @@ TEST(KvQuant, BalancerKeepsQueryKeyProductsAndFlattensKeys) {
   }
   EXPECT_LT(kmax[5] * b[5], kmax[5] / 2) << "the outlier channel shrank";
   EXPECT_THROW(key_balancer(std::vector<float>(3), std::vector<float>(4)), Error);
+}
+
+// Reference attention over explicit rows.
+std::vector<float> reference_attention(const std::vector<std::vector<float>>& K,
+                                       const std::vector<std::vector<float>>& V, const std::vector<float>& q,
+                                       float scale, std::vector<float>* probs) {
+  const size_t n = K.size(), d = q.size();
+  std::vector<double> s(n);
+  double mx = -1e300;
+  for (size_t t = 0; t < n; ++t) {
+    double dot = 0;
+    for (size_t c = 0; c < d; ++c) dot += static_cast<double>(q[c]) * K[t][c];
+    s[t] = dot * scale;
+    mx = std::max(mx, s[t]);
+  }
+  double sum = 0;
+  for (auto& x : s) sum += (x = std::exp(x - mx));
+  std::vector<float> out(d, 0.0f);
+  probs->assign(n, 0.0f);
+  for (size_t t = 0; t < n; ++t) {
+    (*probs)[t] = static_cast<float>(s[t] / sum);
+    for (size_t c = 0; c < d; ++c) out[c] += static_cast<float>(s[t] / sum) * V[t][c];
+  }
+  return out;
+}
+
+struct Rows {
+  std::vector<std::vector<float>> K, V;
+};
+Rows random_rows(std::mt19937& rng, int n, int d) {
+  std::normal_distribution<float> nd(0, 1);
+  Rows r;
+  for (int t = 0; t < n; ++t) {
+    std::vector<float> k(static_cast<size_t>(d)), v(static_cast<size_t>(d));
+    for (int c = 0; c < d; ++c) {
+      k[static_cast<size_t>(c)] = nd(rng) * (c == 3 ? 8.0f : 1.0f);  // an outlier key channel
+      v[static_cast<size_t>(c)] = nd(rng);
+    }
+    r.K.push_back(k);
+    r.V.push_back(v);
+  }
+  return r;
+}
+
+TEST(QuantizedHead, ResidualKeepsTheNewestTokensExact) {
+  std::mt19937 rng(5);
+  const Rows rows = random_rows(rng, 21, 16);
+  QuantizedHead h({16, 2, 2, 8, 8});
+  for (int t = 0; t < 21; ++t)
+    h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), 100 + t);
+  EXPECT_EQ(h.size(), 21);
+  EXPECT_EQ(h.quantized(), 16);  // two whole key groups; 5 newest tokens in the residual
+  std::vector<float> k(16), v(16);
+  for (int t = 0; t < 21; ++t) {
+    EXPECT_EQ(h.position(t), 100 + t);
+    h.read(t, k.data(), v.data());
+    if (t >= 16) {
+      EXPECT_EQ(k, rows.K[static_cast<size_t>(t)]);
+      EXPECT_EQ(v, rows.V[static_cast<size_t>(t)]);
+    } else {
+      EXPECT_NE(k, rows.K[static_cast<size_t>(t)]);  // 2-bit: really quantised
+    }
+  }
+  EXPECT_THROW(QuantizedHead({16, 2, 2, 8, 4}), Error);  // residual smaller than a group
+  EXPECT_THROW(QuantizedHead({16, 3, 2, 8, 8}), Error);
+}
+
+TEST(QuantizedHead, AttentionEqualsAttentionOverTheDequantisedCopy) {
+  std::mt19937 rng(9);
+  const int d = 64, n = 200;
+  const Rows rows = random_rows(rng, n, d);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> q(static_cast<size_t>(d));
+  for (auto& x : q) x = nd(rng);
+  const float scale = 1.0f / 8;
+  std::vector<float> exact_p;
+  const auto exact = reference_attention(rows.K, rows.V, q, scale, &exact_p);
+  double prev_err = 1e9;
+  for (int bits : {1, 2, 4, 8}) {
+    QuantizedHead h({d, bits, bits, 32, 32});
+    for (int t = 0; t < n; ++t)
+      h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
+    Rows deq;
+    for (int t = 0; t < n; ++t) {
+      std::vector<float> k(static_cast<size_t>(d)), v(static_cast<size_t>(d));
+      h.read(t, k.data(), v.data());
+      deq.K.push_back(k);
+      deq.V.push_back(v);
+    }
+    std::vector<float> ref_p, got_p, out(static_cast<size_t>(d));
+    const auto ref = reference_attention(deq.K, deq.V, q, scale, &ref_p);
+    h.attend(q.data(), scale, out.data(), &got_p);
+    for (int c = 0; c < d; ++c)
+      EXPECT_NEAR(out[static_cast<size_t>(c)], ref[static_cast<size_t>(c)], 2e-4) << bits << " bits";
+    for (int t = 0; t < n; ++t) EXPECT_NEAR(got_p[static_cast<size_t>(t)], ref_p[static_cast<size_t>(t)], 1e-5);
+    // And the quantised attention approaches the exact one as bits grow.
+    double err = 0;
+    for (int c = 0; c < d; ++c)
+      err = std::max(err, static_cast<double>(std::fabs(out[static_cast<size_t>(c)] - exact[static_cast<size_t>(c)])));
+    EXPECT_LT(err, prev_err * 1.05) << bits << " bits";
+    prev_err = err;
+  }
+  EXPECT_LT(prev_err, 0.01) << "8-bit KV attention is close to exact";
+}
+
+TEST(QuantizedHead, MemoryIsWhatTheLayoutSays) {
+  std::mt19937 rng(2);
+  const int d = 64, n = 320;
+  const Rows rows = random_rows(rng, n, d);
+  QuantizedHead h({d, 2, 2, 32, 32});
+  for (int t = 0; t < n; ++t) h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
+  ASSERT_EQ(h.quantized(), 288);
+  // 9 key groups x 64 channels x (8 code bytes + 4 for scale and zero); 288 tokens x 2 value groups
+  // x (8 + 4); a 32-token float residual of K and V.
+  const size_t expect = 9 * 64 * 12 + 288 * 2 * 12 + 32 * 64 * 2 * 4;
+  EXPECT_EQ(h.bytes(), expect);
+  EXPECT_NEAR(h.bits_per_element(), 8.0 * expect / (2.0 * n * d), 1e-9);
 }
 
 }  // namespace

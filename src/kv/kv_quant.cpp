@@ -60,6 +60,10 @@ QuantParams quantize_group(const float* x, int g, int bits, uint8_t* codes) {
   return p;
 }
 
+void unpack_codes(const uint8_t* codes, int g, int bits, uint8_t* out) {
+  for (int i = 0; i < g; ++i) out[i] = static_cast<uint8_t>(code_at(codes, i, bits));
+}
+
 void dequantize_group(const uint8_t* codes, int g, int bits, const QuantParams& p, float* out) {
   for (int i = 0; i < g; ++i) out[i] = level(code_at(codes, i, bits), bits, p);
 }

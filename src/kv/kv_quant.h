@@ -21,6 +21,8 @@ size_t packed_bytes(int g, int bits);
 // b = 1 uses the quarter-point levels: code = x >= (min + max) / 2, value = min + range * (1/4 or 3/4).
 QuantParams quantize_group(const float* x, int g, int bits, uint8_t* codes);
 void dequantize_group(const uint8_t* codes, int g, int bits, const QuantParams& p, float* out);
+// The g codes of a packed group, one per byte.
+void unpack_codes(const uint8_t* codes, int g, int bits, uint8_t* out);
 // sum_i q[i] * dequantized[i], without writing the dequantized group anywhere.
 float dot_quantized(const float* q, const uint8_t* codes, int g, int bits, const QuantParams& p);
 // out[i] += w * dequantized[i] (the value side of attention).
