@@ -21,14 +21,11 @@ namespace {
 
 using json = nlohmann::json;
 
-class Server : public ::testing::Test {
+class Server : public test::StoriesEngineTest {
  protected:
   void SetUp() override {
-    KVWISE_REQUIRE_DATA();
-    model_ = Model::load(test::stories_gguf());
-    EngineOptions o;
-    o.threads = 2;
-    engine_ = std::make_unique<Engine>(*model_, o);
+    StoriesEngineTest::SetUp();
+    if (!engine_) return;
     sched_ = std::make_unique<Scheduler>(*engine_, SchedulerOptions{8, 32, 64, 0, nullptr});
   }
   void use_prefix_cache(size_t blocks) {
@@ -108,8 +105,6 @@ class Server : public ::testing::Test {
     return text;
   }
 
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<Engine> engine_;
   std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;

@@ -18,14 +18,11 @@
 namespace kvwise {
 namespace {
 
-class LivePrefix : public ::testing::Test {
+class LivePrefix : public test::StoriesEngineTest {
  protected:
   void SetUp() override {
-    KVWISE_REQUIRE_DATA();
-    model_ = Model::load(test::stories_gguf());
-    EngineOptions o;
-    o.threads = 2;
-    engine_ = std::make_unique<Engine>(*model_, o);
+    StoriesEngineTest::SetUp();
+    if (!engine_) return;
     const std::string text =
         test::read_file(test::data_dir() + "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt");
     for (const std::string& doc : split_documents(text, "<|endoftext|>"))
@@ -73,8 +70,6 @@ class LivePrefix : public ::testing::Test {
     o.prefix_cache = std::move(c);
     return o;
   }
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<Engine> engine_;
   std::vector<std::vector<int32_t>> docs_;
 };
 

@@ -16,14 +16,11 @@
 namespace kvwise {
 namespace {
 
-class SchedulerOnStories : public ::testing::Test {
+class SchedulerOnStories : public test::StoriesEngineTest {
  protected:
   void SetUp() override {
-    KVWISE_REQUIRE_DATA();
-    model_ = Model::load(test::stories_gguf());
-    EngineOptions o;
-    o.threads = 2;
-    engine_ = std::make_unique<Engine>(*model_, o);
+    StoriesEngineTest::SetUp();
+    if (!engine_) return;
   }
   std::vector<int32_t> prompt(const std::string& text) { return model_->tokenizer().encode(text, true); }
   static SamplerParams greedy() {
@@ -31,8 +28,6 @@ class SchedulerOnStories : public ::testing::Test {
     s.temperature = 0;
     return s;
   }
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<Engine> engine_;
 };
 
 TEST_F(SchedulerOnStories, BatchedGreedyEqualsSequentialGeneration) {

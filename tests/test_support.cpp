@@ -20,6 +20,14 @@ std::string stories_gguf() {
   return data_dir() + "/models/stories260K/stories260K.gguf";
 }
 
+void StoriesEngineTest::SetUp() {
+  KVWISE_REQUIRE_DATA();
+  model_ = Model::load(stories_gguf());
+  EngineOptions o;
+  o.threads = 2;
+  engine_ = std::make_unique<Engine>(*model_, o);
+}
+
 bool have_data() {
   return access(stories_gguf().c_str(), R_OK) == 0;
 }

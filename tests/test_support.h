@@ -2,8 +2,11 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "model/forward.h"
 
 namespace kvwise::test {
 
@@ -20,6 +23,15 @@ bool have_data();
   } while (0)
 
 std::string stories_gguf();
+
+// A fixture with stories260K loaded and an engine on 2 threads. Subclasses that extend SetUp call
+// this one first and return when engine_ is null (the data is missing and the test was skipped).
+class StoriesEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Engine> engine_;
+};
 std::string temp_path(const std::string& name);  // unique per test process
 
 struct RunResult {

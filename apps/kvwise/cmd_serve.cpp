@@ -65,9 +65,7 @@ void add_serve(CLI::App& app) {
     o->s.default_policy = policy;
     if (o->prefix_bytes > 0 || o->prefix.memory_blocks > 0) {
       if (o->prefix_bytes > 0) {
-        LivePrefixOptions one = o->prefix;
-        one.memory_blocks = 1;
-        const size_t block = LivePrefixCache(engine.kv().layout(), one).block_bytes();
+        const size_t block = engine.kv().bytes_per_token_full() * static_cast<size_t>(o->prefix.block_tokens);
         o->prefix.memory_blocks = o->prefix_bytes / block;
         KV_CHECK(o->prefix.memory_blocks > 0, "--prefix-cache-bytes {} is less than one block ({} bytes)",
                  o->prefix_bytes, block);

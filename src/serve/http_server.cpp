@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <functional>
 #include <deque>
 #include <nlohmann/json.hpp>
 
@@ -29,10 +30,13 @@ struct HttpError {
   std::string type;
 };
 
+std::string error_body(int status, const std::string& message, const std::string& type) {
+  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}.dump();
+}
+
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type) {
   res.status = status;
-  res.set_content(json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}.dump(),
-                  "application/json");
+  res.set_content(error_body(status, message, type), "application/json");
 }
 
 // Latency histogram in Prometheus form.
@@ -239,6 +243,14 @@ struct HttpServer::Impl {
     }
   }
 
+  // A chunked response's release callback: a response that did not complete cancels its request.
+  std::function<void(bool)> cancel_if_unfinished(const std::shared_ptr<Channel>& ch, uint64_t sid) {
+    return [this, ch, sid](bool success) {
+      std::lock_guard<std::mutex> lk(ch->mu);
+      if (!success && !ch->done) sched.cancel(sid);
+    };
+  }
+
   json completion_body(const Completion& c, const std::string& id, long created, bool chat) const {
     json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
     if (chat)
@@ -282,19 +294,13 @@ struct HttpServer::Impl {
             }
             c = ch->result;
           }
-          const std::string body =
-              c.finish_reason == "error"
-                  ? json{{"error", {{"message", c.error}, {"type", "server_error"}, {"param", nullptr}, {"code", 500}}}}
-                        .dump()
-                  : completion_body(c, id, created, chat).dump();
+          const std::string body = c.finish_reason == "error" ? error_body(500, c.error, "server_error")
+                                                              : completion_body(c, id, created, chat).dump();
           sink.write(body.data(), body.size());
           sink.done();
           return true;
         },
-        [this, ch, sid](bool success) {
-          std::lock_guard<std::mutex> lk(ch->mu);
-          if (!success && !ch->done) sched.cancel(sid);
-        });
+        cancel_if_unfinished(ch, sid));
   }
 
   void run(Parsed& p, httplib::Response& res, bool chat) {
@@ -378,10 +384,7 @@ struct HttpServer::Impl {
           sink.done();
           return true;
         },
-        [this, ch, sid](bool success) {
-          std::lock_guard<std::mutex> lk(ch->mu);
-          if (!success && !ch->done) sched.cancel(sid);
-        });
+        cancel_if_unfinished(ch, sid));
   }
 
   std::string metrics() const {
