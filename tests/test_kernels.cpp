@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
@@ -68,6 +69,45 @@ TEST(Kernels, AttentionScoresAndAccumulateMatchScalar) {
       }
     }
   }
+}
+
+TEST(Kernels, LowBitKvKernelsMatchScalar) {
+  // Random codes and F16 params; per-token keys/values and per-channel key groups at every width,
+  // including tails (n not a multiple of 4, groups of 8 channels, more query rows than one batch).
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int bits : {1, 2, 4, 8})
+    for (int hd : {64, 128, 8})
+      for (int group : {8, 32, 64}) {
+        if (group > hd || hd % group) continue;
+        const int n = 37, nq = 18, groups = hd / group;
+        std::vector<uint8_t> codes(static_cast<size_t>(n * hd * bits / 8));
+        for (auto& c : codes) c = static_cast<uint8_t>(byte(rng));
+        std::vector<uint16_t> params(static_cast<size_t>(2 * n * std::max(groups, hd)));
+        for (auto& p : params) p = fp32_to_fp16(u(rng));
+        std::vector<float> q(static_cast<size_t>(nq * hd)), P(static_cast<size_t>(nq * n));
+        for (auto& x : q) x = u(rng);
+        for (auto& x : P) x = u(rng) > 0.3f ? u(rng) : 0.0f;  // zero weights are skipped: must stay exact
+        std::vector<float> s_ref(static_cast<size_t>(nq * n)), s_got(s_ref.size());
+        std::vector<float> o_ref(static_cast<size_t>(nq * hd), 0.5f), o_got(o_ref);
+        const int g = 32;  // tokens of a per-channel group
+        std::vector<float> c_ref(static_cast<size_t>(nq * g)), c_got(c_ref.size());
+        kernels_scalar().qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_ref.data(), n);
+        kernels_scalar().qv_accum(bits, codes.data(), params.data(), n, hd, group, P.data(), nq, n, o_ref.data());
+        kernels_scalar().qk_channels(bits, codes.data(), params.data(), g, hd, q.data(), nq, 0.25f, c_ref.data(), g);
+        for (Isa isa : simd_isas()) {
+          std::fill(o_got.begin(), o_got.end(), 0.5f);
+          kernels_for(isa).qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_got.data(), n);
+          kernels_for(isa).qv_accum(bits, codes.data(), params.data(), n, hd, group, P.data(), nq, n, o_got.data());
+          kernels_for(isa).qk_channels(bits, codes.data(), params.data(), g, hd, q.data(), nq, 0.25f, c_got.data(), g);
+          const std::string what = std::to_string(bits) + " bits, hd " + std::to_string(hd) + ", group " +
+                                   std::to_string(group) + ", " + kernels_for(isa).isa_name;
+          for (size_t i = 0; i < s_ref.size(); ++i) ASSERT_NEAR(s_got[i], s_ref[i], 1e-3 * (1 + std::fabs(s_ref[i]))) << what;
+          for (size_t i = 0; i < o_ref.size(); ++i) ASSERT_NEAR(o_got[i], o_ref[i], 1e-3 * (1 + std::fabs(o_ref[i]))) << what;
+          for (size_t i = 0; i < c_ref.size(); ++i) ASSERT_NEAR(c_got[i], c_ref[i], 1e-3 * (1 + std::fabs(c_ref[i]))) << what;
+        }
+      }
 }
 
 TEST(Kernels, HalfToFloatMatchesScalar) {

@@ -3,12 +3,14 @@
 // dequantised ones, constant groups, bad widths, and MiKV's balancer identity q'.k' = q.k.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "base/error.h"
 #include "kv/kv_quant.h"
-#include "kv/quant_head.h"
+#include "kv/quant_segment.h"
+#include "tensor/fp16.h"
 
 namespace kvwise {
 namespace {
@@ -131,9 +133,9 @@ std::vector<float> reference_attention(const std::vector<std::vector<float>>& K,
   double sum = 0;
   for (auto& x : s) sum += (x = std::exp(x - mx));
   std::vector<float> out(d, 0.0f);
-  probs->assign(n, 0.0f);
+  if (probs) probs->assign(n, 0.0f);
   for (size_t t = 0; t < n; ++t) {
-    (*probs)[t] = static_cast<float>(s[t] / sum);
+    if (probs) (*probs)[t] = static_cast<float>(s[t] / sum);
     for (size_t c = 0; c < d; ++c) out[c] += static_cast<float>(s[t] / sum) * V[t][c];
   }
   return out;
@@ -157,30 +159,49 @@ Rows random_rows(std::mt19937& rng, int n, int d) {
   return r;
 }
 
-TEST(QuantizedHead, ResidualKeepsTheNewestTokensExact) {
+// Softmax attention of one query over a segment through its own kernels (scores + accumulate).
+std::vector<float> segment_attention(const QuantSegment& s, const std::vector<float>& q, float scale,
+                                     std::vector<float>* probs) {
+  const int n = s.size(), d = s.head_dim();
+  std::vector<float> S(static_cast<size_t>(n)), out(static_cast<size_t>(d), 0.0f);
+  s.scores(q.data(), 1, scale, 0, n, S.data(), n);
+  const float m = *std::max_element(S.begin(), S.end());
+  float z = 0;
+  for (float& x : S) z += x = std::exp(x - m);
+  for (float& x : S) x /= z;
+  s.accumulate(S.data(), 1, n, 0, n, out.data());
+  if (probs) *probs = S;
+  return out;
+}
+
+TEST(QuantSegment, PerChannelKeysKeepTheNewestPartialGroupExact) {
   std::mt19937 rng(5);
   const Rows rows = random_rows(rng, 21, 16);
-  QuantizedHead h({16, 2, 2, 8, 8});
+  QuantSegment h({KvPrecision::Int2, KvPrecision::Int2, true, 8}, 16);
   for (int t = 0; t < 21; ++t)
     h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), 100 + t);
   EXPECT_EQ(h.size(), 21);
-  EXPECT_EQ(h.quantized(), 16);  // two whole key groups; 5 newest tokens in the residual
   std::vector<float> k(16), v(16);
   for (int t = 0; t < 21; ++t) {
     EXPECT_EQ(h.position(t), 100 + t);
     h.read(t, k.data(), v.data());
-    if (t >= 16) {
-      EXPECT_EQ(k, rows.K[static_cast<size_t>(t)]);
-      EXPECT_EQ(v, rows.V[static_cast<size_t>(t)]);
-    } else {
+    for (int c = 0; c < 16; ++c) {
+      const float x = rows.K[static_cast<size_t>(t)][static_cast<size_t>(c)];
+      if (t >= 16) {  // two whole key groups; the 5 newest keys wait as exact F16 rows
+        EXPECT_EQ(k[static_cast<size_t>(c)], fp16_to_fp32(fp32_to_fp16(x)));
+      }
+    }
+    if (t < 16) {
       EXPECT_NE(k, rows.K[static_cast<size_t>(t)]);  // 2-bit: really quantised
     }
+    EXPECT_NE(v, rows.V[static_cast<size_t>(t)]);               // values per token, at once
   }
-  EXPECT_THROW(QuantizedHead({16, 2, 2, 8, 4}), Error);  // residual smaller than a group
-  EXPECT_THROW(QuantizedHead({16, 3, 2, 8, 8}), Error);
+  EXPECT_THROW(QuantSegment({KvPrecision::Int2, KvPrecision::Int2, false, 12}, 16), Error);  // not a multiple of 8
+  EXPECT_THROW(QuantSegment({KvPrecision::F16, KvPrecision::Int2, true, 8}, 16), Error);   // per-channel f16
+  EXPECT_THROW(parse_precision("int3"), Error);
 }
 
-TEST(QuantizedHead, AttentionEqualsAttentionOverTheDequantisedCopy) {
+TEST(QuantSegment, AttentionEqualsAttentionOverTheDequantisedCopy) {
   std::mt19937 rng(9);
   const int d = 64, n = 200;
   const Rows rows = random_rows(rng, n, d);
@@ -188,48 +209,88 @@ TEST(QuantizedHead, AttentionEqualsAttentionOverTheDequantisedCopy) {
   std::vector<float> q(static_cast<size_t>(d));
   for (auto& x : q) x = nd(rng);
   const float scale = 1.0f / 8;
-  std::vector<float> exact_p;
-  const auto exact = reference_attention(rows.K, rows.V, q, scale, &exact_p);
-  double prev_err = 1e9;
-  for (int bits : {1, 2, 4, 8}) {
-    QuantizedHead h({d, bits, bits, 32, 32});
-    for (int t = 0; t < n; ++t)
-      h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
-    Rows deq;
-    for (int t = 0; t < n; ++t) {
-      std::vector<float> k(static_cast<size_t>(d)), v(static_cast<size_t>(d));
-      h.read(t, k.data(), v.data());
-      deq.K.push_back(k);
-      deq.V.push_back(v);
+  const auto exact = reference_attention(rows.K, rows.V, q, scale, nullptr);
+  for (bool per_channel : {false, true}) {
+    double prev_err = 1e9;
+    for (KvPrecision p : {KvPrecision::Int1, KvPrecision::Int2, KvPrecision::Int4, KvPrecision::Int8, KvPrecision::BF16,
+                          KvPrecision::F16}) {
+      if (per_channel && (p == KvPrecision::F16 || p == KvPrecision::BF16)) continue;
+      QuantSegment h({p, p, per_channel, 32}, d);
+      for (int t = 0; t < n; ++t)
+        h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
+      Rows deq;
+      for (int t = 0; t < n; ++t) {
+        std::vector<float> k(static_cast<size_t>(d)), v(static_cast<size_t>(d));
+        h.read(t, k.data(), v.data());
+        deq.K.push_back(k);
+        deq.V.push_back(v);
+      }
+      std::vector<float> ref_p, got_p;
+      const auto ref = reference_attention(deq.K, deq.V, q, scale, &ref_p);
+      const auto out = segment_attention(h, q, scale, &got_p);
+      for (int c = 0; c < d; ++c)
+        EXPECT_NEAR(out[static_cast<size_t>(c)], ref[static_cast<size_t>(c)], 2e-4) << precision_name(p);
+      for (int t = 0; t < n; ++t) EXPECT_NEAR(got_p[static_cast<size_t>(t)], ref_p[static_cast<size_t>(t)], 1e-5);
+      // And the quantised attention approaches the exact one as bits grow.
+      double err = 0;
+      for (int c = 0; c < d; ++c)
+        err = std::max(err, static_cast<double>(std::fabs(out[static_cast<size_t>(c)] - exact[static_cast<size_t>(c)])));
+      EXPECT_LT(err, prev_err * 1.05) << precision_name(p) << (per_channel ? " per channel" : " per token");
+      prev_err = err;
     }
-    std::vector<float> ref_p, got_p, out(static_cast<size_t>(d));
-    const auto ref = reference_attention(deq.K, deq.V, q, scale, &ref_p);
-    h.attend(q.data(), scale, out.data(), &got_p);
-    for (int c = 0; c < d; ++c)
-      EXPECT_NEAR(out[static_cast<size_t>(c)], ref[static_cast<size_t>(c)], 2e-4) << bits << " bits";
-    for (int t = 0; t < n; ++t) EXPECT_NEAR(got_p[static_cast<size_t>(t)], ref_p[static_cast<size_t>(t)], 1e-5);
-    // And the quantised attention approaches the exact one as bits grow.
-    double err = 0;
-    for (int c = 0; c < d; ++c)
-      err = std::max(err, static_cast<double>(std::fabs(out[static_cast<size_t>(c)] - exact[static_cast<size_t>(c)])));
-    EXPECT_LT(err, prev_err * 1.05) << bits << " bits";
-    prev_err = err;
+    EXPECT_LT(prev_err, 0.01) << "8/16-bit KV attention is close to exact";
   }
-  EXPECT_LT(prev_err, 0.01) << "8-bit KV attention is close to exact";
 }
 
-TEST(QuantizedHead, MemoryIsWhatTheLayoutSays) {
+TEST(QuantSegment, BalancedKeysGiveTheSameScoresBeforeQuantisation) {
+  // With 16-bit storage the balancer must cancel exactly (up to F16 rounding of the balanced keys):
+  // q'.k' = q.k. With 2-bit keys and an outlier channel it must lower the score error.
+  std::mt19937 rng(3);
+  const int d = 64, n = 96;
+  const Rows rows = random_rows(rng, n, d);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> q(static_cast<size_t>(d)), qmax(static_cast<size_t>(d), 0.0f), kmax(qmax);
+  for (auto& x : q) x = nd(rng);
+  for (int c = 0; c < d; ++c) {
+    qmax[static_cast<size_t>(c)] = std::fabs(q[static_cast<size_t>(c)]);
+    for (const auto& k : rows.K) kmax[static_cast<size_t>(c)] = std::max(kmax[static_cast<size_t>(c)], std::fabs(k[static_cast<size_t>(c)]));
+  }
+  const std::vector<float> b = key_balancer(qmax, kmax);
+  const auto scores = [&](const QuantFormat& f, std::vector<float> bal) {
+    QuantSegment s(f, d, std::move(bal));
+    for (int t = 0; t < n; ++t) s.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
+    std::vector<float> S(static_cast<size_t>(n));
+    s.scores(q.data(), 1, 1.0f, 0, n, S.data(), n);
+    return S;
+  };
+  std::vector<float> exact(static_cast<size_t>(n));
+  for (int t = 0; t < n; ++t)
+    for (int c = 0; c < d; ++c) exact[static_cast<size_t>(t)] += q[static_cast<size_t>(c)] * rows.K[static_cast<size_t>(t)][static_cast<size_t>(c)];
+  const auto f16 = scores({KvPrecision::F16, KvPrecision::F16, false, 32}, b);
+  for (int t = 0; t < n; ++t) EXPECT_NEAR(f16[static_cast<size_t>(t)], exact[static_cast<size_t>(t)], 2e-2);
+  const auto err = [&](const std::vector<float>& S) {
+    double e = 0;
+    for (int t = 0; t < n; ++t) e += std::fabs(S[static_cast<size_t>(t)] - exact[static_cast<size_t>(t)]);
+    return e;
+  };
+  const QuantFormat low{KvPrecision::Int2, KvPrecision::Int2, false, 32};
+  EXPECT_LT(err(scores(low, b)), err(scores(low, {})));
+}
+
+TEST(QuantSegment, MemoryIsWhatTheLayoutSays) {
   std::mt19937 rng(2);
   const int d = 64, n = 320;
   const Rows rows = random_rows(rng, n, d);
-  QuantizedHead h({d, 2, 2, 32, 32});
+  QuantSegment h({KvPrecision::Int2, KvPrecision::Int4, true, 32}, d);
   for (int t = 0; t < n; ++t) h.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
-  ASSERT_EQ(h.quantized(), 288);
-  // 9 key groups x 64 channels x (8 code bytes + 4 for scale and zero); 288 tokens x 2 value groups
-  // x (8 + 4); a 32-token float residual of K and V.
-  const size_t expect = 9 * 64 * 12 + 288 * 2 * 12 + 32 * 64 * 2 * 4;
+  // 10 key groups x 64 channels x (8 code bytes + 4 for scale and zero); 320 tokens x 2 value groups
+  // x (16 + 4); positions.
+  const size_t expect = 10 * 64 * 12 + 320 * 2 * 20 + 320 * 4;
   EXPECT_EQ(h.bytes(), expect);
   EXPECT_NEAR(h.bits_per_element(), 8.0 * expect / (2.0 * n * d), 1e-9);
+  // 5 more tokens wait as exact F16 keys.
+  for (int t = 0; t < 5; ++t) h.append(rows.K[0].data(), rows.V[0].data(), n + t);
+  EXPECT_EQ(h.bytes(), expect + 5 * (64 * 2 + 2 * 20 + 4));
 }
 
 }  // namespace

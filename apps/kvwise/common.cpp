@@ -30,16 +30,25 @@ void add_policy_options(CLI::App& app, PolicyOptions& o) {
 }
 
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
-  const bool full = o.spec == "full";
-  KV_CHECK(full || !o.budget.empty(), "--kv-policy {} needs --kv-budget (a ratio like 0.25 or tokens like 256)",
-           o.spec);
-  return make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
+  auto p = make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
+  // Uniform quantisation and SpeCache keep every token; only eviction policies need a budget.
+  KV_CHECK(p->full || p->residual >= 0 || !o.budget.empty(),
+           "--kv-policy {} needs --kv-budget (a ratio like 0.25 or tokens like 256)", o.spec);
+  return p;
 }
 
 std::string describe(const CompressionReport& r, size_t bytes_per_token) {
   const SequenceShape& s = r.shape;
   std::string out =
       fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity, s.sinks, s.window);
+  if (r.specache)
+    out = fmt::format(
+        "SpeCache: prefetch hit rate {:.1f}% over {} steps, speculative tokens right {}/{}, cold tier {} ({} read, {} "
+        "per step)\n",
+        100.0 * r.spec.hit_rate(), r.spec.steps, r.spec.guess_hits, r.spec.guesses,
+        human_bytes(static_cast<double>(r.spec.cold_bytes)), human_bytes(static_cast<double>(r.spec.cold_bytes_read)),
+        human_bytes(static_cast<double>(r.spec.cold_bytes_read) / std::max(1, r.spec.steps))) +
+        out;
   if (!s.compress) return out + fmt::format("prompt of {} tokens fits, nothing evicted at prefill", s.prompt);
   return out +
          fmt::format(
@@ -69,7 +78,15 @@ nlohmann::json to_json(const CompressionReport& r) {
           {"prefill_seconds", r.prefill_seconds},
           {"decode_seconds", r.decode_seconds},
           {"decode_steps", r.decode_steps},
-          {"decode_evicted", r.decode_evicted}};
+          {"decode_evicted", r.decode_evicted},
+          {"specache",
+           r.specache ? nlohmann::json{{"prefetch_hit_rate", r.spec.hit_rate()},
+                                       {"steps", r.spec.steps},
+                                       {"guesses", r.spec.guesses},
+                                       {"guess_hits", r.spec.guess_hits},
+                                       {"cold_bytes", r.spec.cold_bytes},
+                                       {"cold_bytes_read", r.spec.cold_bytes_read}}
+                      : nlohmann::json(nullptr)}};
 }
 
 std::string read_corpus(const std::string& path) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "compress/stages.h"
@@ -39,6 +40,13 @@ std::shared_ptr<HeadBudgeter> make_weighted_heads(std::vector<std::vector<double
 
 // --- dispositions ---
 std::shared_ptr<Disposition> make_drop();
+struct DemoteOptions {
+  QuantFormat low;                  // where the losers go
+  std::optional<QuantFormat> high;  // MiKV with int8/int4 important tokens: the kept prefix goes here at prefill
+  bool balance = false;             // MiKV's per-channel key balancer (needs the q_absmax taps)
+};
+// Losers move to a low-precision segment instead of being dropped (MiKV; uniform kv-int8/kv-int4).
+std::shared_ptr<Disposition> make_demote(DemoteOptions o);
 
 // --- decode policies ---
 std::shared_ptr<DecodePolicy> make_grow();

@@ -12,7 +12,7 @@ namespace {
 class Drop : public Disposition {
  public:
   std::string name() const override { return "drop"; }
-  void apply(KvStore& kv, SeqId seq, int layer, int head, std::span<const int> keep) const override {
+  void apply(KvStore& kv, SeqId seq, int layer, int head, std::span<const int> keep, int /*tail*/) const override {
     if (static_cast<int>(keep.size()) == kv.head_len(seq, layer, head)) return;
     kv.retain(seq, layer, head, keep);
   }

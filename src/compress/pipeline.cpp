@@ -12,6 +12,13 @@ SequenceShape sequence_shape(const KvPolicy& p, int prompt_tokens) {
   KV_CHECK(prompt_tokens > 0, "empty prompt");
   SequenceShape s;
   s.prompt = prompt_tokens;
+  if (p.residual >= 0) {  // uniform quantisation: everything but the recent residual goes low-bit
+    s.capacity = p.residual;
+    s.window = std::min(p.residual, prompt_tokens);
+    s.candidates = prompt_tokens - s.window;
+    s.compress = prompt_tokens > p.residual;
+    return s;
+  }
   s.capacity = p.budget.capacity(prompt_tokens);
   if (p.full) {
     s.capacity = std::max(s.capacity, prompt_tokens);
@@ -39,7 +46,7 @@ SequenceShape sequence_shape(const KvPolicy& p, int prompt_tokens) {
 }
 
 KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayout& layout, int32_t prompt_begin,
-                           int prompt_tokens, RopeInfo rope)
+                           int prompt_tokens, RopeInfo rope, int max_tokens)
     : policy_(std::move(policy)),
       layout_(layout),
       n_kv_(layout.n_kv_heads),
@@ -60,6 +67,11 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
   // Before any compression a head may grow to the capacity; FIFO keeps sinks + the candidates it has.
   for (HeadPlan& p : plans_)
     p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
+  if (policy_->specache) {
+    KV_CHECK(max_tokens > 0, "specache needs the engine's context length");
+    spec_ = std::make_unique<SpeCache>(*policy_->specache, layout, max_tokens);
+    report_.specache = true;
+  }
 }
 
 TapConfig KvCompressor::prefill_taps() const {
@@ -68,7 +80,8 @@ TapConfig KvCompressor::prefill_taps() const {
   policy_->layers->add_taps(cfg);
   cfg.prompt_end = prompt_end_;
   cfg.window = std::min(cfg.window, shape_.prompt);
-  cfg.enabled = cfg.window > 0 || cfg.last_row || cfg.col_sums;
+  cfg.q_absmax = policy_->balance;
+  cfg.enabled = cfg.window > 0 || cfg.last_row || cfg.col_sums || cfg.q_absmax;
   return cfg;
 }
 
@@ -116,7 +129,7 @@ void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int bud
     }
     cached = std::move(survivors);
     for (int i = std::max(S, n - W); i < n; ++i) keep.push_back(i);
-    policy_->disposition->apply(kv, seq, layer, h, keep);
+    policy_->disposition->apply(kv, seq, layer, h, keep, std::min(W, n));
     const int selected = static_cast<int>(sel.size());
     plans_[static_cast<size_t>(layer * n_kv_ + h)] = {S + W + selected, S, W, S + selected};
     report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
@@ -132,6 +145,11 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
   report_.layer_bytes_before[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
   if (!shape_.compress) {
     for (int h = 0; h < n_kv_; ++h) {
+      // Nothing to select; a stateful disposition still sets the head up (MiKV fixes its balancer).
+      const int len = kv.head_len(seq, layer, h);
+      std::vector<int> all(static_cast<size_t>(len));
+      for (int i = 0; i < len; ++i) all[static_cast<size_t>(i)] = i;
+      policy_->disposition->apply(kv, seq, layer, h, all, std::min(shape_.window, len));
       report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
       report_.head_bytes[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.bytes_head(seq, layer, h);
     }
@@ -174,17 +192,37 @@ void KvCompressor::decode_layer(KvStore& kv, SeqId seq, int layer) {
     }
     const std::vector<int> keep = d.select(plan, len, scores);
     report_.decode_evicted += len - static_cast<long>(keep.size());
-    policy_->disposition->apply(kv, seq, layer, h, keep);
+    policy_->disposition->apply(kv, seq, layer, h, keep, std::min(plan.window, len));
   }
   report_.decode_seconds += now_seconds() - t0;
 }
 
 void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
   if (!prefill_done_) {
-    if (a.pos[a.T - 1] == prompt_end_ - 1) prefill_layer(kv, seq, a.layer);
+    if (a.pos[a.T - 1] == prompt_end_ - 1) {
+      if (spec_) spec_->capture(kv, seq, a.layer);  // the full-precision copy, before anything is demoted
+      prefill_layer(kv, seq, a.layer);
+    }
     return;
   }
+  if (spec_) spec_->capture(kv, seq, a.layer);
   decode_layer(kv, seq, a.layer);
+  if (spec_) {
+    const double t0 = now_seconds();
+    spec_->after_layer(kv, seq, a.layer, a.T, a.speculative);
+    report_.decode_seconds += now_seconds() - t0;
+  }
+}
+
+void KvCompressor::before_attention(KvStore& kv, SeqId seq, int layer) {
+  if (!spec_ || !prefill_done_) return;
+  const double t0 = now_seconds();
+  spec_->install(kv, seq, layer);
+  report_.decode_seconds += now_seconds() - t0;
+}
+
+void KvCompressor::on_guess(bool hit) {
+  if (spec_) spec_->on_guess(hit);
 }
 
 void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
@@ -194,15 +232,18 @@ void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
     taps_switched_ = true;
     TapConfig cfg;
     if (policy_->decode->needs_scores()) policy_->scorer->add_taps(cfg, true);
-    cfg.enabled = cfg.last_row || cfg.col_sums;
+    cfg.segment_rows = spec_ != nullptr;
+    cfg.enabled = cfg.last_row || cfg.col_sums || cfg.segment_rows;
     const TapConfig& cur = kv.tap_config(seq);
-    if (cfg.enabled != cur.enabled || cfg.last_row != cur.last_row || cfg.col_sums != cur.col_sums || cur.window > 0)
+    if (cfg.enabled != cur.enabled || cfg.last_row != cur.last_row || cfg.col_sums != cur.col_sums ||
+        cfg.segment_rows != cur.segment_rows || cur.window > 0)
       kv.set_taps(seq, cfg);
   } else {
     ++step_;
     report_.decode_steps = step_;
   }
   if (policy_->rerotate) rerotate(kv, seq);
+  if (spec_) report_.spec = spec_->stats();
 }
 
 void KvCompressor::rerotate(KvStore& kv, SeqId seq) {
@@ -233,7 +274,7 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
   const ModelConfig& c = engine.model().config();
   RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, engine.rope_inv_freq(), 1.0f / c.rope_linear_factor};
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
-                                             prompt_tokens, std::move(rope));
+                                             prompt_tokens, std::move(rope), engine.ctx());
   engine.kv().set_taps(seq, comp->prefill_taps());
   engine.observe(seq, comp);
   return comp;

@@ -9,6 +9,7 @@
 
 #include "compress/budget.h"
 #include "compress/select.h"
+#include "compress/specache.h"
 #include "compress/stages.h"
 #include "kv/rope.h"
 #include "model/forward.h"
@@ -42,6 +43,11 @@ struct KvPolicy {
   std::shared_ptr<const HeadBudgeter> heads;
   std::shared_ptr<const Disposition> disposition;
   std::shared_ptr<const DecodePolicy> decode;
+
+  // Low precision (issue 5).
+  int residual = -1;     // >= 0: uniform quantisation keeps this many recent tokens exact; the budget is ignored
+  bool balance = false;  // MiKV's key balancer: record per-channel query maxima while prefilling
+  std::shared_ptr<const SpeCacheConfig> specache;  // offload with speculative prefetch
 };
 
 // What a policy means for one prompt: capacity and protected regions per head. Throws on a bad
@@ -74,20 +80,26 @@ struct CompressionReport {
   double prefill_seconds = 0;  // scoring + budgeting + selection + page release after prefill
   double decode_seconds = 0;   // the same during decode
   int decode_steps = 0;
-  long decode_evicted = 0;  // tokens dropped during decode (all heads)
+  long decode_evicted = 0;  // tokens dropped (or demoted) during decode (all heads)
+  bool specache = false;
+  SpeCacheStats spec;  // SpeCache only
 };
 
 class KvCompressor : public SequenceObserver {
  public:
   // prompt_begin: the sequence's first prompt position (0 unless it continues cached tokens).
+  // max_tokens: the engine's context (sizes SpeCache's cold tier).
   KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayout& layout, int32_t prompt_begin, int prompt_tokens,
-               RopeInfo rope);
+               RopeInfo rope, int max_tokens = 0);
 
   // The taps the policy needs while prefilling (enable them on the sequence before the prompt runs).
   TapConfig prefill_taps() const;
 
   void after_attention(KvStore& kv, SeqId seq, const Attention& a) override;
   void after_forward(KvStore& kv, SeqId seq) override;
+  void before_attention(KvStore& kv, SeqId seq, int layer) override;
+  bool speculative() const override { return spec_ != nullptr && prefill_done_; }
+  void on_guess(bool hit) override;
 
   const CompressionReport& report() const { return report_; }
   const SequenceShape& shape() const { return shape_; }
@@ -118,6 +130,7 @@ class KvCompressor : public SequenceObserver {
   bool prefill_done_ = false, taps_switched_ = false;
   int step_ = 0;
   CompressionReport report_;
+  std::unique_ptr<SpeCache> spec_;
 };
 
 // Builds a compressor for a sequence about to prefill `prompt_tokens` tokens, enables its taps and

@@ -51,8 +51,8 @@ void build(KvPolicy& p, const PolicySpec& spec) {
   p.heads = make_uniform_heads();
   p.disposition = make_drop();
   p.decode = make_grow();
-  if (n != "adakv" && n != "baklava")
-    KV_CHECK(spec.inner.empty(), "{} does not take an inner policy (only adakv and baklava compose)", n);
+  if (n != "adakv" && n != "baklava" && n != "mikv")
+    KV_CHECK(spec.inner.empty(), "{} does not take an inner policy (only adakv, baklava and mikv compose)", n);
   if (n == "full") {
     p.full = true;
   } else if (n == "random") {
@@ -122,6 +122,57 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.layers = make_weighted_layers(layer_w, "baklava");
     p.heads = make_weighted_heads(prof.weights, "baklava");
     p.name = "baklava";
+  } else if (n == "kv-int8" || n == "kv-int4" || n == "kv-int2" || n == "kv-quant") {
+    // Uniform KV quantisation (llama.cpp's q8_0/q4_0 KV types, KIVI): every token but the recent
+    // residual lives low-bit; the budget does not apply.
+    const std::string bits = q.get_string("bits", n == "kv-int8" ? "int8" : n == "kv-int2" ? "int2" : "int4");
+    QuantFormat f;
+    f.key = parse_precision(q.get_string("k", bits));
+    f.value = parse_precision(q.get_string("v", bits));
+    f.key_per_channel = q.get_choice("keys", "token", {"token", "channel"}) == "channel";
+    f.group = q.get_int("group", 32, 8, 4096);
+    p.residual = q.get_int("residual", 32, 0, kMaxWindow);
+    p.scorer = make_position_scorer();
+    p.disposition = make_demote({f, std::nullopt, false});
+    p.decode = make_fifo();
+  } else if (n == "mikv") {
+    // MiKV: the inner policy's losers are demoted to low bits instead of dropped.
+    DemoteOptions o;
+    o.low.key = o.low.value = parse_precision(q.get_string("lo", "int2"));
+    o.low.key_per_channel = q.get_choice("keys", "token", {"token", "channel"}) == "channel";
+    o.low.group = q.get_int("group", 32, 8, 4096);
+    const KvPrecision hi = parse_precision(q.get_string("hi", "f16"));
+    if (hi != KvPrecision::F16) {
+      QuantFormat h = o.low;
+      h.key = h.value = hi;
+      o.high = h;
+    }
+    o.balance = q.get_int("balance", 1, 0, 1) == 1;
+    build_inner(p, spec, "h2o");
+    KV_CHECK(!p.full && p.residual < 0 && !p.specache && p.name != "mikv",
+             "mikv composes with an eviction policy (h2o, snapkv, pyramidkv, adakv, cake, sagekv, streamingllm, "
+             "random, baklava), not {}",
+             p.name);
+    p.disposition = make_demote(o);
+    p.balance = o.balance;
+    p.name = "mikv";
+  } else if (n == "specache") {
+    auto c = std::make_shared<SpeCacheConfig>();
+    const std::string bits = q.get_string("bits", "int2");
+    c->low.key = parse_precision(q.get_string("k", bits));
+    c->low.value = parse_precision(q.get_string("v", bits));
+    c->low.key_per_channel = q.get_choice("keys", "channel", {"token", "channel"}) == "channel";
+    c->low.group = q.get_int("group", 64, 8, 4096);
+    c->residual = q.get_int("residual", 64, 0, kMaxWindow);
+    c->top_k = q.get_int("topk", 64, 0, kMaxWindow);
+    c->cold_in_file = q.get_choice("cold", "file", {"file", "memory"}) == "file";
+    c->dir = q.get_string("dir", "");
+    c->path = q.get_string("path", "");
+    p.residual = c->residual;
+    p.scorer = make_position_scorer();
+    p.disposition = make_demote({c->low, std::nullopt, false});
+    p.decode = make_fifo();
+    p.specache = c;
   } else {
     fail("unknown KV policy \"{}\"; known policies:\n{}", n, policy_help());
   }
@@ -160,6 +211,16 @@ const std::vector<PolicyInfo>& policy_catalog() {
        "sinks=4, recent=32, gqa=mean, decode=fifo|grow"},
       {"baklava", "BaKlaVa static head budgets from `kvwise profile` over an inner selector (default snapkv)",
        "profile=FILE, theta=(from the profile)"},
+      {"kv-int8", "uniform 8-bit KV (per-group scale and zero), recent residual exact; ignores the budget",
+       "k=, v= (precision), keys=token|channel, group=32, residual=32"},
+      {"kv-int4", "uniform 4-bit KV, as kv-int8", "k=, v=, keys=token|channel, group=32, residual=32"},
+      {"kv-int2", "uniform 2-bit KV, as kv-int8", "k=, v=, keys=token|channel, group=32, residual=32"},
+      {"kv-quant", "uniform KV quantisation of any precision (f16, bf16, int8, int4, int2, int1)",
+       "bits=int4, k=, v=, keys=token|channel, group=32, residual=32"},
+      {"mikv", "MiKV: the inner policy's losers (default h2o) are kept at low bits instead of dropped",
+       "lo=int2, hi=f16|int8|int4, keys=token|channel, group=32, balance=1"},
+      {"specache", "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
+       "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path="},
   };
   return c;
 }

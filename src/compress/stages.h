@@ -5,7 +5,7 @@
 //   layer budgets LayerBudgeter                how many non-protected tokens each layer keeps
 //   head budgets  HeadBudgeter                 how a layer's budget splits over its KV heads
 //   token scores  TokenScorer::score           which tokens inside a head
-//   disposition   Disposition                  what happens to the losers (drop; later demote/offload)
+//   disposition   Disposition                  what happens to the losers (drop, demote to low bits)
 //   decode policy DecodePolicy                 what happens as tokens are generated
 #pragma once
 #include <memory>
@@ -64,8 +64,9 @@ class Disposition {
  public:
   virtual ~Disposition() = default;
   virtual std::string name() const = 0;
-  // Applies a selection: `keep` (ascending slots) stay hot; the rest get this disposition.
-  virtual void apply(KvStore& kv, SeqId seq, int layer, int head, std::span<const int> keep) const = 0;
+  // Applies a selection: `keep` (ascending slots) stay hot; the rest get this disposition. The last
+  // `tail` slots are the protected recent window (always in keep).
+  virtual void apply(KvStore& kv, SeqId seq, int layer, int head, std::span<const int> keep, int tail) const = 0;
 };
 
 // What a head looks like to the decode policy: its capacity and protected regions.

@@ -80,6 +80,55 @@ struct Partial {
   float sum = 0;
 };
 
+// Scores and value sums of one task over slots [s0, s1) of a low-precision segment: the codes are read
+// directly; positions after a query's are masked; in the first segment, slots with exact rows (SpeCache's
+// prefetched pairs) use those instead.
+void segment_scores(const KvStore& store, SeqId seq, int layer, int h, int seg_index, const float* Q, int G,
+                    float scale, int32_t qpos, int s0, int s1, float* S) {
+  const int n = s1 - s0;
+  const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
+  seg.scores(Q, G, scale, s0, s1, S, n);
+  const auto& pos = seg.positions();
+  for (int j = s0; j < s1; ++j)
+    if (pos[static_cast<size_t>(j)] > qpos)
+      for (int g = 0; g < G; ++g) S[g * n + (j - s0)] = -std::numeric_limits<float>::infinity();
+  if (seg_index != 0) return;
+  const KvStore::ExactRows& ex = store.exact_rows(seq, layer, h);
+  const int hd = seg.head_dim();
+  const auto lo = std::lower_bound(ex.slots.begin(), ex.slots.end(), s0);
+  for (auto it = lo; it != ex.slots.end() && *it < s1; ++it) {
+    const int j = *it;
+    if (pos[static_cast<size_t>(j)] > qpos) continue;
+    const size_t i = static_cast<size_t>(it - ex.slots.begin());
+    kernels().kv_scores(true, ex.k.data() + i * static_cast<size_t>(hd), 1, hd, Q, G, scale, S + (j - s0), n);
+  }
+}
+
+void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_index, int G, int s0, int s1,
+                   const float* P, float* O) {
+  const int n = s1 - s0;
+  const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
+  static const KvStore::ExactRows kNone;
+  const KvStore::ExactRows& ex = seg_index == 0 ? store.exact_rows(seq, layer, h) : kNone;
+  const auto lo = std::lower_bound(ex.slots.begin(), ex.slots.end(), s0);
+  const auto hi = std::lower_bound(lo, ex.slots.end(), s1);
+  if (lo == hi) {
+    seg.accumulate(P, G, n, s0, s1, O);
+    return;
+  }
+  // Exact rows replace the low-bit values of their slots: zero weight there, then add the exact row.
+  thread_local std::vector<float> Pm;
+  Pm.assign(P, P + static_cast<size_t>(G * n));
+  for (auto it = lo; it != hi; ++it)
+    for (int g = 0; g < G; ++g) Pm[static_cast<size_t>(g * n + (*it - s0))] = 0.0f;
+  seg.accumulate(Pm.data(), G, n, s0, s1, O);
+  const int hd = seg.head_dim();
+  for (auto it = lo; it != hi; ++it) {
+    const size_t i = static_cast<size_t>(it - ex.slots.begin());
+    kernels().kv_accum(true, ex.v.data() + i * static_cast<size_t>(hd), 1, hd, P + (*it - s0), G, n, O);
+  }
+}
+
 void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {
   const KvLayout& L = store.layout();
   const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
@@ -87,11 +136,13 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const Kernels& k = kernels();
 
+  // Per (h, t): the tasks over the pages come first, then those over the low-precision segments.
   struct Task {
     int h, t, s0, s1, n_total;
+    int seg = -1;  // -1: pages; else the segment's index
   };
   std::vector<Task> tasks;
-  std::vector<int> first_task;  // per (h, t): index of its first task
+  std::vector<int> first_task, first_seg_task;  // per (h, t)
   int max_len = 0;
   for (int h = 0; h < HK; ++h) max_len = std::max(max_len, store.head_len(seq, layer, h));
   // Chunks of whole pages, enough of them to keep every thread busy even with few KV heads.
@@ -100,11 +151,19 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   for (int h = 0; h < HK; ++h) {
     const auto& pages = store.head_pages(seq, layer, h);
     const int len = store.head_len(seq, layer, h);
+    const auto& segs = store.segments(seq, layer, h);
     for (int t = 0; t < a.T; ++t) {
       first_task.push_back(static_cast<int>(tasks.size()));
       const int nv = count_visible(store, pages, len, a.pos[t]);
       for (int s0 = 0; s0 < nv; s0 += chunk) tasks.push_back({h, t, s0, std::min(nv, s0 + chunk), len});
       if (nv == 0) tasks.push_back({h, t, 0, 0, len});
+      first_seg_task.push_back(static_cast<int>(tasks.size()));
+      for (size_t si = 0; si < segs.size(); ++si) {
+        const int n = segs[si].size(), g = segs[si].format().group;
+        const int seg_chunk = std::max(256, (n / want_chunks + g - 1) / g * g);
+        for (int s0 = 0; s0 < n; s0 += seg_chunk)
+          tasks.push_back({h, t, s0, std::min(n, s0 + seg_chunk), n, static_cast<int>(si)});
+      }
     }
   }
   first_task.push_back(static_cast<int>(tasks.size()));
@@ -121,24 +180,37 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     const Task& task = tasks[ti];
     const int n = task.s1 - task.s0;
     if (n == 0) return;
-    const auto& pages = store.head_pages(seq, layer, task.h);
     float* S = scores.data() + score_off[ti];
     const float* Q = a.q + task.t * a.q_stride + task.h * G * hd;
-    for (int s = task.s0; s < task.s1;) {
-      const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
-      const uint32_t page = pages[static_cast<size_t>(s / P)];
-      const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
-      k.kv_scores(f16, static_cast<const uint8_t*>(store.page_k(page)) + off, cnt, hd, Q, G, scale, S + (s - task.s0),
-                  n);
-      s += cnt;
-    }
+    float* O = partial_out.data() + ti * static_cast<size_t>(G * hd);
+    if (task.seg >= 0)
+      segment_scores(store, seq, layer, task.h, task.seg, Q, G, scale, a.pos[task.t], task.s0, task.s1, S);
+    else
+      for (int s = task.s0; s < task.s1;) {
+        const auto& pages = store.head_pages(seq, layer, task.h);
+        const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
+        const uint32_t page = pages[static_cast<size_t>(s / P)];
+        const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
+        k.kv_scores(f16, static_cast<const uint8_t*>(store.page_k(page)) + off, cnt, hd, Q, G, scale, S + (s - task.s0),
+                    n);
+        s += cnt;
+      }
     for (int g = 0; g < G; ++g) {
       float* row = S + g * n;
       Partial& pr = partial[ti * static_cast<size_t>(G) + static_cast<size_t>(g)];
       pr.max = *std::max_element(row, row + n);
-      pr.sum = k.exp_shift_sum(row, n, pr.max);
+      if (pr.max == -std::numeric_limits<float>::infinity()) {  // every slot masked
+        std::fill(row, row + n, 0.0f);
+        pr.sum = 0;
+      } else {
+        pr.sum = k.exp_shift_sum(row, n, pr.max);
+      }
     }
-    float* O = partial_out.data() + ti * static_cast<size_t>(G * hd);
+    if (task.seg >= 0) {
+      segment_accum(store, seq, layer, task.h, task.seg, G, task.s0, task.s1, S, O);
+      return;
+    }
+    const auto& pages = store.head_pages(seq, layer, task.h);
     for (int s = task.s0; s < task.s1;) {
       const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
       const uint32_t page = pages[static_cast<size_t>(s / P)];
@@ -155,9 +227,13 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     for (int t = 0; t < a.T; ++t) {
       const int idx = h * a.T + t;
       const int t0 = first_task[static_cast<size_t>(idx)], t1 = first_task[static_cast<size_t>(idx) + 1];
+      const int ts = first_seg_task[static_cast<size_t>(idx)];
       for (int g = 0; g < G; ++g) {
         float M = -std::numeric_limits<float>::infinity();
-        for (int ti = t0; ti < t1; ++ti) M = std::max(M, partial[static_cast<size_t>(ti * G + g)].max);
+        for (int ti = t0; ti < t1; ++ti) {
+          const Partial& pr = partial[static_cast<size_t>(ti * G + g)];
+          if (pr.sum > 0) M = std::max(M, pr.max);
+        }
         float Lsum = 0;
         scale_c.resize(static_cast<size_t>(t1 - t0));
         for (int ti = t0; ti < t1; ++ti) {
@@ -173,18 +249,35 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
               partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(G * hd) + static_cast<size_t>(g * hd);
           for (int c = 0; c < hd; ++c) out[c] += w * O[c];
         }
-        if (cfg.enabled && Lsum > 0) {
-          const int nv = tasks[static_cast<size_t>(t1 - 1)].s1;
-          prob.assign(static_cast<size_t>(nv), 0.0f);
-          for (int ti = t0; ti < t1; ++ti) {
+        if (!cfg.enabled || Lsum <= 0) continue;
+        // Page probabilities (the slots policies see).
+        const int nv = tasks[static_cast<size_t>(ts - 1)].s1;
+        prob.assign(static_cast<size_t>(nv), 0.0f);
+        for (int ti = t0; ti < ts; ++ti) {
+          const Task& task = tasks[static_cast<size_t>(ti)];
+          const int n = task.s1 - task.s0;
+          const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
+          const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(g * n);
+          for (int j = 0; j < n; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
+        }
+        HeadTaps& taps = store.taps(seq, layer, h * G + g);
+        record_taps(taps, cfg, prob.data(), nv, tasks[static_cast<size_t>(t0)].n_total, a.pos[t], t == a.T - 1);
+        if (cfg.segment_rows) {
+          const auto& segs = store.segments(seq, layer, h);
+          const int ns = segs.empty() ? 0 : segs[0].size();
+          if (t == 0 || taps.segment_rows.size() != static_cast<size_t>(a.T) * static_cast<size_t>(ns)) {
+            taps.segment_cols = ns;
+            taps.segment_rows.assign(static_cast<size_t>(a.T) * static_cast<size_t>(ns), 0.0f);
+          }
+          float* row = taps.segment_rows.data() + static_cast<size_t>(t) * static_cast<size_t>(ns);
+          for (int ti = ts; ti < t1; ++ti) {
             const Task& task = tasks[static_cast<size_t>(ti)];
+            if (task.seg != 0) continue;
             const int n = task.s1 - task.s0;
             const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
             const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(g * n);
-            for (int j = 0; j < n; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
+            for (int j = 0; j < n; ++j) row[task.s0 + j] = S[j] * w;
           }
-          record_taps(store.taps(seq, layer, h * G + g), cfg, prob.data(), nv, tasks[static_cast<size_t>(t0)].n_total,
-                      a.pos[t], t == a.T - 1);
         }
       }
     }
@@ -262,7 +355,21 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
 
 void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& query, AttentionPath path) {
   if (query.T == 0) return;
+  const KvLayout& L = store.layout();
+  const TapConfig& cfg = store.tap_config(seq);
+  if (cfg.enabled && cfg.q_absmax)
+    for (int qh = 0; qh < L.n_heads; ++qh) {
+      std::vector<float>& m = store.taps(seq, layer, qh).q_absmax;
+      m.resize(static_cast<size_t>(L.head_dim), 0.0f);
+      for (int t = 0; t < query.T; ++t) {
+        const float* q = query.q + t * query.q_stride + qh * L.head_dim;
+        for (int c = 0; c < L.head_dim; ++c) m[static_cast<size_t>(c)] = std::max(m[static_cast<size_t>(c)], std::fabs(q[c]));
+      }
+    }
   if (path == AttentionPath::Auto) path = query.T >= kBlasMinQueries ? AttentionPath::Blas : AttentionPath::Direct;
+  // The gathered BLAS path reads pages only; heads with low-precision segments go the direct way.
+  for (int h = 0; h < L.n_kv_heads && path == AttentionPath::Blas; ++h)
+    if (!store.segments(seq, layer, h).empty()) path = AttentionPath::Direct;
   if (path == AttentionPath::Blas)
     attend_blas(pool, store, seq, layer, query);
   else

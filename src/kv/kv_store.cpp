@@ -226,8 +226,82 @@ void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) 
   }
 }
 
+size_t KvStore::extra_bytes(const HeadList& h) const {
+  size_t b = 2 * (h.exact.k.size() + h.exact.v.size()) + sizeof(int) * h.exact.slots.size();
+  for (const QuantSegment& s : h.segments) b += s.bytes();
+  return b;
+}
+
 size_t KvStore::bytes_head(SeqId seq, int layer, int head) const {
-  return list(seq, layer, head).pages.size() * pool_.page_bytes();
+  const HeadList& h = list(seq, layer, head);
+  return h.pages.size() * pool_.page_bytes() + extra_bytes(h);
+}
+
+size_t KvStore::bytes_total() const {
+  size_t b = pool_.bytes_in_use();
+  for (const auto& [id, s] : seqs_)
+    for (const HeadList& h : s.heads) b += extra_bytes(h);
+  return b;
+}
+
+const std::vector<QuantSegment>& KvStore::segments(SeqId seq, int layer, int head) const {
+  return list(seq, layer, head).segments;
+}
+
+int KvStore::head_tokens(SeqId seq, int layer, int head) const {
+  const HeadList& h = list(seq, layer, head);
+  int n = h.len;
+  for (const QuantSegment& s : h.segments) n += s.size();
+  return n;
+}
+
+void KvStore::demote(SeqId seq, int layer, int head, std::span<const int> keep, const QuantFormat& format,
+                     std::span<const float> balancer) {
+  HeadList& h = list(seq, layer, head);
+  QuantSegment* seg = nullptr;
+  for (QuantSegment& s : h.segments)
+    if (s.format() == format) seg = &s;
+  if (seg == nullptr) {
+    h.segments.emplace_back(format, layout_.head_dim, std::vector<float>(balancer.begin(), balancer.end()));
+    seg = &h.segments.back();
+  }
+  std::vector<float> k(static_cast<size_t>(layout_.head_dim)), v(k.size());
+  size_t ki = 0;
+  for (int slot = 0; slot < h.len; ++slot) {
+    if (ki < keep.size() && keep[ki] == slot) {
+      ++ki;
+      continue;
+    }
+    read_slot(seq, layer, head, slot, k.data(), v.data());
+    seg->append(k.data(), v.data(), slot_position(seq, layer, head, slot));
+  }
+  retain(seq, layer, head, keep);
+}
+
+void KvStore::pop_back(SeqId seq, int layer, int head, int n) {
+  HeadList& h = list(seq, layer, head);
+  KV_CHECK(n >= 0 && n <= h.len, "pop_back of {} slots from a head of {}", n, h.len);
+  h.len -= n;
+  const size_t pages_needed = static_cast<size_t>((h.len + layout_.page_tokens - 1) / layout_.page_tokens);
+  while (h.pages.size() > pages_needed) {
+    pool_.release(h.pages.back());
+    h.pages.pop_back();
+  }
+}
+
+void KvStore::set_exact_rows(SeqId seq, int layer, int head, ExactRows rows) {
+  HeadList& h = list(seq, layer, head);
+  KV_CHECK(!h.segments.empty() || rows.slots.empty(), "exact rows for a head without a low-precision segment");
+  const size_t hd = static_cast<size_t>(layout_.head_dim);
+  KV_CHECK(rows.k.size() == rows.slots.size() * hd && rows.v.size() == rows.k.size(), "exact rows: sizes disagree");
+  for (size_t i = 0; i < rows.slots.size(); ++i)
+    KV_CHECK(rows.slots[i] >= 0 && rows.slots[i] < h.segments[0].size() && (i == 0 || rows.slots[i] > rows.slots[i - 1]),
+             "exact rows: slot {} is not an ascending slot of the segment", rows.slots[i]);
+  h.exact = std::move(rows);
+}
+
+const KvStore::ExactRows& KvStore::exact_rows(SeqId seq, int layer, int head) const {
+  return list(seq, layer, head).exact;
 }
 
 size_t KvStore::bytes_layer(SeqId seq, int layer) const {
@@ -238,7 +312,7 @@ size_t KvStore::bytes_layer(SeqId seq, int layer) const {
 
 size_t KvStore::bytes_sequence(SeqId seq) const {
   size_t b = 0;
-  for (const auto& h : get(seq).heads) b += h.pages.size() * pool_.page_bytes();
+  for (const auto& h : get(seq).heads) b += h.pages.size() * pool_.page_bytes() + extra_bytes(h);
   return b;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kv/page_pool.h"
+#include "kv/quant_segment.h"
 #include "kv/taps.h"
 #include "tensor/dtype.h"
 
@@ -71,11 +72,32 @@ class KvStore {
   // and releasing pages that are no longer needed. Statistic taps of the head's query heads follow.
   void retain(SeqId seq, int layer, int head, std::span<const int> keep);
 
-  // Exact accounting: bytes of the pages each list holds.
+  // Low precision (issue 5). A head may also hold low-precision segments (kv/quant_segment.h) of
+  // tokens moved out of its pages; attention reads them after the pages. They are outside the
+  // slot numbering above (policies and taps see the pages only).
+  const std::vector<QuantSegment>& segments(SeqId seq, int layer, int head) const;
+  // Moves the slots not in `keep` (strictly ascending) into the head's segment of this format, in slot
+  // order (the segment is created with `balancer` on first use), then keeps `keep` as retain() does.
+  void demote(SeqId seq, int layer, int head, std::span<const int> keep, const QuantFormat& format,
+              std::span<const float> balancer = {});
+  // Removes the last n slots of a head (a speculative token's row once its attention has run).
+  void pop_back(SeqId seq, int layer, int head, int n);
+  // Exact F16 rows standing in for some slots of the head's first segment (SpeCache's prefetched
+  // pairs): attention scores and reads these instead of the low-bit rows.
+  struct ExactRows {
+    std::vector<int> slots;        // ascending segment slots
+    std::vector<uint16_t> k, v;    // head_dim F16 values per slot
+  };
+  void set_exact_rows(SeqId seq, int layer, int head, ExactRows rows);
+  const ExactRows& exact_rows(SeqId seq, int layer, int head) const;
+  // Tokens a head holds in pages and segments.
+  int head_tokens(SeqId seq, int layer, int head) const;
+
+  // Exact accounting: bytes of the pages each list holds, plus its segments and exact rows.
   size_t bytes_head(SeqId seq, int layer, int head) const;
   size_t bytes_layer(SeqId seq, int layer) const;
   size_t bytes_sequence(SeqId seq) const;
-  size_t bytes_total() const { return pool_.bytes_in_use(); }
+  size_t bytes_total() const;
   size_t bytes_per_token_full() const;  // K+V bytes of one token over all layers and heads
 
   // Statistic taps of a sequence (configured per sequence; empty when disabled).
@@ -88,7 +110,10 @@ class KvStore {
   struct HeadList {
     std::vector<uint32_t> pages;
     int len = 0;
+    std::vector<QuantSegment> segments;
+    ExactRows exact;
   };
+  size_t extra_bytes(const HeadList& h) const;
   struct Sequence {
     std::vector<HeadList> heads;  // layer * n_kv_heads + head
     int32_t next_pos = 0;

@@ -17,6 +17,8 @@ struct TapConfig {
   bool window_entropy = false;  // also sum the window rows' entropies (CAKE; costs a log per entry)
   bool last_row = false;        // the probabilities of the most recent query
   bool col_sums = false;        // running sums of probabilities over every query so far (H2O)
+  bool q_absmax = false;        // per-channel max |q| over every query so far (MiKV's balancer)
+  bool segment_rows = false;    // the chunk's probability rows over the head's first low-precision segment (SpeCache)
 };
 
 // Per (layer, query head). Every vector is indexed by the slot of the head's KV list.
@@ -29,6 +31,9 @@ struct HeadTaps {
   double window_entropy = 0;
   std::vector<float> last_row;
   std::vector<float> col_sums;
+  std::vector<float> q_absmax;                   // head_dim
+  std::vector<float> segment_rows;               // T rows of segment_cols (the last chunk's queries)
+  int segment_cols = 0;
 };
 
 }  // namespace kvwise

@@ -1,5 +1,6 @@
 #include "model/forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/error.h"
@@ -73,6 +74,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   std::vector<int64_t> first_row;
   for (const BatchEntry& e : batch) {
     KV_CHECK(!e.tokens.empty(), "empty batch entry for sequence {}", e.seq);
+    KV_CHECK(e.speculative >= 0 && e.speculative <= static_cast<int>(e.tokens.size()),
+             "{} speculative tokens in an entry of {}", e.speculative, e.tokens.size());
     const int32_t p0 = kv_.next_position(e.seq);
     KV_CHECK(static_cast<int64_t>(p0) + static_cast<int64_t>(e.tokens.size()) <= ctx_,
              "sequence {} would reach {} tokens, more than the context of {}", e.seq,
@@ -129,13 +132,16 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       const BatchEntry& e = batch[b];
       const int64_t r0 = first_row[b];
       const int T = static_cast<int>(e.tokens.size());
+      if (watch[b]) watch[b]->before_attention(kv_, e.seq, l);
       for (int t = 0; t < T; ++t)
         for (int h = 0; h < c.n_kv_heads; ++h)
           kv_.append(e.seq, l, h, &k[(r0 + t) * kv_dim + h * c.head_dim], &v[(r0 + t) * kv_dim + h * c.head_dim],
                      pos[static_cast<size_t>(r0 + t)]);
       AttentionQuery aq{&q[r0 * q_dim], q_dim, &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim};
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
-      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T});
+      if (e.speculative > 0)
+        for (int h = 0; h < c.n_kv_heads; ++h) kv_.pop_back(e.seq, l, h, e.speculative);
+      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative});
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
@@ -149,7 +155,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
 
   show_hidden(c.n_layers);
   for (const BatchEntry& e : batch)
-    kv_.set_next_position(e.seq, kv_.next_position(e.seq) + static_cast<int32_t>(e.tokens.size()));
+    kv_.set_next_position(e.seq, kv_.next_position(e.seq) + static_cast<int32_t>(e.tokens.size()) - e.speculative);
   for (size_t b = 0; b < batch.size(); ++b)
     if (watch[b]) watch[b]->after_forward(kv_, batch[b].seq);
 
@@ -182,8 +188,32 @@ std::vector<float> Engine::prefill(SeqId seq, std::span<const int32_t> tokens, b
 }
 
 std::vector<float> Engine::decode(SeqId seq, int32_t token) {
-  BatchEntry e{seq, std::span<const int32_t>(&token, 1), false};
-  return forward(std::span<const BatchEntry>(&e, 1));
+  SequenceObserver* obs = observer(seq);
+  // The guess needs a position of its own: at the end of the context the step runs alone.
+  if (obs == nullptr || !obs->speculative() || kv_.next_position(seq) + 2 > ctx_) {
+    BatchEntry e{seq, std::span<const int32_t>(&token, 1), false};
+    return forward(std::span<const BatchEntry>(&e, 1));
+  }
+  const int64_t V = model_.config().n_vocab;
+  const auto argmax = [](const float* row, int64_t n) {
+    return static_cast<int32_t>(std::max_element(row, row + n) - row);
+  };
+  auto it = guesses_.find(seq);
+  if (it == guesses_.end()) {
+    // Pre-decoding: the token alone, never stored, makes the first guess.
+    BatchEntry e{seq, std::span<const int32_t>(&token, 1), false, 1};
+    const std::vector<float> lg = forward(std::span<const BatchEntry>(&e, 1));
+    it = guesses_.emplace(seq, Guess{argmax(lg.data(), V), -1}).first;
+  }
+  Guess& g = it->second;
+  if (g.used >= 0) obs->on_guess(g.used == token);
+  const int32_t pair[2] = {token, g.next};
+  BatchEntry e{seq, std::span<const int32_t>(pair, 2), true, 1};
+  std::vector<float> lg = forward(std::span<const BatchEntry>(&e, 1));
+  g.used = g.next;
+  g.next = argmax(lg.data() + V, V);
+  lg.resize(static_cast<size_t>(V));
+  return lg;
 }
 
 }  // namespace kvwise

@@ -28,6 +28,9 @@ struct BatchEntry {
   SeqId seq = 0;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every token (perplexity) or only the last (generation)
+  // The last `speculative` tokens are attended to but never stored: their KV rows leave the store
+  // right after each layer's attention, and the sequence's position does not advance for them.
+  int speculative = 0;
 };
 
 // Watches one sequence's forward pass layer by layer: KV compression policies, profilers. Called on the
@@ -42,13 +45,20 @@ class SequenceObserver {
     int64_t stride = 0;
     const int32_t* pos = nullptr;  // T positions
     int T = 0;
+    int speculative = 0;  // the last rows are speculative (already gone from the store)
   };
+  // Before layer `layer` appends and attends the entry's tokens (prefetched rows can be installed here).
+  virtual void before_attention(KvStore& /*kv*/, SeqId /*seq*/, int /*layer*/) {}
   // After layer a.layer attended the entry's T new tokens, before the next layer runs.
   virtual void after_attention(KvStore& kv, SeqId seq, const Attention& a) = 0;
   // The residual stream of the entry's tokens entering `layer` (layer == n_layers: after the last one).
   virtual void on_hidden(SeqId /*seq*/, int /*layer*/, const float* /*x*/, int64_t /*dim*/, int /*T*/) {}
   // After the whole forward step, once the sequence's next position has advanced.
   virtual void after_forward(KvStore& /*kv*/, SeqId /*seq*/) {}
+  // True when decode steps should carry a speculative next token (SpeCache): Engine::decode then runs
+  // (token, guess) pairs, guessing greedily from the second row, and reports each guess.
+  virtual bool speculative() const { return false; }
+  virtual void on_guess(bool /*hit*/) {}
 };
 
 class Engine {
@@ -66,6 +76,7 @@ class Engine {
   SeqId new_sequence() { return kv_.create_sequence(); }
   void free_sequence(SeqId seq) {
     observers_.erase(seq);
+    guesses_.erase(seq);
     kv_.free_sequence(seq);
   }
   // Attaches an observer to a sequence (null detaches); it lives until the sequence is freed.
@@ -77,6 +88,8 @@ class Engine {
   std::vector<float> forward(std::span<const BatchEntry> batch);
   // A whole prompt, in chunks of options().prefill_chunk; logits of the last token (or of all).
   std::vector<float> prefill(SeqId seq, std::span<const int32_t> tokens, bool all_logits = false);
+  // One generated token. With a speculative observer the step also runs the guess of the next token
+  // (and the first step first runs the token alone, unstored, to make the first guess).
   std::vector<float> decode(SeqId seq, int32_t token);
 
  private:
@@ -87,6 +100,11 @@ class Engine {
   KvStore kv_;
   std::vector<float> inv_freq_;
   std::map<SeqId, std::shared_ptr<SequenceObserver>> observers_;
+  struct Guess {
+    int32_t next = 0;  // the guess for the token after the next real one
+    int32_t used = -1;  // the guess the last step ran (of the token now being decoded)
+  };
+  std::map<SeqId, Guess> guesses_;
 };
 
 }  // namespace kvwise

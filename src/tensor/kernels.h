@@ -28,6 +28,22 @@ struct Kernels {
   void (*dequant_row)(DType t, const uint8_t* src, float* dst, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum (softmax numerators; |rel. error| < 1e-6).
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
+
+  // Low-bit KV (kv/quant_segment.h). Codes are packed 8/bits per byte in order (bits = 1, 2, 4, 8);
+  // every group has an F16 scale and zero (two uint16, params + 2 * group); a code c stands for
+  // zero + scale * c, or for bits = 1 the quarter points zero + scale * (1/4 + c/2). Groups are
+  // dequantised in registers; nothing of full size is written.
+  // Per-token keys: n tokens, token j's codes at codes + j * hd * bits / 8 and its hd / group groups'
+  // params at params + j * 2 * (hd / group). scores[q * ss + j] = scale * dot(Q[q * hd ..], key j).
+  void (*qk_tokens)(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* Q,
+                    int nq, float scale, float* scores, int ss);
+  // Per-channel keys, one group of g tokens: channel c's g codes at codes + c * g * bits / 8, its params at
+  // params + 2 * c. scores[q * ss + t] = scale * dot(Q[q * hd ..], key t) for t < g.
+  void (*qk_channels)(int bits, const uint8_t* codes, const uint16_t* params, int g, int hd, const float* Q, int nq,
+                      float scale, float* scores, int ss);
+  // Per-token values (layout as qk_tokens): out[q * hd + c] += sum_j P[q * ps + j] * value j [c].
+  void (*qv_accum)(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
+                   int nq, int ps, float* out);
 };
 
 const Kernels& kernels_scalar();

@@ -78,13 +78,16 @@ inline VF vdot16_i8(__m128i b, const float* x) {
 inline VF vload_q8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+inline VF vload_u8(const uint8_t* p) {  // W bytes -> W floats
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 }  // namespace
 #define KVWISE_SIMD_FALLBACK kernels_scalar()
 #include "tensor/kernels_simd.inc"
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row, exp_shift_sum};
+  static const Kernels k{"avx2", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
   return k;
 }
 

@@ -74,13 +74,16 @@ inline VF vdot16_i8(__m128i b, const float* x) {
 inline VF vload_q8(const int8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
+inline VF vload_u8(const uint8_t* p) {  // W bytes -> W floats
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
 }  // namespace
 #define KVWISE_SIMD_FALLBACK kernels_avx2()
 #include "tensor/kernels_simd.inc"
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{"avx512", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row, exp_shift_sum};
+  static const Kernels k{"avx512", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
   return k;
 }
 

@@ -85,10 +85,69 @@ float exp_shift_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
+
+// Low-bit KV: code i of a packed group, and the affine map code -> value of a group.
+inline int code_at(const uint8_t* codes, int i, int bits) {
+  const int per = 8 / bits;
+  return (codes[i / per] >> ((i % per) * bits)) & ((1 << bits) - 1);
+}
+struct Affine {
+  float mul, add;
+};
+inline Affine affine(const uint16_t* params, int bits) {
+  const float scale = fp16_to_fp32(params[0]), zero = fp16_to_fp32(params[1]);
+  return bits == 1 ? Affine{0.5f * scale, zero + 0.25f * scale} : Affine{scale, zero};
+}
+
+void qk_tokens(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* Q, int nq,
+               float scale, float* s, int ss) {
+  const int groups = hd / group, row = hd * bits / 8;
+  for (int j = 0; j < n; ++j)
+    for (int q = 0; q < nq; ++q) {
+      float acc = 0;
+      for (int gi = 0; gi < groups; ++gi) {
+        const Affine a = affine(params + 2 * (j * groups + gi), bits);
+        const uint8_t* c = codes + static_cast<int64_t>(j) * row + gi * group * bits / 8;
+        for (int i = 0; i < group; ++i)
+          acc += Q[q * hd + gi * group + i] * (a.add + a.mul * static_cast<float>(code_at(c, i, bits)));
+      }
+      s[q * ss + j] = acc * scale;
+    }
+}
+
+void qk_channels(int bits, const uint8_t* codes, const uint16_t* params, int g, int hd, const float* Q, int nq,
+                 float scale, float* s, int ss) {
+  const int row = g * bits / 8;
+  for (int q = 0; q < nq; ++q)
+    for (int t = 0; t < g; ++t) {
+      float acc = 0;
+      for (int c = 0; c < hd; ++c) {
+        const Affine a = affine(params + 2 * c, bits);
+        acc += Q[q * hd + c] * (a.add + a.mul * static_cast<float>(code_at(codes + static_cast<int64_t>(c) * row, t, bits)));
+      }
+      s[q * ss + t] = acc * scale;
+    }
+}
+
+void qv_accum(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P, int nq,
+              int ps, float* out) {
+  const int groups = hd / group, row = hd * bits / 8;
+  for (int q = 0; q < nq; ++q)
+    for (int j = 0; j < n; ++j) {
+      const float p = P[q * ps + j];
+      for (int gi = 0; gi < groups; ++gi) {
+        const Affine a = affine(params + 2 * (j * groups + gi), bits);
+        const uint8_t* c = codes + static_cast<int64_t>(j) * row + gi * group * bits / 8;
+        for (int i = 0; i < group; ++i)
+          out[q * hd + gi * group + i] += p * (a.add + a.mul * static_cast<float>(code_at(c, i, bits)));
+      }
+    }
+}
+
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row_scalar, exp_shift_sum};
+  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row_scalar, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
   return k;
 }
 

@@ -1,0 +1,272 @@
+#include "compress/specache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "base/error.h"
+#include "compress/select.h"
+
+namespace kvwise {
+
+namespace {
+std::string default_dir() {
+  const char* t = std::getenv("TMPDIR");
+  return t && *t ? t : "/tmp";
+}
+std::atomic<int> g_file_counter{0};
+}  // namespace
+
+ColdTier::ColdTier(const SpeCacheConfig& cfg, int n_layers, int n_kv_heads, size_t row_bytes, int max_tokens)
+    : n_kv_(n_kv_heads), row_bytes_(row_bytes), max_tokens_(max_tokens) {
+  if (!cfg.cold_in_file) {
+    memory_.resize(static_cast<size_t>(n_layers * n_kv_heads));
+    return;
+  }
+  if (!cfg.path.empty()) {
+    path_ = cfg.path;
+  } else {
+    path_ = fmt::format("{}/kvwise-specache-{}-{}.kv", cfg.dir.empty() ? default_dir() : cfg.dir,
+                        static_cast<long>(getpid()), g_file_counter++);
+    remove_ = true;
+  }
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | (remove_ ? O_TRUNC : 0) | O_CLOEXEC, 0600);
+  KV_CHECK(fd_ >= 0, "SpeCache cold tier: cannot open {}: {}", path_, std::strerror(errno));
+}
+
+ColdTier::~ColdTier() {
+  if (fd_ >= 0) ::close(fd_);
+  if (remove_) ::unlink(path_.c_str());
+}
+
+size_t ColdTier::offset(int layer, int head, int index) const {
+  return ((static_cast<size_t>(layer) * static_cast<size_t>(n_kv_) + static_cast<size_t>(head)) *
+              static_cast<size_t>(max_tokens_) +
+          static_cast<size_t>(index)) *
+         2 * row_bytes_;
+}
+
+void ColdTier::check_present() const {
+  if (fd_ < 0) return;
+  struct stat st{};
+  KV_CHECK(::fstat(fd_, &st) == 0, "SpeCache cold tier {}: {}", path_, std::strerror(errno));
+  KV_CHECK(st.st_nlink > 0, "SpeCache cold tier file {} was removed while in use; the full-precision KV is gone",
+           path_);
+}
+
+void ColdTier::write(int layer, int head, int index, const void* k, const void* v) {
+  KV_CHECK(index >= 0 && index < max_tokens_, "SpeCache cold tier: token {} beyond the context of {}", index,
+           max_tokens_);
+  std::vector<uint8_t> pair(2 * row_bytes_);
+  std::memcpy(pair.data(), k, row_bytes_);
+  std::memcpy(pair.data() + row_bytes_, v, row_bytes_);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) {
+    auto& m = memory_[static_cast<size_t>(layer * n_kv_ + head)];
+    const size_t at = static_cast<size_t>(index) * 2 * row_bytes_;
+    if (m.size() < at + pair.size()) m.resize(at + pair.size());
+    std::memcpy(m.data() + at, pair.data(), pair.size());
+  } else {
+    const off_t off = static_cast<off_t>(offset(layer, head, index));
+    const ssize_t n = ::pwrite(fd_, pair.data(), pair.size(), off);
+    KV_CHECK(n == static_cast<ssize_t>(pair.size()), "SpeCache cold tier: writing {} bytes to {} failed: {}",
+             pair.size(), path_, n < 0 ? std::strerror(errno) : "short write (is the disk full?)");
+  }
+  ++written_;
+}
+
+void ColdTier::read(int layer, int head, std::span<const int> idx, uint8_t* k, uint8_t* v) {
+  const size_t pair = 2 * row_bytes_;
+  std::vector<uint8_t> buf;
+  for (size_t i = 0; i < idx.size();) {
+    size_t run = 1;
+    while (i + run < idx.size() && idx[i + run] == idx[i + run - 1] + 1) ++run;
+    buf.resize(run * pair);
+    if (fd_ < 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      const auto& m = memory_[static_cast<size_t>(layer * n_kv_ + head)];
+      const size_t at = static_cast<size_t>(idx[i]) * pair;
+      KV_CHECK(at + buf.size() <= m.size(), "SpeCache cold tier: token {} was never written", idx[i + run - 1]);
+      std::memcpy(buf.data(), m.data() + at, buf.size());
+    } else {
+      const ssize_t n = ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset(layer, head, idx[i])));
+      KV_CHECK(n == static_cast<ssize_t>(buf.size()), "SpeCache cold tier: reading {} failed: {}", path_,
+               n < 0 ? std::strerror(errno) : "short read (was the file truncated?)");
+    }
+    for (size_t r = 0; r < run; ++r) {
+      std::memcpy(k + (i + r) * row_bytes_, buf.data() + r * pair, row_bytes_);
+      std::memcpy(v + (i + r) * row_bytes_, buf.data() + r * pair + row_bytes_, row_bytes_);
+    }
+    read_bytes_ += buf.size();
+    i += run;
+  }
+}
+
+SpeCache::SpeCache(const SpeCacheConfig& cfg, const KvLayout& layout, int max_tokens)
+    : cfg_(cfg),
+      layout_(layout),
+      cold_(cfg, layout.n_layers, layout.n_kv_heads, static_cast<size_t>(layout.head_dim) * 2, max_tokens) {
+  KV_CHECK(layout.type == DType::F16, "specache needs the f16 KV store");
+  const auto per_layer = std::vector<int>(static_cast<size_t>(layout.n_kv_heads), 0);
+  written_.assign(static_cast<size_t>(layout.n_layers), per_layer);
+  seen_.assign(static_cast<size_t>(layout.n_layers), per_layer);
+  jobs_.resize(static_cast<size_t>(layout.n_layers));
+  thread_ = std::thread([this] { worker(); });
+}
+
+SpeCache::~SpeCache() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void SpeCache::capture(KvStore& kv, SeqId seq, int layer) {
+  std::vector<uint8_t> k(kv.row_bytes()), v(kv.row_bytes());
+  for (int h = 0; h < layout_.n_kv_heads; ++h) {
+    const auto& segs = kv.segments(seq, layer, h);
+    const int nseg = segs.empty() ? 0 : segs[0].size(), len = kv.head_len(seq, layer, h);
+    int& w = written_[static_cast<size_t>(layer)][static_cast<size_t>(h)];
+    KV_CHECK(w >= nseg, "specache: tokens reached the low-bit copy without a cold-tier copy");
+    for (; w < nseg + len; ++w) {
+      kv.copy_rows(seq, layer, h, w - nseg, 1, k.data(), v.data());
+      cold_.write(layer, h, w, k.data(), v.data());
+    }
+  }
+}
+
+void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative) {
+  const int HK = layout_.n_kv_heads, G = layout_.n_heads / HK;
+  Job next;
+  next.slots.resize(static_cast<size_t>(HK));
+  for (int h = 0; h < HK; ++h) {
+    const auto& segs = kv.segments(seq, layer, h);
+    const int n_now = segs.empty() ? 0 : segs[0].size();
+    const HeadTaps& t0 = kv.taps(seq, layer, h * G);
+    const int n_at = t0.segment_cols;
+    // GQA-averaged probability rows over the segment as it was during attention.
+    const auto row_mean = [&](int r) {
+      std::vector<float> m(static_cast<size_t>(n_at), 0.0f);
+      for (int g = 0; g < G; ++g) {
+        const HeadTaps& t = kv.taps(seq, layer, h * G + g);
+        if (t.segment_rows.size() < static_cast<size_t>((r + 1) * n_at)) continue;
+        for (int j = 0; j < n_at; ++j) m[static_cast<size_t>(j)] += t.segment_rows[static_cast<size_t>(r * n_at + j)];
+      }
+      return m;
+    };
+    if (T == 2 && speculative == 1 && n_at > 0) {
+      // The real token's own top-k against the set prefetched for it.
+      const int kk = std::min(cfg_.top_k, n_at);
+      std::vector<int> truth = top_k_indices(row_mean(0), kk);
+      std::sort(truth.begin(), truth.end());
+      const auto& have = kv.exact_rows(seq, layer, h).slots;
+      std::vector<int> both;
+      std::set_intersection(truth.begin(), truth.end(), have.begin(), have.end(), std::back_inserter(both));
+      stats_.overlap_sum += static_cast<double>(both.size()) / static_cast<double>(kk);
+      ++stats_.overlap_count;
+    }
+    // Next step's set: top-k of the last (speculative) row; tokens demoted since that attention first.
+    std::vector<float> score = n_at > 0 ? row_mean(T - 1) : std::vector<float>{};
+    score.resize(static_cast<size_t>(n_now), std::numeric_limits<float>::infinity());
+    std::vector<int> pick = top_k_indices(score, std::min(cfg_.top_k, n_now));
+    std::sort(pick.begin(), pick.end());
+    next.slots[static_cast<size_t>(h)] = std::move(pick);
+  }
+  if (layer == 0 && T == 2) ++stats_.steps;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Job& j = jobs_[static_cast<size_t>(layer)];
+    j = std::move(next);
+    j.gen = ++gen_;
+    j.queued = true;
+    j.done = false;
+    queue_.push_back(layer);
+  }
+  cv_.notify_all();
+}
+
+void SpeCache::install(KvStore& kv, SeqId seq, int layer) {
+  if (layer == 0) cold_.check_present();
+  std::unique_lock<std::mutex> lock(mu_);
+  Job& j = jobs_[static_cast<size_t>(layer)];
+  if (!j.queued) return;
+  cv_.wait(lock, [&] { return j.done || error_; });
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    j.queued = false;
+    std::rethrow_exception(e);
+  }
+  j.queued = false;
+  const size_t halves = static_cast<size_t>(layout_.head_dim);
+  for (int h = 0; h < layout_.n_kv_heads; ++h) {
+    KvStore::ExactRows rows;
+    rows.slots = std::move(j.slots[static_cast<size_t>(h)]);
+    rows.k.resize(rows.slots.size() * halves);
+    rows.v.resize(rows.k.size());
+    std::memcpy(rows.k.data(), j.k[static_cast<size_t>(h)].data(), rows.k.size() * 2);
+    std::memcpy(rows.v.data(), j.v[static_cast<size_t>(h)].data(), rows.v.size() * 2);
+    kv.set_exact_rows(seq, layer, h, std::move(rows));
+  }
+}
+
+void SpeCache::worker() {
+  for (;;) {
+    int layer;
+    long gen;
+    std::vector<std::vector<int>> slots;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      layer = queue_.front();
+      queue_.erase(queue_.begin());
+      slots = jobs_[static_cast<size_t>(layer)].slots;
+      gen = jobs_[static_cast<size_t>(layer)].gen;
+    }
+    const size_t row = static_cast<size_t>(layout_.head_dim) * 2;
+    std::vector<std::vector<uint8_t>> k(slots.size()), v(slots.size());
+    std::exception_ptr err;
+    try {
+      for (size_t h = 0; h < slots.size(); ++h) {
+        k[h].resize(slots[h].size() * row);
+        v[h].resize(k[h].size());
+        cold_.read(layer, static_cast<int>(h), slots[h], k[h].data(), v[h].data());
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Job& j = jobs_[static_cast<size_t>(layer)];
+      if (j.gen != gen) continue;  // superseded while it was being read
+      j.k = std::move(k);
+      j.v = std::move(v);
+      j.done = true;
+      if (err) error_ = err;
+    }
+    cv_.notify_all();
+  }
+}
+
+void SpeCache::on_guess(bool hit) {
+  ++stats_.guesses;
+  if (hit) ++stats_.guess_hits;
+}
+
+const SpeCacheStats& SpeCache::stats() {
+  stats_.cold_bytes = cold_.bytes();
+  stats_.cold_bytes_read = cold_.bytes_read();
+  return stats_;
+}
+
+}  // namespace kvwise

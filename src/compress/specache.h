@@ -1,0 +1,113 @@
+// SpeCache (kv-algorithms §11) on CPU: the full F16 KV of a sequence lives in a cold tier (a file read
+// with pread, or a separate host pool); the hot tier keeps a low-bit copy of every token (the first
+// low-precision segment of each head), the recent residual in the pages, and the exact F16 pairs of
+// the current top-k slots per KV head. Every decode step also runs a speculative next token
+// (Engine::decode); its attention over the low-bit copy picks the top-k pairs each layer needs at the
+// next step, which a background thread reads from the cold tier while the step computes.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kv/kv_store.h"
+
+namespace kvwise {
+
+struct SpeCacheConfig {
+  QuantFormat low{KvPrecision::Int2, KvPrecision::Int2, true, 64};
+  int residual = 64;  // recent tokens kept exact in the pages
+  int top_k = 64;     // exact pairs per KV head per layer
+  bool cold_in_file = true;
+  std::string dir;   // directory of the cold-tier file ("" = $TMPDIR or /tmp)
+  std::string path;  // an exact file path instead (tests: /dev/full)
+};
+
+// The full-precision copy of one sequence: row pair i of (layer, head) = the i-th token that head
+// stores, in the order tokens enter its low-bit segment. File: one region of max_tokens pairs per
+// (layer, head), sparse until written. Errors (disk full, file removed) throw kvwise::Error.
+class ColdTier {
+ public:
+  ColdTier(const SpeCacheConfig& cfg, int n_layers, int n_kv_heads, size_t row_bytes, int max_tokens);
+  ~ColdTier();
+  ColdTier(const ColdTier&) = delete;
+  ColdTier& operator=(const ColdTier&) = delete;
+
+  void write(int layer, int head, int index, const void* k, const void* v);
+  // Reads the pairs of ascending indices into k and v (row_bytes each per index); adjacent indices
+  // are read with one call.
+  void read(int layer, int head, std::span<const int> indices, uint8_t* k, uint8_t* v);
+  void check_present() const;  // throws if the file was removed
+  size_t bytes() const { return written_ * 2 * row_bytes_; }
+  size_t bytes_read() const { return read_bytes_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  size_t offset(int layer, int head, int index) const;
+  int n_kv_;
+  size_t row_bytes_;
+  int max_tokens_;
+  std::string path_;
+  int fd_ = -1;
+  bool remove_ = false;
+  std::vector<std::vector<uint8_t>> memory_;  // host-pool tier: per (layer, head) pairs
+  size_t written_ = 0;
+  std::atomic<size_t> read_bytes_{0};
+  mutable std::mutex mu_;
+};
+
+struct SpeCacheStats {
+  long guesses = 0, guess_hits = 0;      // speculative tokens that equalled the real next token
+  double overlap_sum = 0;                // prefetched-set overlap with the real token's top-k, summed
+  long overlap_count = 0;                // (layer, head, step) samples
+  size_t cold_bytes = 0, cold_bytes_read = 0;
+  int steps = 0;                         // two-token decode steps
+  double hit_rate() const { return overlap_count ? overlap_sum / static_cast<double>(overlap_count) : 0.0; }
+};
+
+class SpeCache {
+ public:
+  SpeCache(const SpeCacheConfig& cfg, const KvLayout& layout, int max_tokens);
+  ~SpeCache();
+
+  // Writes the head's tokens that the cold tier does not hold yet (call before they are demoted).
+  void capture(KvStore& kv, SeqId seq, int layer);
+  // After the layer's attention and demotion: measures the overlap (two-token steps) and queues the
+  // prefetch of the next step's top-k from the last query row.
+  void after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative);
+  // Before the layer's next attention: waits for its prefetch and installs the exact rows.
+  void install(KvStore& kv, SeqId seq, int layer);
+  void on_guess(bool hit);
+  const SpeCacheStats& stats();
+
+ private:
+  struct Job {
+    std::vector<std::vector<int>> slots;  // per head
+    std::vector<std::vector<uint8_t>> k, v;
+    bool queued = false, done = false;
+    long gen = 0;  // which queueing the worker's result belongs to
+  };
+  void worker();
+
+  SpeCacheConfig cfg_;
+  KvLayout layout_;
+  ColdTier cold_;
+  std::vector<std::vector<int>> written_;  // [layer][head] pairs in the cold tier
+  std::vector<std::vector<int>> seen_;     // [layer][head] segment size when the last query row was taken
+  std::vector<Job> jobs_;                  // per layer
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> queue_;
+  long gen_ = 0;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;
+  SpeCacheStats stats_;
+};
+
+}  // namespace kvwise
