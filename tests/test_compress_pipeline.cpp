@@ -322,7 +322,9 @@ TEST_F(CompressOnStories, BudgetHoldingEverythingChangesNothing) {
   };
   const auto full = run(make_policy("full", Budget{}));
   for (const PolicyInfo& p : policy_catalog()) {
-    if (p.name == "baklava" || p.name == "full") continue;
+    // baklava needs a profile; the low-precision policies keep every token but change its precision
+    // (their identities are in test_low_precision).
+    if (p.name == "baklava" || p.name == "full" || p.name.rfind("kv-", 0) == 0 || p.name == "specache") continue;
     for (const char* budget : {"170", "1000"})
       EXPECT_EQ(run(make_policy(p.name, Budget::parse(budget))), full) << p.name;
   }
