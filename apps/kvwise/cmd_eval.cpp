@@ -50,6 +50,10 @@ std::vector<std::shared_ptr<const KvPolicy>> policy_grid(const SweepOptions& o) 
       full_done = true;
       continue;
     }
+    if (auto p = make_policy(spec, Budget{}); p->residual >= 0) {  // keeps every token: no budget to sweep
+      grid.push_back(p);
+      continue;
+    }
     for (const std::string& b : budgets) grid.push_back(make_policy(spec, Budget::parse(b)));
   }
   return grid;
@@ -84,7 +88,7 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
                  const std::vector<std::shared_ptr<const KvPolicy>>& grid, const std::vector<double>& metric) {
   PlotSpec spec{title, "KV budget (share of the prompt)", y_label, true, true, {}};
   for (size_t i = 0; i < grid.size(); ++i) {
-    if (grid[i]->full || grid[i]->budget.tokens > 0) continue;
+    if (grid[i]->full || grid[i]->residual >= 0 || grid[i]->budget.tokens > 0) continue;
     const std::string label = short_label(grid[i]->spec);
     auto it =
         std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == label; });
@@ -95,6 +99,12 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
     it->x.push_back(grid[i]->budget.ratio);
     it->y.push_back(metric[i]);
   }
+  // Policies that keep every token (uniform quantisation, SpeCache) have no budget: a flat line.
+  double lo = 1, hi = 0;
+  for (const auto& p : grid)
+    if (!p->full && p->residual < 0 && p->budget.tokens == 0) lo = std::min(lo, p->budget.ratio), hi = std::max(hi, p->budget.ratio);
+  for (size_t i = 0; i < grid.size() && lo <= hi; ++i)
+    if (grid[i]->residual >= 0) spec.series.push_back({short_label(grid[i]->spec) + " (all tokens)", {lo, hi}, {metric[i], metric[i]}, false});
   write_svg(spec, path);
 }
 
@@ -152,6 +162,7 @@ void add_fidelity(CLI::App& eval) {
                               {"hot_bytes", c.hot_bytes},
                               {"hot_bytes_end", c.hot_bytes_end},
                               {"full_bytes", c.full_bytes},
+                              {"bits_per_value", 16.0 * c.hot_bytes / std::max(1.0, c.full_bytes)},
                               {"compress_seconds", c.compress_seconds},
                               {"tokens", c.tokens}});
       csv += fmt::format("{},{},{:.6g},{:.4f},{:.5f},{:.5f},{:.5f},{:.0f},{:.0f},{:.0f},{:.6f}\n", '"' + c.policy + '"',
@@ -174,12 +185,15 @@ void add_fidelity(CLI::App& eval) {
     std::printf("%s: %d segments x (%d prefix + %d teacher-forced tokens), full-cache NLL %.4f\n\n",
                 model->file().path().c_str(), o->f.segments, o->f.prefix, o->f.continuation,
                 cells.empty() ? 0.0 : cells[0].nll_full);
-    std::printf("| policy | budget | mean KL | top-1 agree | ΔNLL | hot KV after prefill | compression |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    // Memory as effective bits per KV value: the hot bytes against the full F16 cache's, which is 16.
+    std::printf(
+        "| policy | budget | mean KL | top-1 agree | ΔNLL | hot KV after prefill | bits/value | compression |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (const FidelityCell& c : cells)
-      std::printf("| %s | %s | %.4f | %.3f | %+.4f | %s (%.0f%%) | %.2f ms |\n", c.policy.c_str(), c.budget.c_str(),
-                  c.mean_kl, c.top1_agreement, c.nll_delta(), human_bytes(c.hot_bytes).c_str(),
-                  100.0 * c.hot_bytes / std::max(1.0, c.full_bytes), c.compress_seconds * 1e3);
+      std::printf("| %s | %s | %.4f | %.3f | %+.4f | %s (%.0f%%) | %.1f | %.2f ms |\n", c.policy.c_str(),
+                  c.budget.c_str(), c.mean_kl, c.top1_agreement, c.nll_delta(), human_bytes(c.hot_bytes).c_str(),
+                  100.0 * c.hot_bytes / std::max(1.0, c.full_bytes), 16.0 * c.hot_bytes / std::max(1.0, c.full_bytes),
+                  c.compress_seconds * 1e3);
   });
 }
 
@@ -229,10 +243,17 @@ void add_niah(CLI::App& eval) {
       std::string name;
       double accuracy;
       int cases;
+      double bits;  // mean effective bits per KV value after prefill (the full F16 cache = 16)
+    };
+    // What the full F16 cache of a case holds: whole pages of every (layer, KV head).
+    const auto full_bytes = [&](int tokens) {
+      const KvLayout& L = engine.kv().layout();
+      return static_cast<double>((tokens + L.page_tokens - 1) / L.page_tokens) *
+             static_cast<double>(engine.kv().pool().page_bytes()) * L.n_layers * L.n_kv_heads;
     };
     std::vector<Summary> summary;
     for (const auto& p : grid) {
-      HeatmapSpec hm{fmt::format("{} {} @ {}", o->n.task, p->spec, p->full ? "full" : p->budget.to_string()),
+      HeatmapSpec hm{fmt::format("{} {} @ {}", o->n.task, p->spec, p->budget_label()),
                      "prompt tokens",
                      "needle depth",
                      {},
@@ -244,6 +265,7 @@ void add_niah(CLI::App& eval) {
       for (double d : o->depths) hm.y_ticks.push_back(fmt::format("{:.0f}%", d * 100));
       hm.values.assign(o->depths.size(), std::vector<double>(o->lengths.size(), 0.0));
       int correct = 0, ran = 0;
+      double bits_sum = 0;
       std::string first_error;
       for (size_t i = 0; i < cases.size(); ++i) {
         NiahOutcome r;
@@ -255,7 +277,7 @@ void add_niah(CLI::App& eval) {
           if (first_error.empty()) first_error = e.what();
           hm.values[i / o->lengths.size()][i % o->lengths.size()] = std::numeric_limits<double>::quiet_NaN();
           j["results"].push_back({{"policy", p->spec},
-                                  {"budget", p->full ? "full" : p->budget.to_string()},
+                                  {"budget", p->budget_label()},
                                   {"length", cases[i].length},
                                   {"depth", cases[i].depth},
                                   {"error", e.what()}});
@@ -264,9 +286,10 @@ void add_niah(CLI::App& eval) {
         }
         ++ran;
         correct += r.correct;
+        bits_sum += 16.0 * static_cast<double>(r.hot_bytes) / full_bytes(cases[i].length);
         hm.values[i / o->lengths.size()][i % o->lengths.size()] = r.correct ? 1.0 : 0.0;
         j["results"].push_back({{"policy", p->spec},
-                                {"budget", p->full ? "full" : p->budget.to_string()},
+                                {"budget", p->budget_label()},
                                 {"length", cases[i].length},
                                 {"depth", cases[i].depth},
                                 {"answer", cases[i].answer},
@@ -276,30 +299,32 @@ void add_niah(CLI::App& eval) {
         progress.update(++done);
       }
       const double acc = ran > 0 ? static_cast<double>(correct) / static_cast<double>(ran) : 0.0;
-      const std::string name = p->spec + " @ " + (p->full ? "full" : p->budget.to_string());
-      summary.push_back({name, acc, ran});
+      const std::string name = p->spec + " @ " + (p->budget_label());
+      summary.push_back({name, acc, ran, ran > 0 ? bits_sum / ran : 0.0});
       if (!first_error.empty())
         std::fprintf(stderr, "kvwise: %s: %zu of %zu cases could not run: %s\n", name.c_str(),
                      cases.size() - static_cast<size_t>(ran), cases.size(), first_error.c_str());
       if (!o->sweep.plot_dir.empty()) {
-        std::string name = p->spec + "_" + (p->full ? "full" : p->budget.to_string());
+        std::string name = p->spec + "_" + (p->budget_label());
         for (char& c : name)
           if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_') c = '_';
         write_heatmap_svg(hm, o->sweep.plot_dir + "/niah_" + name + ".svg");
       }
     }
     progress.finish();
-    for (const auto& s : summary) j["accuracy"][s.name] = {{"accuracy", s.accuracy}, {"cases", s.cases}};
+    for (const auto& s : summary)
+      j["accuracy"][s.name] = {{"accuracy", s.accuracy}, {"cases", s.cases}, {"bits_per_value", s.bits}};
     if (!o->sweep.plot_dir.empty()) write_file(o->sweep.plot_dir + "/niah.json", j.dump(2) + "\n");
     if (o->sweep.json) {
       std::puts(j.dump(2).c_str());
       return;
     }
     std::printf(
-        "%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run |\n"
-        "|---|---:|---:|\n",
+        "%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run | KV "
+        "bits/value |\n|---|---:|---:|---:|\n",
         model->file().path().c_str(), o->n.task.c_str(), cases.size());
-    for (const auto& s : summary) std::printf("| %s | %.2f | %d |\n", s.name.c_str(), s.accuracy, s.cases);
+    for (const auto& s : summary)
+      std::printf("| %s | %.2f | %d | %.1f |\n", s.name.c_str(), s.accuracy, s.cases, s.bits);
   });
 }
 
@@ -361,7 +386,7 @@ void add_attention(CLI::App& eval) {
     for (const auto& p : grid) {
       cells.push_back(attention_error(pool, sample, p));
       j["results"].push_back({{"policy", p->spec},
-                              {"budget", p->full ? "full" : p->budget.to_string()},
+                              {"budget", p->budget_label()},
                               {"relative_error", cells.back().relative_error},
                               {"retained_mass", cells.back().retained_mass},
                               {"kept_fraction", cells.back().kept_fraction}});
@@ -384,7 +409,7 @@ void add_attention(CLI::App& eval) {
     std::printf("| policy | budget | relative error | retained mass | kept |\n|---|---:|---:|---:|---:|\n");
     for (size_t i = 0; i < grid.size(); ++i)
       std::printf("| %s | %s | %.4f | %.4f | %.3f |\n", grid[i]->spec.c_str(),
-                  grid[i]->full ? "full" : grid[i]->budget.to_string().c_str(), cells[i].relative_error,
+                  grid[i]->budget_label().c_str(), cells[i].relative_error,
                   cells[i].retained_mass, cells[i].kept_fraction);
   });
 }

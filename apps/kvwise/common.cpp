@@ -43,8 +43,8 @@ std::string describe(const CompressionReport& r, size_t bytes_per_token) {
       fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity, s.sinks, s.window);
   if (r.specache)
     out = fmt::format(
-        "SpeCache: prefetch hit rate {:.1f}% over {} steps, speculative tokens right {}/{}, cold tier {} ({} read, {} "
-        "per step)\n",
+        "SpeCache: prefetch hit rate {:.1f}% (sampled) over {} steps, speculative tokens right {}/{}, cold tier {} ({} "
+        "read, {} per step)\n",
         100.0 * r.spec.hit_rate(), r.spec.steps, r.spec.guess_hits, r.spec.guesses,
         human_bytes(static_cast<double>(r.spec.cold_bytes)), human_bytes(static_cast<double>(r.spec.cold_bytes_read)),
         human_bytes(static_cast<double>(r.spec.cold_bytes_read) / std::max(1, r.spec.steps))) +
@@ -85,7 +85,8 @@ nlohmann::json to_json(const CompressionReport& r) {
                                        {"guesses", r.spec.guesses},
                                        {"guess_hits", r.spec.guess_hits},
                                        {"cold_bytes", r.spec.cold_bytes},
-                                       {"cold_bytes_read", r.spec.cold_bytes_read}}
+                                       {"cold_bytes_read", r.spec.cold_bytes_read},
+                                       {"inline_reads", r.spec.inline_reads}}
                       : nlohmann::json(nullptr)}};
 }
 

@@ -48,6 +48,9 @@ struct KvPolicy {
   int residual = -1;     // >= 0: uniform quantisation keeps this many recent tokens exact; the budget is ignored
   bool balance = false;  // MiKV's key balancer: record per-channel query maxima while prefilling
   std::shared_ptr<const SpeCacheConfig> specache;  // offload with speculative prefetch
+
+  // "full", "all" (keeps every token: uniform quantisation, SpeCache) or the budget.
+  std::string budget_label() const { return full ? "full" : residual >= 0 ? "all" : budget.to_string(); }
 };
 
 // What a policy means for one prompt: capacity and protected regions per head. Throws on a bad

@@ -168,6 +168,8 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     c->cold_in_file = q.get_choice("cold", "file", {"file", "memory"}) == "file";
     c->dir = q.get_string("dir", "");
     c->path = q.get_string("path", "");
+    c->prefetch_thread = q.get_choice("prefetch", "thread", {"thread", "sync"}) == "thread";
+    c->hit_every = q.get_int("hit_every", 8, 1, 1 << 20);
     p.residual = c->residual;
     p.scorer = make_position_scorer();
     p.disposition = make_demote({c->low, std::nullopt, false});
@@ -220,7 +222,8 @@ const std::vector<PolicyInfo>& policy_catalog() {
       {"mikv", "MiKV: the inner policy's losers (default h2o) are kept at low bits instead of dropped",
        "lo=int2, hi=f16|int8|int4, keys=token|channel, group=32, balance=1"},
       {"specache", "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
-       "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path="},
+       "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path=, "
+       "prefetch=thread|sync, hit_every=8"},
   };
   return c;
 }

@@ -1,6 +1,9 @@
 #include "compress/select.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "base/error.h"
@@ -59,19 +62,58 @@ std::vector<float> reduce_group(std::span<const std::vector<float>> rows, GroupR
   return out;
 }
 
+namespace {
+// Floats as unsigned keys in the same order (negative values flipped), so selection can bucket bits.
+inline uint32_t order_key(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  const uint32_t neg = static_cast<uint32_t>(static_cast<int32_t>(b) >> 31);  // all ones if negative
+  return b ^ (neg | 0x80000000u);
+}
+}  // namespace
+
 std::vector<int> top_k_indices(std::span<const float> x, int k) {
   const int n = static_cast<int>(x.size());
-  std::vector<int> idx(static_cast<size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  if (k >= n) return idx;
-  if (k <= 0) return {};
-  const auto better = [&](int a, int b) {
-    const float xa = x[static_cast<size_t>(a)], xb = x[static_cast<size_t>(b)];
-    return xa != xb ? xa > xb : a > b;
-  };
-  std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
-  idx.resize(static_cast<size_t>(k));
-  std::sort(idx.begin(), idx.end());
+  std::vector<int> idx;
+  if (k >= n) {
+    idx.resize(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    return idx;
+  }
+  if (k <= 0) return idx;
+  // The k-th largest key by one histogram pass over the top 11 bits and a selection among the keys
+  // of its bucket (O(n), no comparator calls per element), then the indices above it and, among ties
+  // at it, the latest ones (the order: larger score first, then larger index).
+  constexpr int kShift = 21;
+  thread_local std::vector<int> hist;
+  thread_local std::vector<uint32_t> cand;
+  hist.assign(size_t{1} << (32 - kShift), 0);
+  for (float a : x) ++hist[order_key(a) >> kShift];
+  int need = k, above = 0;
+  uint32_t bucket = static_cast<uint32_t>(hist.size() - 1);
+  while (hist[bucket] < need) {
+    need -= hist[bucket];
+    above += hist[bucket--];
+  }
+  cand.clear();
+  for (float a : x)
+    if (const uint32_t key = order_key(a); key >> kShift == bucket) cand.push_back(key);
+  std::nth_element(cand.begin(), cand.begin() + (need - 1), cand.end(), std::greater<uint32_t>());
+  const uint32_t thr = cand[static_cast<size_t>(need - 1)];
+  for (uint32_t key : cand) above += key > thr;
+  int ties = k - above;
+  std::vector<int> tie_idx;
+  for (int i = n - 1; i >= 0 && ties > 0; --i)
+    if (order_key(x[static_cast<size_t>(i)]) == thr) tie_idx.push_back(i), --ties;
+  idx.reserve(static_cast<size_t>(k));
+  size_t ti = tie_idx.size();
+  for (int i = 0; i < n; ++i) {
+    const uint32_t key = order_key(x[static_cast<size_t>(i)]);
+    if (key > thr)
+      idx.push_back(i);
+    else if (ti > 0 && tie_idx[ti - 1] == i)
+      idx.push_back(i), --ti;
+  }
   return idx;
 }
 

@@ -61,51 +61,61 @@ void ColdTier::check_present() const {
            path_);
 }
 
-void ColdTier::write(int layer, int head, int index, const void* k, const void* v) {
-  KV_CHECK(index >= 0 && index < max_tokens_, "SpeCache cold tier: token {} beyond the context of {}", index,
-           max_tokens_);
-  std::vector<uint8_t> pair(2 * row_bytes_);
-  std::memcpy(pair.data(), k, row_bytes_);
-  std::memcpy(pair.data() + row_bytes_, v, row_bytes_);
+void ColdTier::write(int layer, int head, int index0, int n, const uint8_t* k, const uint8_t* v) {
+  if (n <= 0) return;
+  KV_CHECK(index0 >= 0 && index0 + n <= max_tokens_, "SpeCache cold tier: token {} beyond the context of {}",
+           index0 + n - 1, max_tokens_);
+  const size_t pair = 2 * row_bytes_;
+  std::vector<uint8_t> buf(static_cast<size_t>(n) * pair);
+  for (int i = 0; i < n; ++i) {
+    std::memcpy(buf.data() + static_cast<size_t>(i) * pair, k + static_cast<size_t>(i) * row_bytes_, row_bytes_);
+    std::memcpy(buf.data() + static_cast<size_t>(i) * pair + row_bytes_, v + static_cast<size_t>(i) * row_bytes_,
+                row_bytes_);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) {
     auto& m = memory_[static_cast<size_t>(layer * n_kv_ + head)];
-    const size_t at = static_cast<size_t>(index) * 2 * row_bytes_;
-    if (m.size() < at + pair.size()) m.resize(at + pair.size());
-    std::memcpy(m.data() + at, pair.data(), pair.size());
+    const size_t at = static_cast<size_t>(index0) * pair;
+    if (m.size() < at + buf.size()) m.resize(at + buf.size());
+    std::memcpy(m.data() + at, buf.data(), buf.size());
   } else {
-    const off_t off = static_cast<off_t>(offset(layer, head, index));
-    const ssize_t n = ::pwrite(fd_, pair.data(), pair.size(), off);
-    KV_CHECK(n == static_cast<ssize_t>(pair.size()), "SpeCache cold tier: writing {} bytes to {} failed: {}",
-             pair.size(), path_, n < 0 ? std::strerror(errno) : "short write (is the disk full?)");
+    const off_t off = static_cast<off_t>(offset(layer, head, index0));
+    const ssize_t w = ::pwrite(fd_, buf.data(), buf.size(), off);
+    KV_CHECK(w == static_cast<ssize_t>(buf.size()), "SpeCache cold tier: writing {} bytes to {} failed: {}",
+             buf.size(), path_, w < 0 ? std::strerror(errno) : "short write (is the disk full?)");
   }
-  ++written_;
+  written_ += static_cast<size_t>(n);
 }
 
 void ColdTier::read(int layer, int head, std::span<const int> idx, uint8_t* k, uint8_t* v) {
+  // Wanted rows closer than kMaxGap apart are read with one call (the rows between are read and
+  // dropped): a few KiB more per call costs less than another system call.
+  constexpr int kMaxGap = 16;
   const size_t pair = 2 * row_bytes_;
   std::vector<uint8_t> buf;
   for (size_t i = 0; i < idx.size();) {
-    size_t run = 1;
-    while (i + run < idx.size() && idx[i + run] == idx[i + run - 1] + 1) ++run;
-    buf.resize(run * pair);
+    size_t last = i;
+    while (last + 1 < idx.size() && idx[last + 1] - idx[last] <= kMaxGap) ++last;
+    const int first_row = idx[i], rows = idx[last] - first_row + 1;
+    buf.resize(static_cast<size_t>(rows) * pair);
     if (fd_ < 0) {
       std::lock_guard<std::mutex> lock(mu_);
       const auto& m = memory_[static_cast<size_t>(layer * n_kv_ + head)];
-      const size_t at = static_cast<size_t>(idx[i]) * pair;
-      KV_CHECK(at + buf.size() <= m.size(), "SpeCache cold tier: token {} was never written", idx[i + run - 1]);
+      const size_t at = static_cast<size_t>(first_row) * pair;
+      KV_CHECK(at + buf.size() <= m.size(), "SpeCache cold tier: token {} was never written", idx[last]);
       std::memcpy(buf.data(), m.data() + at, buf.size());
     } else {
-      const ssize_t n = ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset(layer, head, idx[i])));
+      const ssize_t n = ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset(layer, head, first_row)));
       KV_CHECK(n == static_cast<ssize_t>(buf.size()), "SpeCache cold tier: reading {} failed: {}", path_,
                n < 0 ? std::strerror(errno) : "short read (was the file truncated?)");
     }
-    for (size_t r = 0; r < run; ++r) {
-      std::memcpy(k + (i + r) * row_bytes_, buf.data() + r * pair, row_bytes_);
-      std::memcpy(v + (i + r) * row_bytes_, buf.data() + r * pair + row_bytes_, row_bytes_);
+    for (size_t r = i; r <= last; ++r) {
+      const size_t at = static_cast<size_t>(idx[r] - first_row) * pair;
+      std::memcpy(k + r * row_bytes_, buf.data() + at, row_bytes_);
+      std::memcpy(v + r * row_bytes_, buf.data() + at + row_bytes_, row_bytes_);
     }
     read_bytes_ += buf.size();
-    i += run;
+    i = last + 1;
   }
 }
 
@@ -118,7 +128,7 @@ SpeCache::SpeCache(const SpeCacheConfig& cfg, const KvLayout& layout, int max_to
   written_.assign(static_cast<size_t>(layout.n_layers), per_layer);
   seen_.assign(static_cast<size_t>(layout.n_layers), per_layer);
   jobs_.resize(static_cast<size_t>(layout.n_layers));
-  thread_ = std::thread([this] { worker(); });
+  if (cfg_.prefetch_thread) thread_ = std::thread([this] { worker(); });
 }
 
 SpeCache::~SpeCache() {
@@ -127,47 +137,46 @@ SpeCache::~SpeCache() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void SpeCache::capture(KvStore& kv, SeqId seq, int layer) {
-  std::vector<uint8_t> k(kv.row_bytes()), v(kv.row_bytes());
+  std::vector<uint8_t> k, v;
   for (int h = 0; h < layout_.n_kv_heads; ++h) {
     const auto& segs = kv.segments(seq, layer, h);
     const int nseg = segs.empty() ? 0 : segs[0].size(), len = kv.head_len(seq, layer, h);
     int& w = written_[static_cast<size_t>(layer)][static_cast<size_t>(h)];
     KV_CHECK(w >= nseg, "specache: tokens reached the low-bit copy without a cold-tier copy");
-    for (; w < nseg + len; ++w) {
-      kv.copy_rows(seq, layer, h, w - nseg, 1, k.data(), v.data());
-      cold_.write(layer, h, w, k.data(), v.data());
-    }
+    const int n = nseg + len - w;
+    if (n <= 0) continue;
+    k.resize(static_cast<size_t>(n) * kv.row_bytes());
+    v.resize(k.size());
+    kv.copy_rows(seq, layer, h, w - nseg, n, k.data(), v.data());
+    cold_.write(layer, h, w, n, k.data(), v.data());
+    w += n;
   }
 }
 
 void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative) {
   const int HK = layout_.n_kv_heads, G = layout_.n_heads / HK;
+  if (layer == 0 && T == 2) ++stats_.steps;
   Job next;
   next.slots.resize(static_cast<size_t>(HK));
   for (int h = 0; h < HK; ++h) {
     const auto& segs = kv.segments(seq, layer, h);
     const int n_now = segs.empty() ? 0 : segs[0].size();
-    const HeadTaps& t0 = kv.taps(seq, layer, h * G);
-    const int n_at = t0.segment_cols;
-    // GQA-averaged probability rows over the segment as it was during attention.
-    const auto row_mean = [&](int r) {
-      std::vector<float> m(static_cast<size_t>(n_at), 0.0f);
-      for (int g = 0; g < G; ++g) {
-        const HeadTaps& t = kv.taps(seq, layer, h * G + g);
-        if (t.segment_rows.size() < static_cast<size_t>((r + 1) * n_at)) continue;
-        for (int j = 0; j < n_at; ++j) m[static_cast<size_t>(j)] += t.segment_rows[static_cast<size_t>(r * n_at + j)];
-      }
-      return m;
+    // GQA-summed probability rows over the segment as it was during attention.
+    const HeadTaps& taps = kv.taps(seq, layer, h * G);
+    const int n_at = taps.segment_cols;
+    const auto row = [&](int r) {
+      KV_CHECK(taps.segment_rows.size() >= static_cast<size_t>((r + 1) * n_at), "specache: segment taps missing");
+      return std::span<const float>(taps.segment_rows.data() + static_cast<size_t>(r) * static_cast<size_t>(n_at),
+                                    static_cast<size_t>(n_at));
     };
-    if (T == 2 && speculative == 1 && n_at > 0) {
+    if (T == 2 && speculative == 1 && n_at > 0 && cfg_.top_k > 0 && stats_.steps % cfg_.hit_every == 0) {
       // The real token's own top-k against the set prefetched for it.
       const int kk = std::min(cfg_.top_k, n_at);
-      std::vector<int> truth = top_k_indices(row_mean(0), kk);
-      std::sort(truth.begin(), truth.end());
+      const std::vector<int> truth = top_k_indices(row(0), kk);  // ascending
       const auto& have = kv.exact_rows(seq, layer, h).slots;
       std::vector<int> both;
       std::set_intersection(truth.begin(), truth.end(), have.begin(), have.end(), std::back_inserter(both));
@@ -175,19 +184,26 @@ void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int specula
       ++stats_.overlap_count;
     }
     // Next step's set: top-k of the last (speculative) row; tokens demoted since that attention first.
-    std::vector<float> score = n_at > 0 ? row_mean(T - 1) : std::vector<float>{};
-    score.resize(static_cast<size_t>(n_now), std::numeric_limits<float>::infinity());
-    std::vector<int> pick = top_k_indices(score, std::min(cfg_.top_k, n_now));
-    std::sort(pick.begin(), pick.end());
+    std::vector<float> score(static_cast<size_t>(n_now), std::numeric_limits<float>::infinity());
+    if (n_at > 0) std::copy_n(row(T - 1).begin(), n_at, score.begin());
+    std::vector<int> pick = top_k_indices(score, std::min(cfg_.top_k, n_now));  // ascending
     next.slots[static_cast<size_t>(h)] = std::move(pick);
   }
-  if (layer == 0 && T == 2) ++stats_.steps;
+  if (!cfg_.prefetch_thread) {
+    read_job(layer, next.slots, next.k, next.v);
+    std::lock_guard<std::mutex> lock(mu_);
+    Job& j = jobs_[static_cast<size_t>(layer)];
+    j = std::move(next);
+    j.queued = j.reading = j.done = true;
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     Job& j = jobs_[static_cast<size_t>(layer)];
     j = std::move(next);
     j.gen = ++gen_;
     j.queued = true;
+    j.reading = false;
     j.done = false;
     queue_.push_back(layer);
   }
@@ -199,6 +215,20 @@ void SpeCache::install(KvStore& kv, SeqId seq, int layer) {
   std::unique_lock<std::mutex> lock(mu_);
   Job& j = jobs_[static_cast<size_t>(layer)];
   if (!j.queued) return;
+  if (!j.reading && !j.done) {
+    // The worker has not started this one (both cores busy): read it here rather than wait.
+    queue_.erase(std::find(queue_.begin(), queue_.end(), layer));
+    j.reading = true;
+    ++stats_.inline_reads;
+    const std::vector<std::vector<int>> slots = j.slots;
+    lock.unlock();
+    std::vector<std::vector<uint8_t>> k, v;
+    read_job(layer, slots, k, v);  // errors propagate from here directly
+    lock.lock();
+    j.k = std::move(k);
+    j.v = std::move(v);
+    j.done = true;
+  }
   cv_.wait(lock, [&] { return j.done || error_; });
   if (error_) {
     std::exception_ptr e = error_;
@@ -230,18 +260,15 @@ void SpeCache::worker() {
       if (stop_) return;
       layer = queue_.front();
       queue_.erase(queue_.begin());
-      slots = jobs_[static_cast<size_t>(layer)].slots;
-      gen = jobs_[static_cast<size_t>(layer)].gen;
+      Job& j = jobs_[static_cast<size_t>(layer)];
+      j.reading = true;
+      slots = j.slots;
+      gen = j.gen;
     }
-    const size_t row = static_cast<size_t>(layout_.head_dim) * 2;
-    std::vector<std::vector<uint8_t>> k(slots.size()), v(slots.size());
+    std::vector<std::vector<uint8_t>> k, v;
     std::exception_ptr err;
     try {
-      for (size_t h = 0; h < slots.size(); ++h) {
-        k[h].resize(slots[h].size() * row);
-        v[h].resize(k[h].size());
-        cold_.read(layer, static_cast<int>(h), slots[h], k[h].data(), v[h].data());
-      }
+      read_job(layer, slots, k, v);
     } catch (...) {
       err = std::current_exception();
     }
@@ -255,6 +282,18 @@ void SpeCache::worker() {
       if (err) error_ = err;
     }
     cv_.notify_all();
+  }
+}
+
+void SpeCache::read_job(int layer, const std::vector<std::vector<int>>& slots, std::vector<std::vector<uint8_t>>& k,
+                        std::vector<std::vector<uint8_t>>& v) {
+  const size_t row = static_cast<size_t>(layout_.head_dim) * 2;
+  k.assign(slots.size(), {});
+  v.assign(slots.size(), {});
+  for (size_t h = 0; h < slots.size(); ++h) {
+    k[h].resize(slots[h].size() * row);
+    v[h].resize(k[h].size());
+    cold_.read(layer, static_cast<int>(h), slots[h], k[h].data(), v[h].data());
   }
 }
 

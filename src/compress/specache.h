@@ -26,6 +26,13 @@ struct SpeCacheConfig {
   bool cold_in_file = true;
   std::string dir;   // directory of the cold-tier file ("" = $TMPDIR or /tmp)
   std::string path;  // an exact file path instead (tests: /dev/full)
+  // Read the prefetch on a background thread overlapped with compute (the method), or synchronously at
+  // the end of each layer (no thread: on a machine whose cores the compute already fills, a third
+  // thread only takes turns with them).
+  bool prefetch_thread = true;
+  // The hit rate needs the real token's own top-k, a second selection per head: measured on every
+  // hit_every-th step (1 = all).
+  int hit_every = 8;
 };
 
 // The full-precision copy of one sequence: row pair i of (layer, head) = the i-th token that head
@@ -38,7 +45,8 @@ class ColdTier {
   ColdTier(const ColdTier&) = delete;
   ColdTier& operator=(const ColdTier&) = delete;
 
-  void write(int layer, int head, int index, const void* k, const void* v);
+  // Rows index0 .. index0 + n - 1 of (layer, head): n K rows and n V rows (one write call).
+  void write(int layer, int head, int index0, int n, const uint8_t* k, const uint8_t* v);
   // Reads the pairs of ascending indices into k and v (row_bytes each per index); adjacent indices
   // are read with one call.
   void read(int layer, int head, std::span<const int> indices, uint8_t* k, uint8_t* v);
@@ -67,6 +75,7 @@ struct SpeCacheStats {
   long overlap_count = 0;                // (layer, head, step) samples
   size_t cold_bytes = 0, cold_bytes_read = 0;
   int steps = 0;                         // two-token decode steps
+  long inline_reads = 0;                 // prefetches the main thread read itself (the worker had not started)
   double hit_rate() const { return overlap_count ? overlap_sum / static_cast<double>(overlap_count) : 0.0; }
 };
 
@@ -89,10 +98,13 @@ class SpeCache {
   struct Job {
     std::vector<std::vector<int>> slots;  // per head
     std::vector<std::vector<uint8_t>> k, v;
-    bool queued = false, done = false;
+    bool queued = false, reading = false, done = false;
     long gen = 0;  // which queueing the worker's result belongs to
   };
   void worker();
+  // Reads a job's pairs from the cold tier (worker thread, or the main thread when it gets there first).
+  void read_job(int layer, const std::vector<std::vector<int>>& slots, std::vector<std::vector<uint8_t>>& k,
+                std::vector<std::vector<uint8_t>>& v);
 
   SpeCacheConfig cfg_;
   KvLayout layout_;

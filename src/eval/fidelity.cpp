@@ -74,7 +74,7 @@ FidelityCell FidelityRunner::run(std::shared_ptr<const KvPolicy> policy) {
   const int V = engine_.model().config().n_vocab;
   FidelityCell c;
   c.policy = policy->spec;
-  c.budget = policy->budget.to_string();
+  c.budget = policy->budget_label();
   double kl = 0, agree = 0;
   for (size_t s = 0; s < segments_.size(); ++s) {
     const Pass& ref = reference_[s];

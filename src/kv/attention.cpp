@@ -80,32 +80,35 @@ struct Partial {
   float sum = 0;
 };
 
-// Scores and value sums of one task over slots [s0, s1) of a low-precision segment: the codes are read
-// directly; positions after a query's are masked; in the first segment, slots with exact rows (SpeCache's
-// prefetched pairs) use those instead.
-void segment_scores(const KvStore& store, SeqId seq, int layer, int h, int seg_index, const float* Q, int G,
-                    float scale, int32_t qpos, int s0, int s1, float* S) {
+// Scores of R query rows over slots [s0, s1) of a low-precision segment: the codes are read directly;
+// a slot after row r's position (qpos[r]) is masked; in the first segment, slots with exact rows
+// (SpeCache's prefetched pairs) use those instead.
+void segment_scores(const KvStore& store, SeqId seq, int layer, int h, int seg_index, const float* Q, int R,
+                    float scale, const int32_t* qpos, int s0, int s1, float* S) {
   const int n = s1 - s0;
   const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
-  seg.scores(Q, G, scale, s0, s1, S, n);
+  seg.scores(Q, R, scale, s0, s1, S, n);
   const auto& pos = seg.positions();
-  for (int j = s0; j < s1; ++j)
-    if (pos[static_cast<size_t>(j)] > qpos)
-      for (int g = 0; g < G; ++g) S[g * n + (j - s0)] = -std::numeric_limits<float>::infinity();
+  for (int r = 0; r < R; ++r)
+    for (int j = s0; j < s1; ++j)
+      if (pos[static_cast<size_t>(j)] > qpos[r]) S[r * n + (j - s0)] = -std::numeric_limits<float>::infinity();
   if (seg_index != 0) return;
   const KvStore::ExactRows& ex = store.exact_rows(seq, layer, h);
   const int hd = seg.head_dim();
   const auto lo = std::lower_bound(ex.slots.begin(), ex.slots.end(), s0);
   for (auto it = lo; it != ex.slots.end() && *it < s1; ++it) {
     const int j = *it;
-    if (pos[static_cast<size_t>(j)] > qpos) continue;
     const size_t i = static_cast<size_t>(it - ex.slots.begin());
-    kernels().kv_scores(true, ex.k.data() + i * static_cast<size_t>(hd), 1, hd, Q, G, scale, S + (j - s0), n);
+    thread_local std::vector<float> one;
+    one.resize(static_cast<size_t>(R));
+    kernels().kv_scores(true, ex.k.data() + i * static_cast<size_t>(hd), 1, hd, Q, R, scale, one.data(), 1);
+    for (int r = 0; r < R; ++r)
+      if (pos[static_cast<size_t>(j)] <= qpos[r]) S[r * n + (j - s0)] = one[static_cast<size_t>(r)];
   }
 }
 
-void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_index, int G, int s0, int s1,
-                   const float* P, float* O) {
+void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_index, int R, int s0, int s1,
+                   float* P, float* O) {
   const int n = s1 - s0;
   const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
   static const KvStore::ExactRows kNone;
@@ -113,91 +116,113 @@ void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_in
   const auto lo = std::lower_bound(ex.slots.begin(), ex.slots.end(), s0);
   const auto hi = std::lower_bound(lo, ex.slots.end(), s1);
   if (lo == hi) {
-    seg.accumulate(P, G, n, s0, s1, O);
+    seg.accumulate(P, R, n, s0, s1, O);
     return;
   }
-  // Exact rows replace the low-bit values of their slots: zero weight there, then add the exact row.
-  thread_local std::vector<float> Pm;
-  Pm.assign(P, P + static_cast<size_t>(G * n));
+  // Exact rows replace the low-bit values of their slots: their weights are set aside (zero in P while
+  // the low-bit values are summed), then the exact rows are added with them and P is restored.
+  float* Pw = P;
+  thread_local std::vector<float> saved;
+  saved.clear();
   for (auto it = lo; it != hi; ++it)
-    for (int g = 0; g < G; ++g) Pm[static_cast<size_t>(g * n + (*it - s0))] = 0.0f;
-  seg.accumulate(Pm.data(), G, n, s0, s1, O);
+    for (int r = 0; r < R; ++r) {
+      float& w = Pw[r * n + (*it - s0)];
+      saved.push_back(w);
+      w = 0.0f;
+    }
+  seg.accumulate(P, R, n, s0, s1, O);
   const int hd = seg.head_dim();
+  size_t si = 0;
   for (auto it = lo; it != hi; ++it) {
+    for (int r = 0; r < R; ++r) Pw[r * n + (*it - s0)] = saved[si++];
     const size_t i = static_cast<size_t>(it - ex.slots.begin());
-    kernels().kv_accum(true, ex.v.data() + i * static_cast<size_t>(hd), 1, hd, P + (*it - s0), G, n, O);
+    kernels().kv_accum(true, ex.v.data() + i * static_cast<size_t>(hd), 1, hd, P + (*it - s0), R, n, O);
   }
 }
 
+// The direct path: per KV head, tasks over chunks of its pages and of its segments; every task scores
+// all T x G query rows of the head at once (each K/V byte is read once per chunk, whatever T is),
+// masks each row causally, and keeps per-row partial softmax sums that a log-sum-exp merge combines.
 void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {
   const KvLayout& L = store.layout();
   const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
+  const int T = a.T, R = T * G;  // query rows per KV head: row r = t * G + g
   const bool f16 = L.type == DType::F16;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const Kernels& k = kernels();
 
-  // Per (h, t): the tasks over the pages come first, then those over the low-precision segments.
+  // The queries of each KV head, rows contiguous; their positions per row.
+  std::vector<float> Qh(static_cast<size_t>(HK) * static_cast<size_t>(R * hd));
+  for (int h = 0; h < HK; ++h)
+    for (int t = 0; t < T; ++t)
+      std::copy_n(a.q + t * a.q_stride + h * G * hd, G * hd, Qh.begin() + (static_cast<int64_t>(h) * R + t * G) * hd);
+  std::vector<int32_t> rpos(static_cast<size_t>(R));
+  for (int r = 0; r < R; ++r) rpos[static_cast<size_t>(r)] = a.pos[r / G];
+
   struct Task {
-    int h, t, s0, s1, n_total;
+    int h, s0, s1;
     int seg = -1;  // -1: pages; else the segment's index
   };
   std::vector<Task> tasks;
-  std::vector<int> first_task, first_seg_task;  // per (h, t)
+  std::vector<int> first_task, first_seg_task, n_visible;  // per h; n_visible per (h, t) over the pages
   int max_len = 0;
   for (int h = 0; h < HK; ++h) max_len = std::max(max_len, store.head_len(seq, layer, h));
   // Chunks of whole pages, enough of them to keep every thread busy even with few KV heads.
-  const int want_chunks = std::max(1, 4 * pool.size() / std::max(1, HK * a.T));
+  const int want_chunks = std::max(1, 4 * pool.size() / HK);
   const int chunk = std::max(P, (max_len / want_chunks + P - 1) / P * P);
   for (int h = 0; h < HK; ++h) {
     const auto& pages = store.head_pages(seq, layer, h);
     const int len = store.head_len(seq, layer, h);
+    first_task.push_back(static_cast<int>(tasks.size()));
+    for (int t = 0; t < T; ++t) n_visible.push_back(count_visible(store, pages, len, a.pos[t]));
+    const int nv = *std::max_element(n_visible.end() - T, n_visible.end());
+    for (int s0 = 0; s0 < nv; s0 += chunk) tasks.push_back({h, s0, std::min(nv, s0 + chunk)});
+    if (nv == 0) tasks.push_back({h, 0, 0});
+    first_seg_task.push_back(static_cast<int>(tasks.size()));
     const auto& segs = store.segments(seq, layer, h);
-    for (int t = 0; t < a.T; ++t) {
-      first_task.push_back(static_cast<int>(tasks.size()));
-      const int nv = count_visible(store, pages, len, a.pos[t]);
-      for (int s0 = 0; s0 < nv; s0 += chunk) tasks.push_back({h, t, s0, std::min(nv, s0 + chunk), len});
-      if (nv == 0) tasks.push_back({h, t, 0, 0, len});
-      first_seg_task.push_back(static_cast<int>(tasks.size()));
-      for (size_t si = 0; si < segs.size(); ++si) {
-        const int n = segs[si].size(), g = segs[si].format().group;
-        const int seg_chunk = std::max(256, (n / want_chunks + g - 1) / g * g);
-        for (int s0 = 0; s0 < n; s0 += seg_chunk)
-          tasks.push_back({h, t, s0, std::min(n, s0 + seg_chunk), n, static_cast<int>(si)});
-      }
+    for (size_t si = 0; si < segs.size(); ++si) {
+      const int n = segs[si].size(), g = segs[si].format().group;
+      const int seg_chunk = std::max(256, (n / want_chunks + g - 1) / g * g);
+      for (int s0 = 0; s0 < n; s0 += seg_chunk) tasks.push_back({h, s0, std::min(n, s0 + seg_chunk), static_cast<int>(si)});
     }
   }
   first_task.push_back(static_cast<int>(tasks.size()));
 
-  // Scores per (task, g) for the task's slot range; partial outputs per (task, g).
+  // Scores per (task, row) for the task's slot range; partial outputs per (task, row).
   std::vector<size_t> score_off(tasks.size() + 1, 0);
   for (size_t i = 0; i < tasks.size(); ++i)
-    score_off[i + 1] = score_off[i] + static_cast<size_t>(G) * static_cast<size_t>(tasks[i].s1 - tasks[i].s0);
+    score_off[i + 1] = score_off[i] + static_cast<size_t>(R) * static_cast<size_t>(tasks[i].s1 - tasks[i].s0);
   std::vector<float> scores(score_off.back());
-  std::vector<float> partial_out(tasks.size() * static_cast<size_t>(G * hd), 0.0f);
-  std::vector<Partial> partial(tasks.size() * static_cast<size_t>(G));
+  std::vector<float> partial_out(tasks.size() * static_cast<size_t>(R * hd), 0.0f);
+  std::vector<Partial> partial(tasks.size() * static_cast<size_t>(R));
 
   pool.parallel_tasks(tasks.size(), [&](size_t ti, int) {
     const Task& task = tasks[ti];
     const int n = task.s1 - task.s0;
     if (n == 0) return;
     float* S = scores.data() + score_off[ti];
-    const float* Q = a.q + task.t * a.q_stride + task.h * G * hd;
-    float* O = partial_out.data() + ti * static_cast<size_t>(G * hd);
-    if (task.seg >= 0)
-      segment_scores(store, seq, layer, task.h, task.seg, Q, G, scale, a.pos[task.t], task.s0, task.s1, S);
-    else
+    const float* Q = Qh.data() + static_cast<size_t>(task.h) * static_cast<size_t>(R * hd);
+    float* O = partial_out.data() + ti * static_cast<size_t>(R * hd);
+    if (task.seg >= 0) {
+      segment_scores(store, seq, layer, task.h, task.seg, Q, R, scale, rpos.data(), task.s0, task.s1, S);
+    } else {
+      const auto& pages = store.head_pages(seq, layer, task.h);
       for (int s = task.s0; s < task.s1;) {
-        const auto& pages = store.head_pages(seq, layer, task.h);
         const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
         const uint32_t page = pages[static_cast<size_t>(s / P)];
         const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
-        k.kv_scores(f16, static_cast<const uint8_t*>(store.page_k(page)) + off, cnt, hd, Q, G, scale, S + (s - task.s0),
+        k.kv_scores(f16, static_cast<const uint8_t*>(store.page_k(page)) + off, cnt, hd, Q, R, scale, S + (s - task.s0),
                     n);
         s += cnt;
       }
-    for (int g = 0; g < G; ++g) {
-      float* row = S + g * n;
-      Partial& pr = partial[ti * static_cast<size_t>(G) + static_cast<size_t>(g)];
+      for (int r = 0; r < R; ++r) {  // causal: slots past each row's visible count
+        const int nv = n_visible[static_cast<size_t>(task.h * T + r / G)];
+        for (int j = std::max(task.s0, nv); j < task.s1; ++j) S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float* row = S + r * n;
+      Partial& pr = partial[ti * static_cast<size_t>(R) + static_cast<size_t>(r)];
       pr.max = *std::max_element(row, row + n);
       if (pr.max == -std::numeric_limits<float>::infinity()) {  // every slot masked
         std::fill(row, row + n, 0.0f);
@@ -207,7 +232,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
       }
     }
     if (task.seg >= 0) {
-      segment_accum(store, seq, layer, task.h, task.seg, G, task.s0, task.s1, S, O);
+      segment_accum(store, seq, layer, task.h, task.seg, R, task.s0, task.s1, S, O);
       return;
     }
     const auto& pages = store.head_pages(seq, layer, task.h);
@@ -215,72 +240,74 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
       const int in_page = s % P, cnt = std::min(P - in_page, task.s1 - s);
       const uint32_t page = pages[static_cast<size_t>(s / P)];
       const size_t off = static_cast<size_t>(in_page) * static_cast<size_t>(hd) * (f16 ? 2 : 4);
-      k.kv_accum(f16, static_cast<const uint8_t*>(store.page_v(page)) + off, cnt, hd, S + (s - task.s0), G, n, O);
+      k.kv_accum(f16, static_cast<const uint8_t*>(store.page_v(page)) + off, cnt, hd, S + (s - task.s0), R, n, O);
       s += cnt;
     }
   });
 
-  // Log-sum-exp merge of the chunks of each (h, t, g); taps see the final probabilities.
+  // Log-sum-exp merge of the chunks of each (h, row); taps see the final probabilities.
   const TapConfig& cfg = store.tap_config(seq);
   std::vector<float> prob, scale_c;
-  for (int h = 0; h < HK; ++h)
-    for (int t = 0; t < a.T; ++t) {
-      const int idx = h * a.T + t;
-      const int t0 = first_task[static_cast<size_t>(idx)], t1 = first_task[static_cast<size_t>(idx) + 1];
-      const int ts = first_seg_task[static_cast<size_t>(idx)];
-      for (int g = 0; g < G; ++g) {
-        float M = -std::numeric_limits<float>::infinity();
-        for (int ti = t0; ti < t1; ++ti) {
-          const Partial& pr = partial[static_cast<size_t>(ti * G + g)];
-          if (pr.sum > 0) M = std::max(M, pr.max);
+  for (int h = 0; h < HK; ++h) {
+    const int t0 = first_task[static_cast<size_t>(h)], t1 = first_task[static_cast<size_t>(h) + 1];
+    const int ts = first_seg_task[static_cast<size_t>(h)];
+    const auto& segs = store.segments(seq, layer, h);
+    const int n_seg0 = segs.empty() ? 0 : segs[0].size();
+    for (int r = 0; r < R; ++r) {
+      const int t = r / G, g = r % G;
+      float M = -std::numeric_limits<float>::infinity();
+      for (int ti = t0; ti < t1; ++ti) {
+        const Partial& pr = partial[static_cast<size_t>(ti * R + r)];
+        if (pr.sum > 0) M = std::max(M, pr.max);
+      }
+      float Lsum = 0;
+      scale_c.resize(static_cast<size_t>(t1 - t0));
+      for (int ti = t0; ti < t1; ++ti) {
+        const Partial& pr = partial[static_cast<size_t>(ti * R + r)];
+        scale_c[static_cast<size_t>(ti - t0)] = pr.sum > 0 ? std::exp(pr.max - M) : 0.0f;
+        Lsum += pr.sum * scale_c[static_cast<size_t>(ti - t0)];
+      }
+      float* out = a.out + t * a.out_stride + (h * G + g) * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (int ti = t0; ti < t1; ++ti) {
+        const float w = Lsum > 0 ? scale_c[static_cast<size_t>(ti - t0)] / Lsum : 0.0f;
+        if (w == 0) continue;
+        const float* O =
+            partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(R * hd) + static_cast<size_t>(r * hd);
+        for (int c = 0; c < hd; ++c) out[c] += w * O[c];
+      }
+      if (!cfg.enabled || Lsum <= 0) continue;
+      // Page probabilities (the slots policies see).
+      const int nv = n_visible[static_cast<size_t>(h * T + t)];
+      prob.assign(static_cast<size_t>(nv), 0.0f);
+      for (int ti = t0; ti < ts; ++ti) {
+        const Task& task = tasks[static_cast<size_t>(ti)];
+        const int n = task.s1 - task.s0;
+        const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
+        const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(r * n);
+        for (int j = 0; j < n && task.s0 + j < nv; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
+      }
+      HeadTaps& taps = store.taps(seq, layer, h * G + g);
+      record_taps(taps, cfg, prob.data(), nv, store.head_len(seq, layer, h), a.pos[t], t == T - 1);
+      if (cfg.segment_rows) {
+        HeadTaps& first = store.taps(seq, layer, h * G);  // the group's sums live with its first query head
+        if (r == 0) {
+          first.segment_cols = n_seg0;
+          first.segment_rows.assign(static_cast<size_t>(T) * static_cast<size_t>(n_seg0), 0.0f);
         }
-        float Lsum = 0;
-        scale_c.resize(static_cast<size_t>(t1 - t0));
-        for (int ti = t0; ti < t1; ++ti) {
-          const Partial& pr = partial[static_cast<size_t>(ti * G + g)];
-          scale_c[static_cast<size_t>(ti - t0)] = pr.sum > 0 ? std::exp(pr.max - M) : 0.0f;
-          Lsum += pr.sum * scale_c[static_cast<size_t>(ti - t0)];
-        }
-        float* out = a.out + t * a.out_stride + (h * G + g) * hd;
-        std::fill(out, out + hd, 0.0f);
-        for (int ti = t0; ti < t1; ++ti) {
-          const float w = Lsum > 0 ? scale_c[static_cast<size_t>(ti - t0)] / Lsum : 0.0f;
-          const float* O =
-              partial_out.data() + static_cast<size_t>(ti) * static_cast<size_t>(G * hd) + static_cast<size_t>(g * hd);
-          for (int c = 0; c < hd; ++c) out[c] += w * O[c];
-        }
-        if (!cfg.enabled || Lsum <= 0) continue;
-        // Page probabilities (the slots policies see).
-        const int nv = tasks[static_cast<size_t>(ts - 1)].s1;
-        prob.assign(static_cast<size_t>(nv), 0.0f);
-        for (int ti = t0; ti < ts; ++ti) {
+        float* row = first.segment_rows.data() + static_cast<size_t>(t) * static_cast<size_t>(n_seg0);
+        for (int ti = ts; ti < t1; ++ti) {
           const Task& task = tasks[static_cast<size_t>(ti)];
+          if (task.seg != 0) continue;
           const int n = task.s1 - task.s0;
           const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
-          const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(g * n);
-          for (int j = 0; j < n; ++j) prob[static_cast<size_t>(task.s0 + j)] = S[j] * w;
-        }
-        HeadTaps& taps = store.taps(seq, layer, h * G + g);
-        record_taps(taps, cfg, prob.data(), nv, tasks[static_cast<size_t>(t0)].n_total, a.pos[t], t == a.T - 1);
-        if (cfg.segment_rows) {
-          const auto& segs = store.segments(seq, layer, h);
-          const int ns = segs.empty() ? 0 : segs[0].size();
-          if (t == 0 || taps.segment_rows.size() != static_cast<size_t>(a.T) * static_cast<size_t>(ns)) {
-            taps.segment_cols = ns;
-            taps.segment_rows.assign(static_cast<size_t>(a.T) * static_cast<size_t>(ns), 0.0f);
-          }
-          float* row = taps.segment_rows.data() + static_cast<size_t>(t) * static_cast<size_t>(ns);
-          for (int ti = ts; ti < t1; ++ti) {
-            const Task& task = tasks[static_cast<size_t>(ti)];
-            if (task.seg != 0) continue;
-            const int n = task.s1 - task.s0;
-            const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
-            const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(g * n);
-            for (int j = 0; j < n; ++j) row[task.s0 + j] = S[j] * w;
-          }
+          const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(r * n);
+          float* dst = row + task.s0;
+          for (int j = 0; j < n; ++j) dst[j] += S[j] * w;
         }
       }
     }
+  }
 }
 
 void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {

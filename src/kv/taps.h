@@ -18,7 +18,8 @@ struct TapConfig {
   bool last_row = false;        // the probabilities of the most recent query
   bool col_sums = false;        // running sums of probabilities over every query so far (H2O)
   bool q_absmax = false;        // per-channel max |q| over every query so far (MiKV's balancer)
-  bool segment_rows = false;    // the chunk's probability rows over the head's first low-precision segment (SpeCache)
+  bool segment_rows = false;    // per KV head: the chunk's probability rows over its first low-precision segment,
+                                // summed over the GQA group (SpeCache), in the taps of the group's first query head
 };
 
 // Per (layer, query head). Every vector is indexed by the slot of the head's KV list.
@@ -32,7 +33,7 @@ struct HeadTaps {
   std::vector<float> last_row;
   std::vector<float> col_sums;
   std::vector<float> q_absmax;                   // head_dim
-  std::vector<float> segment_rows;               // T rows of segment_cols (the last chunk's queries)
+  std::vector<float> segment_rows;               // T rows of segment_cols (the last chunk's queries, GQA-summed)
   int segment_cols = 0;
 };
 

@@ -9,6 +9,10 @@
 
 namespace kvwise {
 
+namespace {
+constexpr int64_t kSmallBatchBlockRows = 64;  // rows of W per block: 64 x 576 f16 = 72 KiB for SmolLM
+}
+
 void set_blas_threads(int n) {
   openblas_set_num_threads(std::max(1, n));
 }
@@ -16,10 +20,14 @@ void set_blas_threads(int n) {
 void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y) {
   const Kernels& k = kernels();
   if (m < kGemmMinRows) {
-    pool.parallel_for(static_cast<size_t>(w.rows), [&](size_t r0, size_t r1, int) {
-      for (int64_t i = 0; i < m; ++i)
-        k.gemv_rows(w.type, w.data, w.row_bytes, x + i * w.cols, w.cols, y + i * w.rows + static_cast<int64_t>(r0),
-                    static_cast<int64_t>(r0), static_cast<int64_t>(r1));
+    pool.parallel_for(static_cast<size_t>(w.rows), [&](size_t a, size_t b, int) {
+      // A few rows of x share each block of W while it is in cache (a speculative decode step or a
+      // small batch reads the weights once, not once per row).
+      for (int64_t r0 = static_cast<int64_t>(a); r0 < static_cast<int64_t>(b); r0 += kSmallBatchBlockRows) {
+        const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(b), r0 + kSmallBatchBlockRows);
+        for (int64_t i = 0; i < m; ++i)
+          k.gemv_rows(w.type, w.data, w.row_bytes, x + i * w.cols, w.cols, y + i * w.rows + r0, r0, r1);
+      }
     });
     return;
   }
@@ -68,8 +76,11 @@ void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightV
       const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(b), first[i + 1]) - first[i];
       if (r0 >= r1) continue;
       const WeightView& w = *list[i].first;
-      for (int64_t row = 0; row < m; ++row)
-        k.gemv_rows(w.type, w.data, w.row_bytes, x + row * w.cols, w.cols, list[i].second + row * w.rows + r0, r0, r1);
+      for (int64_t b0 = r0; b0 < r1; b0 += kSmallBatchBlockRows) {
+        const int64_t b1 = std::min(r1, b0 + kSmallBatchBlockRows);
+        for (int64_t row = 0; row < m; ++row)
+          k.gemv_rows(w.type, w.data, w.row_bytes, x + row * w.cols, w.cols, list[i].second + row * w.rows + b0, b0, b1);
+      }
     }
   });
 }
