@@ -46,6 +46,53 @@ TEST(CliCompress, GenerateReportsTheCompression) {
   EXPECT_NE(t.err.find("KV policy h2o"), std::string::npos) << t.err;
 }
 
+// The low-precision policies through the real binary: no budget needed, SpeCache's report in the JSON,
+// bits per value in the eval table, and clear errors for bad precisions or cold-tier paths.
+TEST(CliCompress, LowPrecisionPoliciesRunEndToEnd) {
+  KVWISE_REQUIRE_DATA();
+  const std::string dir = test::temp_path("cli-cold");
+  const auto r = run_kvwise("generate " + stories() + " " + kPrompt +
+                            " -n 24 --temp 0 --json --kv-policy 'specache(bits=int1,dir=" + dir + ")'");
+  // The directory does not exist: a clear error, no crash.
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("cannot open"), std::string::npos) << r.err;
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  const auto ok = run_kvwise("generate " + stories() + " " + kPrompt +
+                             " -n 24 --temp 0 --json --kv-policy 'specache(bits=int1,dir=" + dir + ")'");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  const auto j = nlohmann::json::parse(ok.out);
+  const auto& s = j["compression"]["specache"];
+  EXPECT_EQ(s["steps"].get<int>(), 23);  // the first generated token runs alone (pre-decoding)
+  EXPECT_GT(s["cold_bytes"].get<size_t>(), 0u);
+  EXPECT_GT(s["prefetch_hit_rate"].get<double>(), 0.0);
+  EXPECT_EQ(test::run_command("ls '" + dir + "' | wc -l").out, "0\n") << "the cold-tier file is removed at the end";
+
+  const auto t = run_kvwise("eval fidelity " + stories() + " --policies 'full,h2o,mikv(lo=int4),kv-int4' --budgets 0.25 "
+                            "--segments 2 --json");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const auto f = nlohmann::json::parse(t.out);
+  ASSERT_EQ(f["results"].size(), 4u);
+  for (const auto& c : f["results"]) {
+    const double bits = c["bits_per_value"].get<double>();
+    if (c["policy"] == "full") {
+      EXPECT_NEAR(bits, 16.0, 1e-9);
+    }
+    if (c["policy"] == "kv-int4") {
+      EXPECT_EQ(c["budget"], "all");
+      EXPECT_LT(bits, 12.0);
+    }
+    if (c["policy"] == "mikv(lo=int4)") {
+      EXPECT_GT(bits, 4.0);
+    }
+  }
+  const auto bad = run_kvwise("generate " + stories() + " -p hi -n 2 --kv-policy 'kv-quant(bits=int3)'");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("unknown KV precision"), std::string::npos) << bad.err;
+  const auto group = run_kvwise("generate " + stories() + " -p hi -n 2 --kv-policy 'kv-int4(group=12)'");
+  EXPECT_NE(group.exit_code, 0);
+  EXPECT_NE(group.err.find("multiple of 8"), std::string::npos) << group.err;
+}
+
 TEST(CliCompress, BadSpecsFailWithAClearMessage) {
   KVWISE_REQUIRE_DATA();
   const std::pair<const char*, const char*> cases[] = {

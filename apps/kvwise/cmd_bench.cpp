@@ -22,6 +22,7 @@ struct BenchRow {
   size_t kv_bytes = 0;          // hot KV bytes of the sequence at the end of the test
   double compress_seconds = 0;  // per repetition, in the policy's selection/eviction code
   double depth_seconds = 0;     // per repetition, prefilling the depth (tg tests; compression included)
+  nlohmann::json specache = nullptr;  // SpeCache's report of the last repetition (hit rate, cold tier)
   double tokens_per_second() const {
     double best = 0, sum = 0;
     for (double s : seconds) sum += s;
@@ -95,8 +96,10 @@ void add_bench(CLI::App& app) {
     };
     const auto finish = [&](SeqId seq, BenchRow& row) {
       row.kv_bytes = engine.kv().bytes_sequence(seq);
-      if (auto* c = dynamic_cast<KvCompressor*>(engine.observer(seq)))
+      if (auto* c = dynamic_cast<KvCompressor*>(engine.observer(seq))) {
         row.compress_seconds += (c->report().prefill_seconds + c->report().decode_seconds) / o->reps;
+        if (c->report().specache) row.specache = to_json(c->report())["specache"];
+      }
       engine.free_sequence(seq);
     };
     const size_t n_pp =
@@ -158,6 +161,7 @@ void add_bench(CLI::App& app) {
                                 {"kv_bytes", r.kv_bytes},
                                 {"compress_seconds", r.compress_seconds},
                                 {"depth_prefill_seconds", r.depth_seconds},
+                                {"specache", r.specache},
                                 {"seconds", r.seconds}});
       std::puts(j.dump(2).c_str());
       return;

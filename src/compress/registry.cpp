@@ -132,6 +132,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     f.key_per_channel = q.get_choice("keys", "token", {"token", "channel"}) == "channel";
     f.group = q.get_int("group", 32, 8, 4096);
     p.residual = q.get_int("residual", 32, 0, kMaxWindow);
+    f.validate(f.group);  // what can be checked before the model's head_dim is known
     p.scorer = make_position_scorer();
     p.disposition = make_demote({f, std::nullopt, false});
     p.decode = make_fifo();
@@ -148,6 +149,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
       o.high = h;
     }
     o.balance = q.get_int("balance", 1, 0, 1) == 1;
+    o.low.validate(o.low.group);
     build_inner(p, spec, "h2o");
     KV_CHECK(!p.full && p.residual < 0 && !p.specache && p.name != "mikv",
              "mikv composes with an eviction policy (h2o, snapkv, pyramidkv, adakv, cake, sagekv, streamingllm, "
@@ -170,6 +172,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     c->path = q.get_string("path", "");
     c->prefetch_thread = q.get_choice("prefetch", "thread", {"thread", "sync"}) == "thread";
     c->hit_every = q.get_int("hit_every", 8, 1, 1 << 20);
+    c->low.validate(c->low.group);
     p.residual = c->residual;
     p.scorer = make_position_scorer();
     p.disposition = make_demote({c->low, std::nullopt, false});

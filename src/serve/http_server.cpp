@@ -155,10 +155,11 @@ struct HttpServer::Impl {
         budget = body["kv_budget"].dump();
       else
         budget = field<std::string>(body, "kv_budget", "");
-      if (spec != "full" && budget.empty())
+      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget));
+      // Policies that keep every token (uniform quantisation, SpeCache) need no budget.
+      if (!r.policy->full && r.policy->residual < 0 && budget.empty())
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
-      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget));
     } else {
       r.policy = opt.default_policy;
     }
