@@ -1,7 +1,7 @@
 // Decode attention over the 30 layers of a 16K-token SmolLM-135M-shaped cache (3 KV heads, 9 query heads,
-// head_dim 64: 377 MiB at F16, so it streams from memory as real decoding does), 2 threads: F16 pages against the same tokens demoted to low-precision segments, with
-// one query row (plain decode) and two (SpeCache's real + speculative token). Tokens/s of the
-// attention alone; docs/results/low-precision.md has the end-to-end decode numbers.
+// head_dim 64: 377 MiB at F16, so it streams from memory as real decoding does), 2 threads: F16 pages against the same
+// tokens demoted to low-precision segments, with one query row (plain decode) and two (SpeCache's real + speculative
+// token). Tokens/s of the attention alone; docs/results/low-precision.md has the end-to-end decode numbers.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -51,12 +51,20 @@ const QuantFormat kInt4{KvPrecision::Int4, KvPrecision::Int4, false, 32};
 const QuantFormat kInt8{KvPrecision::Int8, KvPrecision::Int8, false, 32};
 const QuantFormat kInt1Ch{KvPrecision::Int1, KvPrecision::Int1, true, 64};
 const QuantFormat kInt2Ch{KvPrecision::Int2, KvPrecision::Int2, true, 64};
-BENCHMARK_CAPTURE(BM_DecodeAttention, f16_pages_T1, "f16", kInt4, false, 1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeAttention, f16_pages_T1, "f16", kInt4, false, 1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_DecodeAttention, int8_T1, "kv-int8", kInt8, true, 1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_DecodeAttention, int4_T1, "kv-int4", kInt4, true, 1)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_DecodeAttention, f16_pages_T2, "f16", kInt4, false, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_DecodeAttention, int1ch_T2, "specache int1", kInt1Ch, true, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_DecodeAttention, int2ch_T2, "specache int2", kInt2Ch, true, 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeAttention, f16_pages_T2, "f16", kInt4, false, 2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeAttention, int1ch_T2, "specache int1", kInt1Ch, true, 2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeAttention, int2ch_T2, "specache int2", kInt2Ch, true, 2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kvwise

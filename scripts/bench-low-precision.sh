@@ -4,14 +4,16 @@
 #   A. decode attention alone over a 16K-token, 30-layer cache (bench_low_precision), 3 repetitions;
 #   B. end-to-end decode of 32 tokens after a 16384-token prompt: the full F16 cache, uniform int8/int4
 #      KV, and SpeCache with its cold tier in a file on local disk (and in host memory);
-#   C. fidelity and passkey tables on stories260K with the eviction policies, MiKV, kv-int* and SpeCache.
+#   C. fidelity and passkey tables on stories260K with the eviction policies, MiKV, kv-int* and SpeCache;
+#   D. the speed claims measured fairly: full, kv-int4 and SpeCache decoding 64 steps after a 16384-token
+#      prompt in one process, interleaved step by step (bench_decode_ab), so all share the machine state.
 # Raw JSON goes to OUT (default docs/results/low-precision-raw); tools/low_precision_table.py makes tables.
-# PARTS="A B C" selects parts.
+# PARTS="A B C D" selects parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-docs/results/low-precision-raw}
 threads=${THREADS:-2}
-parts=${PARTS:-A B C}
+parts=${PARTS:-A B C D}
 model=${MODEL:-/tmp/kvwise-bench/smollm-135m-f16.gguf}
 cold_dir=${COLD_DIR:-/var/tmp}
 kvwise=build/apps/kvwise/kvwise
@@ -42,5 +44,11 @@ if [[ $parts == *C* ]]; then
   echo "C: passkey (stories260K)" >&2
   "$kvwise" eval niah -t "$threads" --task passkey --policies "full,$pol" --budgets 0.5,0.25,0.1 --json \
     > "$out/passkey-stories260k.json"
+fi
+if [[ $parts == *D* ]]; then
+  [ -f "$model" ] || "$kvwise" make-model --shape smollm-135m -o "$model"
+  echo "D: interleaved decode at 16384" >&2
+  build/bench/bench_decode_ab "$model" 16384 64 "$threads" full kv-int4 "specache(bits=int1,dir=$cold_dir)" \
+    "specache(bits=int1,dir=$cold_dir,prefetch=sync)" > "$out/decode-ab-d16384.json"
 fi
 echo "done: $out" >&2

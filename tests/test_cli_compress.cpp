@@ -67,7 +67,8 @@ TEST(CliCompress, LowPrecisionPoliciesRunEndToEnd) {
   EXPECT_GT(s["prefetch_hit_rate"].get<double>(), 0.0);
   EXPECT_EQ(test::run_command("ls '" + dir + "' | wc -l").out, "0\n") << "the cold-tier file is removed at the end";
 
-  const auto t = run_kvwise("eval fidelity " + stories() + " --policies 'full,h2o,mikv(lo=int4),kv-int4' --budgets 0.25 "
+  const auto t = run_kvwise("eval fidelity " + stories() +
+                            " --policies 'full,h2o,mikv(lo=int4),kv-int4' --budgets 0.25 "
                             "--segments 2 --json");
   ASSERT_EQ(t.exit_code, 0) << t.err;
   const auto f = nlohmann::json::parse(t.out);

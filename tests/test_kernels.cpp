@@ -93,19 +93,24 @@ TEST(Kernels, LowBitKvKernelsMatchScalar) {
         std::vector<float> o_ref(static_cast<size_t>(nq * hd), 0.5f), o_got(o_ref);
         const int g = 32;  // tokens of a per-channel group
         std::vector<float> c_ref(static_cast<size_t>(nq * g)), c_got(c_ref.size());
-        kernels_scalar().qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_ref.data(), n);
+        kernels_scalar().qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_ref.data(),
+                                   n);
         kernels_scalar().qv_accum(bits, codes.data(), params.data(), n, hd, group, P.data(), nq, n, o_ref.data());
         kernels_scalar().qk_channels(bits, codes.data(), params.data(), g, hd, q.data(), nq, 0.25f, c_ref.data(), g);
         for (Isa isa : simd_isas()) {
           std::fill(o_got.begin(), o_got.end(), 0.5f);
-          kernels_for(isa).qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_got.data(), n);
+          kernels_for(isa).qk_tokens(bits, codes.data(), params.data(), n, hd, group, q.data(), nq, 0.25f, s_got.data(),
+                                     n);
           kernels_for(isa).qv_accum(bits, codes.data(), params.data(), n, hd, group, P.data(), nq, n, o_got.data());
           kernels_for(isa).qk_channels(bits, codes.data(), params.data(), g, hd, q.data(), nq, 0.25f, c_got.data(), g);
           const std::string what = std::to_string(bits) + " bits, hd " + std::to_string(hd) + ", group " +
                                    std::to_string(group) + ", " + kernels_for(isa).isa_name;
-          for (size_t i = 0; i < s_ref.size(); ++i) ASSERT_NEAR(s_got[i], s_ref[i], 1e-3 * (1 + std::fabs(s_ref[i]))) << what;
-          for (size_t i = 0; i < o_ref.size(); ++i) ASSERT_NEAR(o_got[i], o_ref[i], 1e-3 * (1 + std::fabs(o_ref[i]))) << what;
-          for (size_t i = 0; i < c_ref.size(); ++i) ASSERT_NEAR(c_got[i], c_ref[i], 1e-3 * (1 + std::fabs(c_ref[i]))) << what;
+          for (size_t i = 0; i < s_ref.size(); ++i)
+            ASSERT_NEAR(s_got[i], s_ref[i], 1e-3 * (1 + std::fabs(s_ref[i]))) << what;
+          for (size_t i = 0; i < o_ref.size(); ++i)
+            ASSERT_NEAR(o_got[i], o_ref[i], 1e-3 * (1 + std::fabs(o_ref[i]))) << what;
+          for (size_t i = 0; i < c_ref.size(); ++i)
+            ASSERT_NEAR(c_got[i], c_ref[i], 1e-3 * (1 + std::fabs(c_ref[i]))) << what;
         }
       }
 }

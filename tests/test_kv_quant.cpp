@@ -194,10 +194,10 @@ TEST(QuantSegment, PerChannelKeysKeepTheNewestPartialGroupExact) {
     if (t < 16) {
       EXPECT_NE(k, rows.K[static_cast<size_t>(t)]);  // 2-bit: really quantised
     }
-    EXPECT_NE(v, rows.V[static_cast<size_t>(t)]);               // values per token, at once
+    EXPECT_NE(v, rows.V[static_cast<size_t>(t)]);  // values per token, at once
   }
   EXPECT_THROW(QuantSegment({KvPrecision::Int2, KvPrecision::Int2, false, 12}, 16), Error);  // not a multiple of 8
-  EXPECT_THROW(QuantSegment({KvPrecision::F16, KvPrecision::Int2, true, 8}, 16), Error);   // per-channel f16
+  EXPECT_THROW(QuantSegment({KvPrecision::F16, KvPrecision::Int2, true, 8}, 16), Error);     // per-channel f16
   EXPECT_THROW(parse_precision("int3"), Error);
 }
 
@@ -234,7 +234,8 @@ TEST(QuantSegment, AttentionEqualsAttentionOverTheDequantisedCopy) {
       // And the quantised attention approaches the exact one as bits grow.
       double err = 0;
       for (int c = 0; c < d; ++c)
-        err = std::max(err, static_cast<double>(std::fabs(out[static_cast<size_t>(c)] - exact[static_cast<size_t>(c)])));
+        err =
+            std::max(err, static_cast<double>(std::fabs(out[static_cast<size_t>(c)] - exact[static_cast<size_t>(c)])));
       EXPECT_LT(err, prev_err * 1.05) << precision_name(p) << (per_channel ? " per channel" : " per token");
       prev_err = err;
     }
@@ -253,19 +254,23 @@ TEST(QuantSegment, BalancedKeysGiveTheSameScoresBeforeQuantisation) {
   for (auto& x : q) x = nd(rng);
   for (int c = 0; c < d; ++c) {
     qmax[static_cast<size_t>(c)] = std::fabs(q[static_cast<size_t>(c)]);
-    for (const auto& k : rows.K) kmax[static_cast<size_t>(c)] = std::max(kmax[static_cast<size_t>(c)], std::fabs(k[static_cast<size_t>(c)]));
+    for (const auto& k : rows.K)
+      kmax[static_cast<size_t>(c)] = std::max(kmax[static_cast<size_t>(c)], std::fabs(k[static_cast<size_t>(c)]));
   }
   const std::vector<float> b = key_balancer(qmax, kmax);
   const auto scores = [&](const QuantFormat& f, std::vector<float> bal) {
     QuantSegment s(f, d, std::move(bal));
-    for (int t = 0; t < n; ++t) s.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
+    for (int t = 0; t < n; ++t)
+      s.append(rows.K[static_cast<size_t>(t)].data(), rows.V[static_cast<size_t>(t)].data(), t);
     std::vector<float> S(static_cast<size_t>(n));
     s.scores(q.data(), 1, 1.0f, 0, n, S.data(), n);
     return S;
   };
   std::vector<float> exact(static_cast<size_t>(n));
   for (int t = 0; t < n; ++t)
-    for (int c = 0; c < d; ++c) exact[static_cast<size_t>(t)] += q[static_cast<size_t>(c)] * rows.K[static_cast<size_t>(t)][static_cast<size_t>(c)];
+    for (int c = 0; c < d; ++c)
+      exact[static_cast<size_t>(t)] +=
+          q[static_cast<size_t>(c)] * rows.K[static_cast<size_t>(t)][static_cast<size_t>(c)];
   const auto f16 = scores({KvPrecision::F16, KvPrecision::F16, false, 32}, b);
   for (int t = 0; t < n; ++t) EXPECT_NEAR(f16[static_cast<size_t>(t)], exact[static_cast<size_t>(t)], 2e-2);
   const auto err = [&](const std::vector<float>& S) {

@@ -3,9 +3,8 @@
 // policies keep every token at a fraction of the memory; MiKV demotes instead of dropping; SpeCache
 // with k = all tokens decodes exactly like the full cache, writes only real tokens to its cold tier,
 // and reports a removed or full cold-tier file as an error.
-#include <gtest/gtest.h>
-
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -101,7 +100,8 @@ TEST(LowPrecisionAttention, PagesSegmentsAndExactRowsAreOneSoftmax) {
       double mx = -1e300;
       for (int t = 0; t <= qpos; ++t) {
         double d = 0;
-        for (int c = 0; c < hd; ++c) d += q[static_cast<size_t>(g * hd + c)] * rk[static_cast<size_t>(t)][static_cast<size_t>(c)];
+        for (int c = 0; c < hd; ++c)
+          d += q[static_cast<size_t>(g * hd + c)] * rk[static_cast<size_t>(t)][static_cast<size_t>(c)];
         s.push_back(d / std::sqrt(static_cast<double>(hd)));
         mx = std::max(mx, s.back());
       }
@@ -109,14 +109,16 @@ TEST(LowPrecisionAttention, PagesSegmentsAndExactRowsAreOneSoftmax) {
       for (double& x : s) z += x = std::exp(x - mx);
       for (int c = 0; c < hd; ++c) {
         double o = 0;
-        for (int t = 0; t <= qpos; ++t) o += s[static_cast<size_t>(t)] / z * rv[static_cast<size_t>(t)][static_cast<size_t>(c)];
+        for (int t = 0; t <= qpos; ++t)
+          o += s[static_cast<size_t>(t)] / z * rv[static_cast<size_t>(t)][static_cast<size_t>(c)];
         EXPECT_NEAR(out[static_cast<size_t>(g * hd + c)], o, 2e-5) << "query at " << qpos;
       }
     }
     // Auto picks the gathered BLAS path only for pages; a long chunk must still read the segment.
   }
   EXPECT_GT(kv.bytes_head(seq, 0, 0), kv.head_pages(seq, 0, 0).size() * kv.pool().page_bytes());
-  EXPECT_THROW(kv.set_exact_rows(seq, 0, 0, {{seg.size()}, std::vector<uint16_t>(hd), std::vector<uint16_t>(hd)}), Error);
+  EXPECT_THROW(kv.set_exact_rows(seq, 0, 0, {{seg.size()}, std::vector<uint16_t>(hd), std::vector<uint16_t>(hd)}),
+               Error);
 }
 
 class LowPrecisionOnStories : public test::StoriesEngineTest {
@@ -212,10 +214,13 @@ TEST_F(LowPrecisionOnStories, MikvDemotesWhatEvictionWouldDrop) {
   fo.segments = 3;
   FidelityRunner runner(*engine_, fidelity_segments(text_, model_->tokenizer().bos(), fo), fo);
   const Budget quarter = Budget::parse("0.25");
-  // (On stories260K's 8-channel heads, 2-bit groups of 8 cost 6 bits per value and behind H2O lose to
-  // plain eviction; behind SnapKV they win, and 4 bits win everywhere. Measured, see compression.md.)
-  for (const auto& [evict, demote] : std::vector<std::pair<std::string, std::string>>{
-           {"h2o", "mikv(lo=int4)"}, {"snapkv", "mikv(snapkv)"}, {"adakv(snapkv)", "mikv(adakv(snapkv),lo=int4)"}}) {
+  // (On stories260K's 8-channel heads, 2-bit groups of 8 cost 6 bits per value and, behind H2O, lose
+  // to plain eviction; behind SnapKV they are about even. 4 bits win everywhere; see
+  // docs/results/low-precision.md.)
+  for (const auto& [evict, demote] :
+       std::vector<std::pair<std::string, std::string>>{{"h2o", "mikv(lo=int4)"},
+                                                        {"snapkv", "mikv(snapkv,lo=int4)"},
+                                                        {"adakv(snapkv)", "mikv(adakv(snapkv),lo=int4)"}}) {
     const FidelityCell ce = runner.run(make_policy(evict, quarter));
     const FidelityCell cd = runner.run(make_policy(demote, quarter));
     EXPECT_LT(cd.mean_kl, ce.mean_kl) << demote << " vs " << evict;
@@ -223,7 +228,8 @@ TEST_F(LowPrecisionOnStories, MikvDemotesWhatEvictionWouldDrop) {
     EXPECT_LT(cd.hot_bytes, cd.full_bytes) << demote;
   }
   // The balancer is what makes 2-bit keys usable at all.
-  EXPECT_LT(runner.run(make_policy("mikv", quarter)).mean_kl, 0.5 * runner.run(make_policy("mikv(balance=0)", quarter)).mean_kl);
+  EXPECT_LT(runner.run(make_policy("mikv", quarter)).mean_kl,
+            0.5 * runner.run(make_policy("mikv(balance=0)", quarter)).mean_kl);
   SeqId seq = -1;
   run("mikv(hi=int8)", "0.25", 300, 20, &seq);
   for (int l = 0; l < model_->config().n_layers; ++l)

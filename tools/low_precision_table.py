@@ -60,6 +60,23 @@ if tg:
         print(f"| {name} | {tps:.2f} | {ratio} | {mib(r['kv_bytes'])} | {share} | {spec} |")
     print()
 
+ab = load(os.path.join(raw, "decode-ab-d16384.json"))
+if ab:
+    print(f"### Interleaved decode after a {ab['depth']}-token prompt ({ab['steps']} steps each, one process, "
+          f"{ab['threads']} threads)\n")
+    print("| KV | tokens/s | time per step vs full | hot KV | hot share of full | SpeCache: prefetch hit rate, guesses right, cold read per step |")
+    print("|---|---:|---:|---:|---:|---|")
+    base = ab["results"][0]
+    for r in ab["results"]:
+        sc = r.get("specache")
+        spec = ""
+        if sc:
+            spec = (f"{100 * sc['prefetch_hit_rate']:.1f} %, {sc['guess_hits']}/{sc['guesses']}, "
+                    f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB")
+        print(f"| {r['policy']} | {r['tokens_per_second']:.2f} | {r['slowdown_vs_baseline']:.2f}x | {mib(r['kv_bytes'])} | "
+              f"{100 * r['kv_bytes'] / base['kv_bytes']:.1f} % | {spec} |")
+    print()
+
 fid = load(os.path.join(raw, "fidelity-stories260k.json"))
 if fid:
     print(f"### Fidelity on stories260K ({fid['segments']} segments x ({fid['prefix']} prefix + "

@@ -19,9 +19,9 @@ struct BenchRow {
   int depth;
   int tokens;
   std::vector<double> seconds;
-  size_t kv_bytes = 0;          // hot KV bytes of the sequence at the end of the test
-  double compress_seconds = 0;  // per repetition, in the policy's selection/eviction code
-  double depth_seconds = 0;     // per repetition, prefilling the depth (tg tests; compression included)
+  size_t kv_bytes = 0;                // hot KV bytes of the sequence at the end of the test
+  double compress_seconds = 0;        // per repetition, in the policy's selection/eviction code
+  double depth_seconds = 0;           // per repetition, prefilling the depth (tg tests; compression included)
   nlohmann::json specache = nullptr;  // SpeCache's report of the last repetition (hit rate, cold tier)
   double tokens_per_second() const {
     double best = 0, sum = 0;

@@ -102,9 +102,11 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
   // Policies that keep every token (uniform quantisation, SpeCache) have no budget: a flat line.
   double lo = 1, hi = 0;
   for (const auto& p : grid)
-    if (!p->full && p->residual < 0 && p->budget.tokens == 0) lo = std::min(lo, p->budget.ratio), hi = std::max(hi, p->budget.ratio);
+    if (!p->full && p->residual < 0 && p->budget.tokens == 0)
+      lo = std::min(lo, p->budget.ratio), hi = std::max(hi, p->budget.ratio);
   for (size_t i = 0; i < grid.size() && lo <= hi; ++i)
-    if (grid[i]->residual >= 0) spec.series.push_back({short_label(grid[i]->spec) + " (all tokens)", {lo, hi}, {metric[i], metric[i]}, false});
+    if (grid[i]->residual >= 0)
+      spec.series.push_back({short_label(grid[i]->spec) + " (all tokens)", {lo, hi}, {metric[i], metric[i]}, false});
   write_svg(spec, path);
 }
 
@@ -408,9 +410,8 @@ void add_attention(CLI::App& eval) {
     std::printf("%s, %d prompt tokens, %d future queries\n\n", source.c_str(), o->prompt, o->future);
     std::printf("| policy | budget | relative error | retained mass | kept |\n|---|---:|---:|---:|---:|\n");
     for (size_t i = 0; i < grid.size(); ++i)
-      std::printf("| %s | %s | %.4f | %.4f | %.3f |\n", grid[i]->spec.c_str(),
-                  grid[i]->budget_label().c_str(), cells[i].relative_error,
-                  cells[i].retained_mass, cells[i].kept_fraction);
+      std::printf("| %s | %s | %.4f | %.4f | %.3f |\n", grid[i]->spec.c_str(), grid[i]->budget_label().c_str(),
+                  cells[i].relative_error, cells[i].retained_mass, cells[i].kept_fraction);
   });
 }
 

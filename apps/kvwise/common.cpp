@@ -43,12 +43,14 @@ std::string describe(const CompressionReport& r, size_t bytes_per_token) {
       fmt::format("KV policy {} @ {} tokens/head ({} sinks + {} window): ", r.policy, s.capacity, s.sinks, s.window);
   if (r.specache)
     out = fmt::format(
-        "SpeCache: prefetch hit rate {:.1f}% (sampled) over {} steps, speculative tokens right {}/{}, cold tier {} ({} "
-        "read, {} per step)\n",
-        100.0 * r.spec.hit_rate(), r.spec.steps, r.spec.guess_hits, r.spec.guesses,
-        human_bytes(static_cast<double>(r.spec.cold_bytes)), human_bytes(static_cast<double>(r.spec.cold_bytes_read)),
-        human_bytes(static_cast<double>(r.spec.cold_bytes_read) / std::max(1, r.spec.steps))) +
-        out;
+              "SpeCache: prefetch hit rate {:.1f}% (sampled) over {} steps, speculative tokens right {}/{}, cold tier "
+              "{} ({} "
+              "read, {} per step)\n",
+              100.0 * r.spec.hit_rate(), r.spec.steps, r.spec.guess_hits, r.spec.guesses,
+              human_bytes(static_cast<double>(r.spec.cold_bytes)),
+              human_bytes(static_cast<double>(r.spec.cold_bytes_read)),
+              human_bytes(static_cast<double>(r.spec.cold_bytes_read) / std::max(1, r.spec.steps))) +
+          out;
   if (!s.compress) return out + fmt::format("prompt of {} tokens fits, nothing evicted at prefill", s.prompt);
   return out +
          fmt::format(
@@ -79,15 +81,14 @@ nlohmann::json to_json(const CompressionReport& r) {
           {"decode_seconds", r.decode_seconds},
           {"decode_steps", r.decode_steps},
           {"decode_evicted", r.decode_evicted},
-          {"specache",
-           r.specache ? nlohmann::json{{"prefetch_hit_rate", r.spec.hit_rate()},
-                                       {"steps", r.spec.steps},
-                                       {"guesses", r.spec.guesses},
-                                       {"guess_hits", r.spec.guess_hits},
-                                       {"cold_bytes", r.spec.cold_bytes},
-                                       {"cold_bytes_read", r.spec.cold_bytes_read},
-                                       {"inline_reads", r.spec.inline_reads}}
-                      : nlohmann::json(nullptr)}};
+          {"specache", r.specache ? nlohmann::json{{"prefetch_hit_rate", r.spec.hit_rate()},
+                                                   {"steps", r.spec.steps},
+                                                   {"guesses", r.spec.guesses},
+                                                   {"guess_hits", r.spec.guess_hits},
+                                                   {"cold_bytes", r.spec.cold_bytes},
+                                                   {"cold_bytes_read", r.spec.cold_bytes_read},
+                                                   {"inline_reads", r.spec.inline_reads}}
+                                  : nlohmann::json(nullptr)}};
 }
 
 std::string read_corpus(const std::string& path) {

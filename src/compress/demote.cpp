@@ -33,8 +33,10 @@ class Demote : public Disposition {
       for (int s = 0; s < len; ++s) {
         const bool kept = ki < keep.size() && keep[ki] == s;
         if (kept) ++ki;
-        if (!kept) drop_to_low.push_back(s);
-        else if (s >= len - tail) stay.push_back(s);
+        if (!kept)
+          drop_to_low.push_back(s);
+        else if (s >= len - tail)
+          stay.push_back(s);
       }
       // Low first (losers), then high (kept prefix); each demote call keeps what the next needs.
       std::vector<int> not_low;

@@ -224,7 +224,8 @@ const std::vector<PolicyInfo>& policy_catalog() {
        "bits=int4, k=, v=, keys=token|channel, group=32, residual=32"},
       {"mikv", "MiKV: the inner policy's losers (default h2o) are kept at low bits instead of dropped",
        "lo=int2, hi=f16|int8|int4, keys=token|channel, group=32, balance=1"},
-      {"specache", "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
+      {"specache",
+       "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
        "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path=, "
        "prefetch=thread|sync, hit_every=8"},
   };

@@ -55,7 +55,7 @@ size_t ColdTier::offset(int layer, int head, int index) const {
 
 void ColdTier::check_present() const {
   if (fd_ < 0) return;
-  struct stat st{};
+  struct stat st {};
   KV_CHECK(::fstat(fd_, &st) == 0, "SpeCache cold tier {}: {}", path_, std::strerror(errno));
   KV_CHECK(st.st_nlink > 0, "SpeCache cold tier file {} was removed while in use; the full-precision KV is gone",
            path_);
@@ -81,8 +81,8 @@ void ColdTier::write(int layer, int head, int index0, int n, const uint8_t* k, c
   } else {
     const off_t off = static_cast<off_t>(offset(layer, head, index0));
     const ssize_t w = ::pwrite(fd_, buf.data(), buf.size(), off);
-    KV_CHECK(w == static_cast<ssize_t>(buf.size()), "SpeCache cold tier: writing {} bytes to {} failed: {}",
-             buf.size(), path_, w < 0 ? std::strerror(errno) : "short write (is the disk full?)");
+    KV_CHECK(w == static_cast<ssize_t>(buf.size()), "SpeCache cold tier: writing {} bytes to {} failed: {}", buf.size(),
+             path_, w < 0 ? std::strerror(errno) : "short write (is the disk full?)");
   }
   written_ += static_cast<size_t>(n);
 }

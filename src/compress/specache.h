@@ -70,12 +70,12 @@ class ColdTier {
 };
 
 struct SpeCacheStats {
-  long guesses = 0, guess_hits = 0;      // speculative tokens that equalled the real next token
-  double overlap_sum = 0;                // prefetched-set overlap with the real token's top-k, summed
-  long overlap_count = 0;                // (layer, head, step) samples
+  long guesses = 0, guess_hits = 0;  // speculative tokens that equalled the real next token
+  double overlap_sum = 0;            // prefetched-set overlap with the real token's top-k, summed
+  long overlap_count = 0;            // (layer, head, step) samples
   size_t cold_bytes = 0, cold_bytes_read = 0;
-  int steps = 0;                         // two-token decode steps
-  long inline_reads = 0;                 // prefetches the main thread read itself (the worker had not started)
+  int steps = 0;          // two-token decode steps
+  long inline_reads = 0;  // prefetches the main thread read itself (the worker had not started)
   double hit_rate() const { return overlap_count ? overlap_sum / static_cast<double>(overlap_count) : 0.0; }
 };
 

@@ -107,8 +107,8 @@ void segment_scores(const KvStore& store, SeqId seq, int layer, int h, int seg_i
   }
 }
 
-void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_index, int R, int s0, int s1,
-                   float* P, float* O) {
+void segment_accum(const KvStore& store, SeqId seq, int layer, int h, int seg_index, int R, int s0, int s1, float* P,
+                   float* O) {
   const int n = s1 - s0;
   const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
   static const KvStore::ExactRows kNone;
@@ -183,7 +183,8 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     for (size_t si = 0; si < segs.size(); ++si) {
       const int n = segs[si].size(), g = segs[si].format().group;
       const int seg_chunk = std::max(256, (n / want_chunks + g - 1) / g * g);
-      for (int s0 = 0; s0 < n; s0 += seg_chunk) tasks.push_back({h, s0, std::min(n, s0 + seg_chunk), static_cast<int>(si)});
+      for (int s0 = 0; s0 < n; s0 += seg_chunk)
+        tasks.push_back({h, s0, std::min(n, s0 + seg_chunk), static_cast<int>(si)});
     }
   }
   first_task.push_back(static_cast<int>(tasks.size()));
@@ -217,7 +218,8 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
       }
       for (int r = 0; r < R; ++r) {  // causal: slots past each row's visible count
         const int nv = n_visible[static_cast<size_t>(task.h * T + r / G)];
-        for (int j = std::max(task.s0, nv); j < task.s1; ++j) S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
+        for (int j = std::max(task.s0, nv); j < task.s1; ++j)
+          S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -390,7 +392,8 @@ void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const Attent
       m.resize(static_cast<size_t>(L.head_dim), 0.0f);
       for (int t = 0; t < query.T; ++t) {
         const float* q = query.q + t * query.q_stride + qh * L.head_dim;
-        for (int c = 0; c < L.head_dim; ++c) m[static_cast<size_t>(c)] = std::max(m[static_cast<size_t>(c)], std::fabs(q[c]));
+        for (int c = 0; c < L.head_dim; ++c)
+          m[static_cast<size_t>(c)] = std::max(m[static_cast<size_t>(c)], std::fabs(q[c]));
       }
     }
   if (path == AttentionPath::Auto) path = query.T >= kBlasMinQueries ? AttentionPath::Blas : AttentionPath::Direct;

@@ -295,8 +295,9 @@ void KvStore::set_exact_rows(SeqId seq, int layer, int head, ExactRows rows) {
   const size_t hd = static_cast<size_t>(layout_.head_dim);
   KV_CHECK(rows.k.size() == rows.slots.size() * hd && rows.v.size() == rows.k.size(), "exact rows: sizes disagree");
   for (size_t i = 0; i < rows.slots.size(); ++i)
-    KV_CHECK(rows.slots[i] >= 0 && rows.slots[i] < h.segments[0].size() && (i == 0 || rows.slots[i] > rows.slots[i - 1]),
-             "exact rows: slot {} is not an ascending slot of the segment", rows.slots[i]);
+    KV_CHECK(
+        rows.slots[i] >= 0 && rows.slots[i] < h.segments[0].size() && (i == 0 || rows.slots[i] > rows.slots[i - 1]),
+        "exact rows: slot {} is not an ascending slot of the segment", rows.slots[i]);
   h.exact = std::move(rows);
 }
 

@@ -85,8 +85,8 @@ class KvStore {
   // Exact F16 rows standing in for some slots of the head's first segment (SpeCache's prefetched
   // pairs): attention scores and reads these instead of the low-bit rows.
   struct ExactRows {
-    std::vector<int> slots;        // ascending segment slots
-    std::vector<uint16_t> k, v;    // head_dim F16 values per slot
+    std::vector<int> slots;      // ascending segment slots
+    std::vector<uint16_t> k, v;  // head_dim F16 values per slot
   };
   void set_exact_rows(SeqId seq, int layer, int head, ExactRows rows);
   const ExactRows& exact_rows(SeqId seq, int layer, int head) const;

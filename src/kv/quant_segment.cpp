@@ -32,23 +32,34 @@ QuantParams get_params(const uint16_t* in) {
 int precision_bits(KvPrecision p) {
   switch (p) {
     case KvPrecision::F16:
-    case KvPrecision::BF16: return 16;
-    case KvPrecision::Int8: return 8;
-    case KvPrecision::Int4: return 4;
-    case KvPrecision::Int2: return 2;
-    case KvPrecision::Int1: return 1;
+    case KvPrecision::BF16:
+      return 16;
+    case KvPrecision::Int8:
+      return 8;
+    case KvPrecision::Int4:
+      return 4;
+    case KvPrecision::Int2:
+      return 2;
+    case KvPrecision::Int1:
+      return 1;
   }
   return 16;
 }
 
 const char* precision_name(KvPrecision p) {
   switch (p) {
-    case KvPrecision::F16: return "f16";
-    case KvPrecision::BF16: return "bf16";
-    case KvPrecision::Int8: return "int8";
-    case KvPrecision::Int4: return "int4";
-    case KvPrecision::Int2: return "int2";
-    case KvPrecision::Int1: return "int1";
+    case KvPrecision::F16:
+      return "f16";
+    case KvPrecision::BF16:
+      return "bf16";
+    case KvPrecision::Int8:
+      return "int8";
+    case KvPrecision::Int4:
+      return "int4";
+    case KvPrecision::Int2:
+      return "int2";
+    case KvPrecision::Int1:
+      return "int1";
   }
   return "?";
 }
@@ -145,8 +156,7 @@ void QuantSegment::flush_key_group() {
   const size_t at = key_codes_.size();
   key_codes_.resize(at + gb * static_cast<size_t>(hd_));
   for (int c = 0; c < hd_; ++c) {
-    for (int t = 0; t < g; ++t)
-      ch[static_cast<size_t>(t)] = fp16_to_fp32(pending_k_[static_cast<size_t>(t * hd_ + c)]);
+    for (int t = 0; t < g; ++t) ch[static_cast<size_t>(t)] = fp16_to_fp32(pending_k_[static_cast<size_t>(t * hd_ + c)]);
     const QuantParams p = quantize_group(ch.data(), g, bits, key_codes_.data() + at + static_cast<size_t>(c) * gb);
     key_params_.resize(key_params_.size() + 2);
     put_params(p, key_params_.data() + key_params_.size() - 2);
@@ -177,15 +187,15 @@ void QuantSegment::read(int slot, float* k, float* v) const {
       }
     } else if (!is_int(f_.key)) {
       const uint8_t* r = key_codes_.data() + s * key_row_bytes();
-      for (int c = 0; c < hd_; ++c)
-        k[c] = from_bits16(f_.key, static_cast<uint16_t>(r[2 * c] | (r[2 * c + 1] << 8)));
+      for (int c = 0; c < hd_; ++c) k[c] = from_bits16(f_.key, static_cast<uint16_t>(r[2 * c] | (r[2 * c + 1] << 8)));
     } else {
       const int bits = precision_bits(f_.key);
       const size_t gb = packed_bytes(tg_, bits);
       for (int gi = 0; gi < groups; ++gi)
-        dequantize_group(key_codes_.data() + s * key_row_bytes() + static_cast<size_t>(gi) * gb, tg_, bits,
-                         get_params(key_params_.data() + 2 * (s * static_cast<size_t>(groups) + static_cast<size_t>(gi))),
-                         k + gi * tg_);
+        dequantize_group(
+            key_codes_.data() + s * key_row_bytes() + static_cast<size_t>(gi) * gb, tg_, bits,
+            get_params(key_params_.data() + 2 * (s * static_cast<size_t>(groups) + static_cast<size_t>(gi))),
+            k + gi * tg_);
     }
     if (!balance_.empty())
       for (int c = 0; c < hd_; ++c) k[c] /= balance_[static_cast<size_t>(c)];
@@ -193,8 +203,7 @@ void QuantSegment::read(int slot, float* k, float* v) const {
   if (v) {
     if (!is_int(f_.value)) {
       const uint8_t* r = value_codes_.data() + s * value_row_bytes();
-      for (int c = 0; c < hd_; ++c)
-        v[c] = from_bits16(f_.value, static_cast<uint16_t>(r[2 * c] | (r[2 * c + 1] << 8)));
+      for (int c = 0; c < hd_; ++c) v[c] = from_bits16(f_.value, static_cast<uint16_t>(r[2 * c] | (r[2 * c + 1] << 8)));
     } else {
       const int bits = precision_bits(f_.value);
       const size_t gb = packed_bytes(tg_, bits);

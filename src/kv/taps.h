@@ -32,8 +32,8 @@ struct HeadTaps {
   double window_entropy = 0;
   std::vector<float> last_row;
   std::vector<float> col_sums;
-  std::vector<float> q_absmax;                   // head_dim
-  std::vector<float> segment_rows;               // T rows of segment_cols (the last chunk's queries, GQA-summed)
+  std::vector<float> q_absmax;      // head_dim
+  std::vector<float> segment_rows;  // T rows of segment_cols (the last chunk's queries, GQA-summed)
   int segment_cols = 0;
 };
 

@@ -101,7 +101,7 @@ class Engine {
   std::vector<float> inv_freq_;
   std::map<SeqId, std::shared_ptr<SequenceObserver>> observers_;
   struct Guess {
-    int32_t next = 0;  // the guess for the token after the next real one
+    int32_t next = 0;   // the guess for the token after the next real one
     int32_t used = -1;  // the guess the last step ran (of the token now being decoded)
   };
   std::map<SeqId, Guess> guesses_;

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
-#include <functional>
 #include <deque>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"

@@ -85,7 +85,6 @@ float exp_shift_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
-
 // Low-bit KV: code i of a packed group, and the affine map code -> value of a group.
 inline int code_at(const uint8_t* codes, int i, int bits) {
   const int per = 8 / bits;
@@ -123,7 +122,8 @@ void qk_channels(int bits, const uint8_t* codes, const uint16_t* params, int g, 
       float acc = 0;
       for (int c = 0; c < hd; ++c) {
         const Affine a = affine(params + 2 * c, bits);
-        acc += Q[q * hd + c] * (a.add + a.mul * static_cast<float>(code_at(codes + static_cast<int64_t>(c) * row, t, bits)));
+        acc += Q[q * hd + c] *
+               (a.add + a.mul * static_cast<float>(code_at(codes + static_cast<int64_t>(c) * row, t, bits)));
       }
       s[q * ss + t] = acc * scale;
     }
@@ -147,7 +147,8 @@ void qv_accum(int bits, const uint8_t* codes, const uint16_t* params, int n, int
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar", gemv_rows, kv_scores, kv_accum, f16_to_f32, dequant_row_scalar, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"scalar",           gemv_rows,     kv_scores, kv_accum,    f16_to_f32,
+                         dequant_row_scalar, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
   return k;
 }
 

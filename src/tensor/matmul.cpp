@@ -79,7 +79,8 @@ void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightV
       for (int64_t b0 = r0; b0 < r1; b0 += kSmallBatchBlockRows) {
         const int64_t b1 = std::min(r1, b0 + kSmallBatchBlockRows);
         for (int64_t row = 0; row < m; ++row)
-          k.gemv_rows(w.type, w.data, w.row_bytes, x + row * w.cols, w.cols, list[i].second + row * w.rows + b0, b0, b1);
+          k.gemv_rows(w.type, w.data, w.row_bytes, x + row * w.cols, w.cols, list[i].second + row * w.rows + b0, b0,
+                      b1);
       }
     }
   });
