@@ -243,8 +243,10 @@ void SpeCache::install(KvStore& kv, SeqId seq, int layer) {
     rows.slots = std::move(j.slots[static_cast<size_t>(h)]);
     rows.k.resize(rows.slots.size() * halves);
     rows.v.resize(rows.k.size());
-    std::memcpy(rows.k.data(), j.k[static_cast<size_t>(h)].data(), rows.k.size() * 2);
-    std::memcpy(rows.v.data(), j.v[static_cast<size_t>(h)].data(), rows.v.size() * 2);
+    if (!rows.k.empty()) {  // (memcpy of nothing from an empty vector's null data is still UB)
+      std::memcpy(rows.k.data(), j.k[static_cast<size_t>(h)].data(), rows.k.size() * 2);
+      std::memcpy(rows.v.data(), j.v[static_cast<size_t>(h)].data(), rows.v.size() * 2);
+    }
     kv.set_exact_rows(seq, layer, h, std::move(rows));
   }
 }
