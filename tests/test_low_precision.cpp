@@ -147,6 +147,14 @@ class LowPrecisionOnStories : public test::StoriesEngineTest {
       e.free_sequence(seq);
     return all;
   }
+  // A fidelity runner over `segments` text segments of `prefix` prefilled + `continuation` forced tokens.
+  FidelityRunner fidelity(int prefix, int continuation, int segments) {
+    FidelityOptions fo;
+    fo.prefix = prefix;
+    fo.continuation = continuation;
+    fo.segments = segments;
+    return FidelityRunner(*engine_, fidelity_segments(text_, model_->tokenizer().bos(), fo), fo);
+  }
   std::vector<int32_t> text_;
 };
 
@@ -178,11 +186,7 @@ TEST_F(LowPrecisionOnStories, SpeculativeTokensLeaveNoTrace) {
 // Uniform quantisation keeps every token, costs what its bits say, and loses more as bits fall.
 TEST_F(LowPrecisionOnStories, UniformQuantisationKeepsEveryTokenAtItsBits) {
   if (!engine_) return;
-  FidelityOptions fo;
-  fo.prefix = 256;
-  fo.continuation = 32;
-  fo.segments = 2;
-  FidelityRunner runner(*engine_, fidelity_segments(text_, model_->tokenizer().bos(), fo), fo);
+  FidelityRunner runner = fidelity(256, 32, 2);
   double prev_kl = -1;
   for (const char* spec : {"kv-quant(bits=f16)", "kv-int8", "kv-int4", "kv-int2"}) {
     const FidelityCell c = runner.run(make_policy(spec, Budget{}));
@@ -208,11 +212,7 @@ TEST_F(LowPrecisionOnStories, UniformQuantisationKeepsEveryTokenAtItsBits) {
 // eviction policy alone, every token still there, and composable with other budget stages.
 TEST_F(LowPrecisionOnStories, MikvDemotesWhatEvictionWouldDrop) {
   if (!engine_) return;
-  FidelityOptions fo;
-  fo.prefix = 384;
-  fo.continuation = 48;
-  fo.segments = 3;
-  FidelityRunner runner(*engine_, fidelity_segments(text_, model_->tokenizer().bos(), fo), fo);
+  FidelityRunner runner = fidelity(384, 48, 3);
   const Budget quarter = Budget::parse("0.25");
   // (On stories260K's 8-channel heads, 2-bit groups of 8 cost 6 bits per value and, behind H2O, lose
   // to plain eviction; behind SnapKV they are about even. 4 bits win everywhere; see

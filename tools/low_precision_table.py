@@ -14,6 +14,14 @@ def mib(b):
     return f"{b / 2**20:.1f} MiB"
 
 
+def specache_cell(sc):
+    """SpeCache's prefetch hit rate, guesses right and cold bytes read per step ('' for other caches)."""
+    if not sc:
+        return ""
+    return (f"{100 * sc['prefetch_hit_rate']:.1f} %, {sc['guess_hits']}/{sc['guesses']}, "
+            f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB")
+
+
 def load(path):
     try:
         return json.load(open(path))
@@ -52,11 +60,7 @@ if tg:
         fr = full["results"][0] if full else None
         share = f"{100 * r['kv_bytes'] / fr['kv_bytes']:.1f} %" if fr else ""
         ratio = f"{tps / fr['tokens_per_second']:.2f}x ({fr['tokens_per_second'] / tps:.2f}x slower)" if fr else ""
-        sc = r.get("specache")
-        spec = ""
-        if sc:
-            spec = (f"{100 * sc['prefetch_hit_rate']:.1f} %, {sc['guess_hits']}/{sc['guesses']}, "
-                    f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB")
+        spec = specache_cell(r.get("specache"))
         print(f"| {name} | {tps:.2f} | {ratio} | {mib(r['kv_bytes'])} | {share} | {spec} |")
     print()
 
@@ -68,11 +72,7 @@ if ab:
     print("|---|---:|---:|---:|---:|---|")
     base = ab["results"][0]
     for r in ab["results"]:
-        sc = r.get("specache")
-        spec = ""
-        if sc:
-            spec = (f"{100 * sc['prefetch_hit_rate']:.1f} %, {sc['guess_hits']}/{sc['guesses']}, "
-                    f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB")
+        spec = specache_cell(r.get("specache"))
         print(f"| {r['policy']} | {r['tokens_per_second']:.2f} | {r['slowdown_vs_baseline']:.2f}x | {mib(r['kv_bytes'])} | "
               f"{100 * r['kv_bytes'] / base['kv_bytes']:.1f} % | {spec} |")
     print()
