@@ -1,6 +1,8 @@
-// Model file tools: inspect, convert (llama2.c), quantize, make-model.
+// Model file tools: inspect, tokenize, convert (llama2.c), quantize, make-model.
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "base/error.h"
 #include "common.h"
@@ -74,6 +76,43 @@ void add_inspect(CLI::App& app) {
                 model->tokenizer().kind().c_str(), model->weights().tied_output ? "tied" : "separate");
     std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32,
                 c.ctx_len, human_bytes(static_cast<double>(kv16) * c.ctx_len).c_str());
+  });
+}
+
+void add_tokenize(CLI::App& app) {
+  struct Opts {
+    ModelOptions m;
+    std::string prompt, file;
+    bool bos = true, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text (as the engine tokenizes prompts)");
+  cmd->add_option("-m,--model", o->m.model, "GGUF model (default: the bundled model)");
+  auto* p = cmd->add_option("-p,--prompt", o->prompt, "text");
+  cmd->add_option("-f,--file", o->file, "read the text from a file")->excludes(p);
+  cmd->add_flag("!--no-bos", o->bos, "do not prepend BOS");
+  cmd->add_flag("--json", o->json, "print JSON: ids and pieces");
+  cmd->callback([o] {
+    auto model = Model::load(resolve_model_path(o->m));
+    std::string text = o->prompt;
+    if (!o->file.empty()) {
+      std::ifstream in(o->file, std::ios::binary);
+      KV_CHECK(in.good(), "{}: cannot open", o->file);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+    }
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<int32_t> ids = tok.encode(text, o->bos);
+    if (o->json) {
+      nlohmann::json j;
+      j["ids"] = ids;
+      for (int32_t id : ids) j["pieces"].push_back(tok.decode({id}));
+      // A byte-fallback piece alone can be a partial UTF-8 sequence: replace it rather than throw.
+      std::puts(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      return;
+    }
+    std::puts(fmt::format("{}", fmt::join(ids, " ")).c_str());
   });
 }
 
@@ -153,6 +192,7 @@ void add_make_model(CLI::App& app) {
 
 void add_model_tools(CLI::App& app) {
   add_inspect(app);
+  add_tokenize(app);
   add_convert(app);
   add_quantize(app);
   add_make_model(app);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -13,7 +15,8 @@
 namespace kvwise::cli {
 
 void add_model_options(CLI::App& app, ModelOptions& o) {
-  app.add_option("-m,--model", o.model, "GGUF model (default: stories260K under the data directory)");
+  app.add_option("-m,--model", o.model,
+                 "GGUF model (default: the bundled kvwise-retrieval model, or $KVWISE_MODEL when set)");
   app.add_option("--data-dir", o.data_dir, "shared data directory (default: $KVWISE_DATA or ../shared)");
   app.add_option("-t,--threads", o.threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--kv-type", o.kv_type, "KV cache element type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
@@ -31,8 +34,9 @@ void add_policy_options(CLI::App& app, PolicyOptions& o) {
 
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
   auto p = make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
-  // Uniform quantisation and SpeCache keep every token; only eviction policies need a budget.
-  KV_CHECK(p->full || p->residual >= 0 || !o.budget.empty(),
+  // Uniform quantisation and SpeCache keep every token and the gate decides by itself; only the
+  // other eviction policies need a budget.
+  KV_CHECK(p->full || p->residual >= 0 || p->gate || !o.budget.empty(),
            "--kv-policy {} needs --kv-budget (a ratio like 0.25 or tokens like 256)", o.spec);
   return p;
 }
@@ -88,7 +92,13 @@ nlohmann::json to_json(const CompressionReport& r) {
                                                    {"cold_bytes", r.spec.cold_bytes},
                                                    {"cold_bytes_read", r.spec.cold_bytes_read},
                                                    {"inline_reads", r.spec.inline_reads}}
-                                  : nlohmann::json(nullptr)}};
+                                  : nlohmann::json(nullptr)},
+          {"gate", r.gate_rate >= -1.0 && r.gate_cache_bytes > 0
+                       ? nlohmann::json{{"rate", r.gate_rate},
+                                        {"evicted", r.gate_evicted},
+                                        {"cache_bytes", r.gate_cache_bytes},
+                                        {"seconds", r.gate_seconds}}
+                       : nlohmann::json(nullptr)}};
 }
 
 std::string read_corpus(const std::string& path) {
@@ -105,11 +115,23 @@ std::string default_corpus(const ModelOptions& o) {
   return resolve_data_dir(o.data_dir) + "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt";
 }
 
+std::string bundled_model_path() {
+  if (const char* env = std::getenv("KVWISE_MODEL"); env != nullptr && *env != '\0') return env;
+  // Installed layout first (bin/kvwise -> share/kvwise/), then the source tree the binary was built from.
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed = exe.parent_path().parent_path() / "share" / "kvwise" / kBundledModelName;
+    if (std::filesystem::exists(installed, ec)) return installed.string();
+  }
+  return KVWISE_BUNDLED_MODEL;
+}
+
 std::string resolve_model_path(const ModelOptions& o) {
   if (!o.model.empty()) return o.model;
-  const std::string path = resolve_data_dir(o.data_dir) + "/models/stories260K/stories260K.gguf";
+  const std::string path = bundled_model_path();
   KV_CHECK(access(path.c_str(), R_OK) == 0,
-           "no model given and the default model {} is missing (pass -m MODEL, --data-dir or KVWISE_DATA)", path);
+           "no model given and the default (bundled) model {} is missing (pass -m MODEL or set KVWISE_MODEL)", path);
   return path;
 }
 

@@ -11,7 +11,7 @@
 namespace kvwise::cli {
 
 struct ModelOptions {
-  std::string model;  // empty: the default model under the data directory
+  std::string model;  // empty: the bundled model (resolve_model_path)
   std::string data_dir;
   int threads = 0;  // 0: all cores
   std::string kv_type = "f16";
@@ -31,7 +31,11 @@ void add_policy_options(CLI::App& app, PolicyOptions& o);
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o);
 std::string describe(const CompressionReport& r, size_t bytes_per_token);
 nlohmann::json to_json(const CompressionReport& r);
+// -m, else the bundled model: $KVWISE_MODEL, else share/kvwise/ beside an installed binary, else
+// models/ of the source tree the binary was built from (KVWISE_BUNDLED_MODEL).
 std::string resolve_model_path(const ModelOptions& o);
+std::string bundled_model_path();
+inline constexpr const char* kBundledModelName = "kvwise-retrieval.gguf";
 EngineOptions engine_options(const ModelOptions& o);
 int default_threads();
 

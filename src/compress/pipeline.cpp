@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "base/error.h"
 #include "base/timer.h"
@@ -53,7 +54,8 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
       group_(layout.n_heads / layout.n_kv_heads),
       prompt_end_(prompt_begin + prompt_tokens),
       rope_(std::move(rope)),
-      shape_(sequence_shape(*policy_, prompt_tokens)) {
+      shape_(sequence_shape(*policy_, prompt_tokens)),
+      prompt_begin_(prompt_begin) {
   KV_CHECK(!policy_->full, "the full policy needs no compressor");
   plans_.resize(static_cast<size_t>(layout.n_layers * n_kv_));
   prefill_scores_.resize(plans_.size());
@@ -197,7 +199,103 @@ void KvCompressor::decode_layer(KvStore& kv, SeqId seq, int layer) {
   report_.decode_seconds += now_seconds() - t0;
 }
 
+void KvCompressor::set_gate(std::shared_ptr<const GateModel> gate) {
+  KV_CHECK(policy_->gate != nullptr, "set_gate on a policy without a gate");
+  const int L = layout_.n_layers;
+  KV_CHECK(gate->n_layers() == L && gate->n_kv() == n_kv_, "the gate does not match the model's shape");
+  // Target eviction rate: given, else the budget's complement (so the flags and the cap agree), else
+  // the paper's fixed threshold of 0.5.
+  double rate = policy_->gate->rate;
+  const bool capped = !(policy_->budget.tokens == 0 && policy_->budget.ratio >= 1.0);
+  if (rate < 0 && capped) rate = std::max(0.0, 1.0 - static_cast<double>(shape_.capacity) / shape_.prompt);
+  report_.gate_rate = rate;
+  gate_threshold_.resize(static_cast<size_t>(L * n_kv_));
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < n_kv_; ++h) gate_threshold_[static_cast<size_t>(l * n_kv_ + h)] = gate->threshold(l, h, rate);
+  gate_scores_.assign(static_cast<size_t>(L * n_kv_), {});
+  gate_ = std::make_unique<GateState>(std::move(gate));
+}
+
+void KvCompressor::on_hidden(SeqId /*seq*/, int layer, const float* x, int64_t dim, int T) {
+  if (!gate_ || layer >= layout_.n_layers) return;
+  const double t0 = now_seconds();
+  std::vector<float> s(static_cast<size_t>(T * n_kv_));
+  gate_->step(layer, x, dim, T, s.data());
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < n_kv_; ++h)
+      gate_scores_[static_cast<size_t>(layer * n_kv_ + h)].push_back(s[static_cast<size_t>(t * n_kv_ + h)]);
+  const double dt = now_seconds() - t0;
+  report_.gate_seconds += dt;
+  (prefill_done_ ? report_.decode_seconds : report_.prefill_seconds) += dt;
+  report_.gate_cache_bytes = gate_->bytes();
+}
+
+void KvCompressor::gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos) {
+  const double t0 = now_seconds();
+  const bool capped = !(policy_->budget.tokens == 0 && policy_->budget.ratio >= 1.0);
+  const int S = shape_.sinks, W = shape_.window;
+  for (int h = 0; h < n_kv_; ++h) {
+    const size_t lh = static_cast<size_t>(layer * n_kv_ + h);
+    const std::vector<float>& score = gate_scores_[lh];
+    const float thr = gate_threshold_[lh];
+    const int len = kv.head_len(seq, layer, h);
+    std::vector<int> keep;
+    std::vector<std::pair<float, int>> cand;  // (score, slot) of unprotected tokens the flags keep
+    int window_kept = 0;
+    for (int i = 0; i < len; ++i) {
+      const int32_t pos = kv.slot_position(seq, layer, h, i);
+      const int32_t rel = pos - prompt_begin_;
+      // Sinks, the recent window and tokens before this sequence's prompt (a reused prefix, never
+      // scored) are always kept; the others keep their slot while their flag says so.
+      if (rel < S || rel >= static_cast<int32_t>(score.size())) {
+        keep.push_back(i);
+      } else if (pos > last_pos - W) {
+        keep.push_back(i);
+        ++window_kept;
+      } else if (score[static_cast<size_t>(rel)] >= thr) {
+        cand.push_back({score[static_cast<size_t>(rel)], i});
+      }
+    }
+    const int room = capped ? std::max(0, shape_.capacity - static_cast<int>(keep.size())) : INT32_MAX;
+    if (static_cast<int>(cand.size()) > room) {  // the hard budget: top-k of the gate's scores
+      std::nth_element(cand.begin(), cand.begin() + room, cand.end(),
+                       [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      cand.resize(static_cast<size_t>(room));
+    }
+    for (const auto& c : cand) keep.push_back(c.second);
+    if (static_cast<int>(keep.size()) == len) continue;
+    std::sort(keep.begin(), keep.end());
+    report_.gate_evicted += len - static_cast<long>(keep.size());
+    if (prefill_done_) report_.decode_evicted += len - static_cast<long>(keep.size());
+    policy_->disposition->apply(kv, seq, layer, h, keep, window_kept);
+  }
+  (prefill_done_ ? report_.decode_seconds : report_.prefill_seconds) += now_seconds() - t0;
+}
+
 void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
+  if (gate_) {
+    // The gate acts after every prefill chunk and decode step, so evicted prompt tokens are already
+    // invisible to later chunks of the prompt (exactly the paper's masking at --prefill-chunk 1).
+    gate_layer(kv, seq, a.layer, a.pos[a.T - 1]);
+    if (!prefill_done_ && a.pos[a.T - 1] == prompt_end_ - 1) {
+      const size_t l = static_cast<size_t>(a.layer);
+      report_.layer_bytes_before[l] =
+          kv.bytes_per_token_full() / static_cast<size_t>(layout_.n_layers) * static_cast<size_t>(shape_.prompt);
+      report_.layer_bytes_after[l] = kv.bytes_layer(seq, a.layer);
+      for (int h = 0; h < n_kv_; ++h) {
+        report_.head_tokens[l][static_cast<size_t>(h)] = kv.head_len(seq, a.layer, h);
+        report_.head_bytes[l][static_cast<size_t>(h)] = kv.bytes_head(seq, a.layer, h);
+      }
+      if (a.layer == layout_.n_layers - 1) {
+        prefill_done_ = true;
+        for (int i = 0; i < layout_.n_layers; ++i) {
+          report_.bytes_before += report_.layer_bytes_before[static_cast<size_t>(i)];
+          report_.bytes_after += report_.layer_bytes_after[static_cast<size_t>(i)];
+        }
+      }
+    }
+    return;
+  }
   if (!prefill_done_) {
     if (a.pos[a.T - 1] == prompt_end_ - 1) {
       if (spec_) spec_->capture(kv, seq, a.layer);  // the full-precision copy, before anything is demoted
@@ -275,6 +373,11 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
   RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, engine.rope_inv_freq(), 1.0f / c.rope_linear_factor};
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
                                              prompt_tokens, std::move(rope), engine.ctx());
+  if (policy->gate) {
+    const std::string path = policy->gate->file.empty() ? GateModel::default_path(engine.model().file().path())
+                                                        : policy->gate->file;
+    comp->set_gate(GateModel::load_cached(path, c));
+  }
   engine.kv().set_taps(seq, comp->prefill_taps());
   engine.observe(seq, comp);
   return comp;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "compress/budget.h"
+#include "compress/gate.h"
 #include "compress/select.h"
 #include "compress/specache.h"
 #include "compress/stages.h"
@@ -48,9 +49,16 @@ struct KvPolicy {
   int residual = -1;     // >= 0: uniform quantisation keeps this many recent tokens exact; the budget is ignored
   bool balance = false;  // MiKV's key balancer: record per-channel query maxima while prefilling
   std::shared_ptr<const SpeCacheConfig> specache;  // offload with speculative prefetch
+  // Attention-Gate (issue 6): learned per-token keep/evict flags; the budget, when given, is a hard cap.
+  std::shared_ptr<const GateConfig> gate;
 
   // "full", "all" (keeps every token: uniform quantisation, SpeCache) or the budget.
-  std::string budget_label() const { return full ? "full" : residual >= 0 ? "all" : budget.to_string(); }
+  std::string budget_label() const {
+    if (full) return "full";
+    if (residual >= 0) return "all";
+    if (gate && budget.tokens == 0 && budget.ratio >= 1.0) return "gate";
+    return budget.to_string();
+  }
 };
 
 // What a policy means for one prompt: capacity and protected regions per head. Throws on a bad
@@ -86,6 +94,11 @@ struct CompressionReport {
   long decode_evicted = 0;  // tokens dropped (or demoted) during decode (all heads)
   bool specache = false;
   SpeCacheStats spec;  // SpeCache only
+  // Attention-Gate only: the gate's own K/V cache, its threshold, tokens it evicted, time it took.
+  size_t gate_cache_bytes = 0;
+  double gate_rate = -1;
+  long gate_evicted = 0;
+  double gate_seconds = 0;
 };
 
 class KvCompressor : public SequenceObserver {
@@ -103,6 +116,9 @@ class KvCompressor : public SequenceObserver {
   void before_attention(KvStore& kv, SeqId seq, int layer) override;
   bool speculative() const override { return spec_ != nullptr && prefill_done_; }
   void on_guess(bool hit) override;
+  void on_hidden(SeqId seq, int layer, const float* x, int64_t dim, int T) override;
+  // Attention-Gate policies: the gate model (attach_policy loads it next to the model).
+  void set_gate(std::shared_ptr<const GateModel> gate);
 
   const CompressionReport& report() const { return report_; }
   const SequenceShape& shape() const { return shape_; }
@@ -117,6 +133,7 @@ class KvCompressor : public SequenceObserver {
   std::vector<float> candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode, int lo,
                                       int hi) const;
   void rerotate(KvStore& kv, SeqId seq);
+  void gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos);
 
   std::shared_ptr<const KvPolicy> policy_;
   KvLayout layout_;
@@ -134,6 +151,13 @@ class KvCompressor : public SequenceObserver {
   int step_ = 0;
   CompressionReport report_;
   std::unique_ptr<SpeCache> spec_;
+  // Attention-Gate: per-sequence gate cache, scores by position [layer * n_kv + head][pos - begin],
+  // thresholds per (layer, head), hidden rows seen per layer.
+  std::unique_ptr<GateState> gate_;
+  std::vector<std::vector<float>> gate_scores_;
+  std::vector<float> gate_threshold_;
+  std::vector<int> gate_seen_;
+  int32_t prompt_begin_ = 0;
 };
 
 // Builds a compressor for a sequence about to prefill `prompt_tokens` tokens, enables its taps and

@@ -158,6 +158,16 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.disposition = make_demote(o);
     p.balance = o.balance;
     p.name = "mikv";
+  } else if (n == "gate") {
+    auto c = std::make_shared<GateConfig>();
+    c->rate = q.has("rate") ? q.get_double("rate", 0.5, 0.0, 1.0) : -1.0;
+    c->file = q.get_string("file", "");
+    p.sinks = q.get_int("sinks", 4, 0, kMaxWindow);
+    p.window = q.get_int("window", 16, 0, kMaxWindow);
+    p.window_explicit = q.has("window");
+    p.scorer = make_position_scorer();  // unused: the gate's own scores rank tokens
+    p.decode = make_grow();             // the gate itself evicts during decode
+    p.gate = c;
   } else if (n == "specache") {
     auto c = std::make_shared<SpeCacheConfig>();
     const std::string bits = q.get_string("bits", "int2");
@@ -224,6 +234,10 @@ const std::vector<PolicyInfo>& policy_catalog() {
        "bits=int4, k=, v=, keys=token|channel, group=32, residual=32"},
       {"mikv", "MiKV: the inner policy's losers (default h2o) are kept at low bits instead of dropped",
        "lo=int2, hi=f16|int8|int4, keys=token|channel, group=32, balance=1"},
+      {"gate",
+       "Attention-Gate: a learned gate (side file <model>.gate.gguf) flags each token per KV head when it is "
+       "appended; flagged tokens leave the cache, a budget caps each head by the gate's scores",
+       "rate= (target eviction rate; default 1 - budget, else threshold 0.5), sinks=4, window=16, file="},
       {"specache",
        "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
        "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path=, "

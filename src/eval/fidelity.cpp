@@ -52,7 +52,9 @@ FidelityRunner::Pass FidelityRunner::teacher_force(const std::vector<int32_t>& s
   try {
     std::shared_ptr<KvCompressor> comp = attach_policy(engine_, seq, policy, P);
     std::vector<float> logits = engine_.prefill(seq, std::span<const int32_t>(seg.data(), static_cast<size_t>(P)));
-    pass.bytes_prefill = engine_.kv().bytes_sequence(seq);
+    // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
+    const auto gate_bytes = [&] { return comp ? comp->report().gate_cache_bytes : size_t{0}; };
+    pass.bytes_prefill = engine_.kv().bytes_sequence(seq) + gate_bytes();
     for (int t = 0; t < M; ++t) {
       float* lp = pass.log_probs.data() + static_cast<size_t>(t) * static_cast<size_t>(V);
       log_softmax(logits.data(), V, lp);
@@ -60,7 +62,7 @@ FidelityRunner::Pass FidelityRunner::teacher_force(const std::vector<int32_t>& s
       pass.nll -= lp[target];
       if (t + 1 < M) logits = engine_.decode(seq, target);
     }
-    pass.bytes_end = engine_.kv().bytes_sequence(seq);
+    pass.bytes_end = engine_.kv().bytes_sequence(seq) + gate_bytes();
     if (comp) pass.compress_seconds = comp->report().prefill_seconds + comp->report().decode_seconds;
   } catch (...) {
     engine_.free_sequence(seq);

@@ -91,9 +91,10 @@ NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<con
   NiahOutcome out;
   const SeqId seq = engine.new_sequence();
   try {
-    attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
+    auto comp = attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
     std::vector<float> logits = engine.prefill(seq, c.prompt);
-    out.hot_bytes = engine.kv().bytes_sequence(seq);
+    // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
+    out.hot_bytes = engine.kv().bytes_sequence(seq) + (comp ? comp->report().gate_cache_bytes : 0);
     std::vector<int32_t> gen;
     for (int i = 0; i < answer_tokens; ++i) {
       const int32_t next = argmax(logits.data(), V);

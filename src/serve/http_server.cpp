@@ -156,8 +156,9 @@ struct HttpServer::Impl {
       else
         budget = field<std::string>(body, "kv_budget", "");
       r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget));
-      // Policies that keep every token (uniform quantisation, SpeCache) need no budget.
-      if (!r.policy->full && r.policy->residual < 0 && budget.empty())
+      // Policies that keep every token (uniform quantisation, SpeCache) or decide by themselves (the
+      // gate) need no budget.
+      if (!r.policy->full && r.policy->residual < 0 && !r.policy->gate && budget.empty())
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
     } else {

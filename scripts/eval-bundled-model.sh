@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Long-context tables for the bundled model (models/kvwise-retrieval.gguf): passkey and needle
+# retrieval and teacher-forced fidelity for every policy at 50/25/10 % budgets (budget-free policies
+# once), on held-out text: the needle haystack and the fidelity text are Paul Graham essays the model
+# never saw in training (the first four in sorted order). Writes docs/results/bundled-model/.
+# Takes about 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${KVWISE_DATA:-../shared}
+out=${OUT:-docs/results/bundled-model}
+threads=${THREADS:-2}
+model=models/kvwise-retrieval.gguf
+kvwise=build/apps/kvwise/kvwise
+essays=$data/data/paul_graham_essays
+mkdir -p "$out"
+{ lscpu | grep -E 'Model name|^CPU\(s\)'; free -g | head -2; } > "$out/machine.txt"
+held=$(mktemp -d)
+trap 'rm -rf "$held"' EXIT
+# The held-out essays (tools/train/tasks.py HELD_OUT_ESSAYS = 4) as the needle haystack and fidelity text.
+for f in $(ls "$essays"/*.txt | sort | head -4); do cp "$f" "$held/"; done
+cat "$held"/*.txt > "$held/all.text"
+
+set -x
+"$kvwise" profile -m "$model" -t "$threads" -f "$held/all.text" -o "$out/baklava-profile.json" --budget 0.25 \
+  --thetas 0,0.5,1,2,4 > "$out/baklava-profile.log"
+policies="full,random,streamingllm,h2o,snapkv,pyramidkv,adakv,cake,sagekv,baklava(profile=$out/baklava-profile.json),gate,mikv,kv-int8,kv-int4,specache(cold=memory)"
+depths=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
+"$kvwise" eval niah -m "$model" -t "$threads" --task passkey --lengths 512,1014 --depths "$depths" --answer-tokens 10 \
+  --policies "$policies" --budgets 0.5,0.25,0.1 --plot "$out/passkey" > "$out/passkey.md"
+"$kvwise" eval niah -m "$model" -t "$threads" --task needle --haystack "$held" --lengths 512,1014 --depths "$depths" \
+  --answer-tokens 10 --policies "$policies" --budgets 0.5,0.25,0.1 --plot "$out/needle" > "$out/needle.md"
+"$kvwise" eval fidelity -m "$model" -t "$threads" -f "$held/all.text" --prefix 768 --continuation 128 --segments 8 \
+  --page-tokens 8 --policies "$policies" --budgets 0.5,0.25,0.1 --plot "$out/fidelity" > "$out/fidelity.md"
+"$kvwise" perplexity -m "$model" -t "$threads" -f "$held/all.text" --json > "$out/perplexity-heldout-essays.json"
