@@ -32,3 +32,17 @@ depths=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
 "$kvwise" eval fidelity -m "$model" -t "$threads" -f "$held/all.text" --prefix 768 --continuation 128 --segments 8 \
   --page-tokens 8 --policies "$policies" --budgets 0.5,0.25,0.1 --plot "$out/fidelity" > "$out/fidelity.md"
 "$kvwise" perplexity -m "$model" -t "$threads" -f "$held/all.text" --json > "$out/perplexity-heldout-essays.json"
+
+# llama.cpp loads the same file: run when the benchmark chroot exists (scripts/llamacpp-chroot.sh).
+root=${LLAMACPP_ROOT:-/opt/kvwise-sid}
+if [ -x "$root/usr/bin/llama-completion" ]; then
+  filler="The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+  prompt="$filler $filler $filler The pass key is 52871. Remember it. 52871 is the pass key. $filler $filler
+
+What is the pass key? The pass key is"
+  mkdir -p "$root/tmp/kvwise-bench"
+  cp "$model" "$root/tmp/kvwise-bench/kvwise-retrieval.gguf"
+  chroot "$root" llama-completion -m /tmp/kvwise-bench/kvwise-retrieval.gguf -p "$prompt" -n 8 --temp 0 -t "$threads" \
+    2>/dev/null | tail -c 60 > "$out/llamacpp-passkey.txt"
+  "$kvwise" generate -m "$model" -p "$prompt" -n 8 --temp 0 -t "$threads" 2>/dev/null | tail -c 60 > "$out/kvwise-passkey.txt"
+fi

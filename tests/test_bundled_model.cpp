@@ -1,6 +1,7 @@
 // The bundled model (models/kvwise-retrieval.gguf, issue 6): it is the default of every command, loads
 // without ../shared, tokenizes as its trainer did, and retrieves a passkey with the full cache.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <nlohmann/json.hpp>
 
@@ -81,6 +82,35 @@ TEST(BundledModel, RetrievesAPasskeyWithTheFullCache) {
       if (!r.correct) ADD_FAILURE() << "length " << length << " depth " << depth << ": wanted " << c.answer << ", got '" << r.output << "'";
     }
   EXPECT_EQ(correct, total);
+}
+
+TEST(BundledModel, ServesByDefaultWithTheGatePolicy) {
+  // `kvwise serve` without -m serves the bundled model; `gate` needs no budget; a gate file that does
+  // not load is a 400, and the server keeps serving.
+  test::ServerProcess server = test::start_server("--data-dir /nonexistent -t 2");
+  ASSERT_GT(server.port, 0) << "the server did not start";
+  httplib::Client http("127.0.0.1", server.port);
+  const auto post = [&](const nlohmann::json& body) {
+    return http.Post("/v1/completions", body.dump(), "application/json");
+  };
+  const auto ok = post({{"prompt", "The grass is green. The pass key is 123. What is the pass key? The pass key is"},
+                        {"max_tokens", 6},
+                        {"temperature", 0},
+                        {"kv_policy", "gate(rate=0.5)"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(nlohmann::json::parse(ok->body)["usage"]["completion_tokens"], 6);
+  const auto bad = post({{"prompt", "x"}, {"max_tokens", 2}, {"kv_policy", "gate(file=/nonexistent.gate.gguf)"}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  EXPECT_NE(bad->body.find("nonexistent.gate.gguf"), std::string::npos) << bad->body;
+  const auto again = post({{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0}});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+  const auto models = http.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_NE(models->body.find("kvwise-retrieval"), std::string::npos) << models->body;
+  EXPECT_EQ(test::stop_server(server), 0);
 }
 
 }  // namespace

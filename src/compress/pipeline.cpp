@@ -366,6 +366,11 @@ void KvCompressor::rerotate(KvStore& kv, SeqId seq) {
   (prefill_done_ && step_ == 0 ? report_.prefill_seconds : report_.decode_seconds) += now_seconds() - t0;
 }
 
+std::string gate_file(const KvPolicy& policy, const std::string& model_path) {
+  KV_CHECK(policy.gate != nullptr, "{} is not a gate policy", policy.spec);
+  return policy.gate->file.empty() ? GateModel::default_path(model_path) : policy.gate->file;
+}
+
 std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shared_ptr<const KvPolicy> policy,
                                             int prompt_tokens) {
   if (!policy || policy->full) return nullptr;
@@ -374,9 +379,7 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
                                              prompt_tokens, std::move(rope), engine.ctx());
   if (policy->gate) {
-    const std::string path = policy->gate->file.empty() ? GateModel::default_path(engine.model().file().path())
-                                                        : policy->gate->file;
-    comp->set_gate(GateModel::load_cached(path, c));
+    comp->set_gate(GateModel::load_cached(gate_file(*policy, engine.model().file().path()), c));
   }
   engine.kv().set_taps(seq, comp->prefill_taps());
   engine.observe(seq, comp);

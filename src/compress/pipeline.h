@@ -160,6 +160,9 @@ class KvCompressor : public SequenceObserver {
   int32_t prompt_begin_ = 0;
 };
 
+// The gate file of a `gate` policy: its file=, else <model>.gate.gguf beside the model.
+std::string gate_file(const KvPolicy& policy, const std::string& model_path);
+
 // Builds a compressor for a sequence about to prefill `prompt_tokens` tokens, enables its taps and
 // attaches it to the engine. Returns null for `full` (nothing to do, nothing attached).
 std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shared_ptr<const KvPolicy> policy,

@@ -110,6 +110,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KVWISE_TRAIN_THREADS", "2")))
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--init", default="", help="start from this checkpoint (.pt of an earlier run) instead of random")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
@@ -126,6 +127,9 @@ def main():
     cfg = model_py.Config(vocab=len(tok.tokens), dim=a.dim, layers=a.layers, heads=a.heads, kv_heads=a.kv_heads,
                           ffn=a.ffn, ctx=ctx)
     m = model_py.Llama(cfg)
+    if a.init:
+        m.load_state_dict(torch.load(a.init))
+        print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in m.parameters())
     decay = [p for p in m.parameters() if p.dim() == 2]
     no_decay = [p for p in m.parameters() if p.dim() < 2]
