@@ -1,7 +1,6 @@
 // Attention-Gate (issue 6): the gate's arithmetic, its causal incremental form, the gate policy's
 // eviction invariants, bad gate files, and agreement with the Python trainer's reference scores.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cmath>
@@ -170,8 +169,8 @@ TEST_F(GateTest, RateZeroKeepsEveryTokenAndMatchesTheFullCache) {
   const std::vector<int32_t> p = prompt(120);
   SeqId full = engine_->new_sequence(), gated = engine_->new_sequence();
   auto ref = engine_->prefill(full, p);
-  auto comp = attach_policy(*engine_, gated, make_policy("gate(rate=0,file=" + g + ")", Budget{}),
-                            static_cast<int>(p.size()));
+  auto comp =
+      attach_policy(*engine_, gated, make_policy("gate(rate=0,file=" + g + ")", Budget{}), static_cast<int>(p.size()));
   auto got = engine_->prefill(gated, p);
   for (int step = 0; step < 6; ++step) {
     ASSERT_EQ(ref.size(), got.size());
@@ -196,8 +195,8 @@ TEST_F(GateTest, EvictsBelowThresholdKeepsProtectedAndHonoursTheCap) {
   engine_->prefill(r, p);
   engine_->free_sequence(r);
   for (const char* budget : {"", "0.25"}) {
-    const auto policy = make_policy("gate(rate=0.6,sinks=4,window=16,file=" + g + ")",
-                                    *budget ? Budget::parse(budget) : Budget{});
+    const auto policy =
+        make_policy("gate(rate=0.6,sinks=4,window=16,file=" + g + ")", *budget ? Budget::parse(budget) : Budget{});
     SeqId s = engine_->new_sequence();
     auto comp = attach_policy(*engine_, s, policy, static_cast<int>(p.size()));
     engine_->prefill(s, p);
@@ -207,7 +206,8 @@ TEST_F(GateTest, EvictsBelowThresholdKeepsProtectedAndHonoursTheCap) {
       for (int h = 0; h < c.n_kv_heads; ++h) {
         const float thr = gate->threshold(l, h, 0.6);
         std::set<int32_t> present;
-        for (int i = 0; i < engine_->kv().head_len(s, l, h); ++i) present.insert(engine_->kv().slot_position(s, l, h, i));
+        for (int i = 0; i < engine_->kv().head_len(s, l, h); ++i)
+          present.insert(engine_->kv().slot_position(s, l, h, i));
         EXPECT_LE(static_cast<int>(present.size()), std::max(cap, 20)) << "layer " << l << " head " << h;
         evicted += static_cast<long>(p.size()) - static_cast<long>(present.size());
         for (int32_t pos = 0; pos < static_cast<int32_t>(p.size()); ++pos) {

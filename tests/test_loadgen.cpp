@@ -66,8 +66,9 @@ TEST(Loadgen, ScaledPromptsKeepThePrefixStructure) {
 
 TEST(Loadgen, ReplaysMooncakeAgainstTheServerAndMatchesItsMetrics) {
   KVWISE_REQUIRE_DATA();
-  test::ServerProcess server = test::start_server(
-      "--data-dir '" + test::data_dir() + "' -t 2 --prefix-cache-blocks 400 --block-tokens 16 --max-queue 1024");
+  test::ServerProcess server =
+      test::start_server("-m '" + test::stories_gguf() + "' --data-dir '" + test::data_dir() +
+                         "' -t 2 --prefix-cache-blocks 400 --block-tokens 16 --max-queue 1024");
   ASSERT_GT(server.port, 0);
   const std::string json_path = test::temp_path("loadgen.json"), trace_path = test::temp_path("scaled.jsonl");
   const auto r =

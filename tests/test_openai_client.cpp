@@ -39,9 +39,10 @@ TEST(OpenAiNodeClient, DrivesTheServer) {
 
   const std::string prompt = "Once upon a time, there was a little dog named Max. Max liked to run in the park.";
   const std::string chat_prompt = "Tell me a story about a cat.";
-  test::ServerProcess server = test::start_server("--data-dir " + quoted(test::data_dir()) +
-                                                  " -t 2 --api-key sk-kvwise-test --prefix-cache-blocks 64 "
-                                                  "--block-tokens 8 --max-batch 4");
+  test::ServerProcess server =
+      test::start_server("-m " + quoted(test::stories_gguf()) + " --data-dir " + quoted(test::data_dir()) +
+                         " -t 2 --api-key sk-kvwise-test --prefix-cache-blocks 64 "
+                         "--block-tokens 8 --max-batch 4");
   ASSERT_GT(server.port, 0) << "the server did not start";
   const std::string base = "http://127.0.0.1:" + std::to_string(server.port) + "/v1";
   const test::RunResult node =

@@ -93,12 +93,11 @@ nlohmann::json to_json(const CompressionReport& r) {
                                                    {"cold_bytes_read", r.spec.cold_bytes_read},
                                                    {"inline_reads", r.spec.inline_reads}}
                                   : nlohmann::json(nullptr)},
-          {"gate", r.gate_rate >= -1.0 && r.gate_cache_bytes > 0
-                       ? nlohmann::json{{"rate", r.gate_rate},
-                                        {"evicted", r.gate_evicted},
-                                        {"cache_bytes", r.gate_cache_bytes},
-                                        {"seconds", r.gate_seconds}}
-                       : nlohmann::json(nullptr)}};
+          {"gate", r.gate_rate >= -1.0 && r.gate_cache_bytes > 0 ? nlohmann::json{{"rate", r.gate_rate},
+                                                                                  {"evicted", r.gate_evicted},
+                                                                                  {"cache_bytes", r.gate_cache_bytes},
+                                                                                  {"seconds", r.gate_seconds}}
+                                                                 : nlohmann::json(nullptr)}};
 }
 
 std::string read_corpus(const std::string& path) {

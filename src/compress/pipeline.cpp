@@ -258,8 +258,9 @@ void KvCompressor::gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_po
     }
     const int room = capped ? std::max(0, shape_.capacity - static_cast<int>(keep.size())) : INT32_MAX;
     if (static_cast<int>(cand.size()) > room) {  // the hard budget: top-k of the gate's scores
-      std::nth_element(cand.begin(), cand.begin() + room, cand.end(),
-                       [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+      std::nth_element(cand.begin(), cand.begin() + room, cand.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
       cand.resize(static_cast<size_t>(room));
     }
     for (const auto& c : cand) keep.push_back(c.second);

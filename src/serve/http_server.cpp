@@ -163,7 +163,8 @@ struct HttpServer::Impl {
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
       // A gate that cannot load is the request's fault: say so now, not as a 500 from the scheduler.
-      if (r.policy->gate) GateModel::load_cached(gate_file(*r.policy, engine.model().file().path()), engine.model().config());
+      if (r.policy->gate)
+        GateModel::load_cached(gate_file(*r.policy, engine.model().file().path()), engine.model().config());
     } else {
       r.policy = opt.default_policy;
     }

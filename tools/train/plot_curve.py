@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The training curve of tools/train/train.py as an SVG: text loss and answer loss (left axis) and
-held-out retrieval exact match (right axis, 0-1) against training tokens.
-usage: plot_curve.py TRAIN.csv OUT.svg"""
+held-out exact match per task (right axis, 0-1) against training tokens. Several CSVs (stages of one
+run, in order) are drawn one after the other, tokens accumulating; a vertical line marks each stage.
+usage: plot_curve.py OUT.svg STAGE1.csv [STAGE2.csv ...]"""
 import csv
 import sys
 
@@ -9,13 +10,21 @@ W, H, L, R, T, B = 760, 360, 60, 60, 30, 50
 
 
 def main():
-    rows = list(csv.DictReader(open(sys.argv[1])))
+    rows, bounds, offset = [], [], 0.0
+    for path in sys.argv[2:]:
+        part = list(csv.DictReader(open(path)))
+        for r in part:
+            r["tokens"] = float(r["tokens"]) + offset
+        rows += part
+        offset = rows[-1]["tokens"]
+        bounds.append(offset)
     xs = [float(r["tokens"]) for r in rows]
-    series_loss = {"text loss": [float(r["loss"]) for r in rows], "answer loss": [float(r["answer_loss"]) for r in rows]}
-    acc_keys = [k for k in ("passkey", "needle", "kv", "vars", "repeat") if k in rows[0]]
-    series_acc = {k: [float(r[k]) if r[k] != "nan" else None for r in rows] for k in acc_keys}
+    num = lambda v: None if v in (None, "", "nan") else float(v)
+    series_loss = {"text loss": [num(r["loss"]) for r in rows], "answer loss": [num(r["answer_loss"]) for r in rows]}
+    acc_keys = [k for k in ("passkey", "needle", "kv", "vars", "repeat", "copy") if any(k in r for r in rows)]
+    series_acc = {k: [num(r.get(k)) for r in rows] for k in acc_keys}
     xmax = max(xs) or 1
-    ymax = max(max(v) for v in series_loss.values()) * 1.05
+    ymax = max(max(y for y in v if y is not None) for v in series_loss.values()) * 1.05
     px = lambda x: L + (W - L - R) * x / xmax
     pyl = lambda y: T + (H - T - B) * (1 - y / ymax)
     pya = lambda y: T + (H - T - B) * (1 - y)
@@ -44,8 +53,10 @@ def main():
         out.append(f'<polyline fill="none" stroke="{colors[k % len(colors)]}" stroke-width="1.6"{dash} points="{pts}"/>')
         out.append(f'<text x="{L + 10 + 100 * k}" y="{T - 10}" fill="{colors[k % len(colors)]}">{name}</text>')
         k += 1
+    for b in bounds[:-1]:
+        out.append(f'<line x1="{px(b):.1f}" y1="{T}" x2="{px(b):.1f}" y2="{H - B}" stroke="#999" stroke-dasharray="2 2"/>')
     out.append("</svg>")
-    open(sys.argv[2], "w").write("\n".join(out))
+    open(sys.argv[1], "w").write("\n".join(out))
 
 
 if __name__ == "__main__":

@@ -31,11 +31,13 @@ import tasks  # noqa: E402
 
 
 def parse_phases(s):
-    """'256:1200,512:800,1024:1000' -> [(256, 1200), ...] (context, steps)."""
+    """'64:1000:copy:1024,256:1200,1024:1000' -> [(64, 1000, 'copy', 1024), (256, 1200, None, None), ...]:
+    context, steps, optionally the only task kind of the phase ('' or absent: the whole mix) and the
+    phase's tokens per step (absent: --tokens-per-step)."""
     out = []
     for part in s.split(","):
-        t, n = part.split(":")
-        out.append((int(t), int(n)))
+        f = part.split(":")
+        out.append((int(f[0]), int(f[1]), (f[2] or None) if len(f) > 2 else None, int(f[3]) if len(f) > 3 else None))
     return out
 
 
@@ -73,7 +75,7 @@ def evaluate(m, sets):
 def eval_sets(tok, held_texts, T, n, seed):
     tm = tasks.TaskMaker(tok, held_texts, seed)
     # Weight 4: answer tokens get 4 (repeat spans 2), both counted as answers (weight > 1).
-    return {k: batch(tm, T, n, 4.0, kind=k) for k in ("passkey", "needle", "kv", "vars", "repeat")}
+    return {k: batch(tm, T, n, 4.0, kind=k) for k in ("passkey", "needle", "kv", "vars", "repeat", "induct")}
 
 
 @torch.no_grad()
@@ -96,7 +98,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=os.environ.get("KVWISE_DATA", os.path.join(HERE, "..", "..", "..", "shared")))
     ap.add_argument("--out", default="models/kvwise-retrieval.gguf")
-    ap.add_argument("--name", default="kvwise-retrieval-0.9m")
+    ap.add_argument("--name", default="kvwise-retrieval-0.9m-v0")
     ap.add_argument("--phases", default="128:600,256:700,512:600,1024:700", help="context:steps, ...")
     ap.add_argument("--tokens-per-step", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=128)
@@ -110,6 +112,11 @@ def main():
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("KVWISE_TRAIN_THREADS", "2")))
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="stop after this many steps (the schedule still spans all phases); 0: all")
+    ap.add_argument("--export-from", default="",
+                    help="no training: evaluate and export this checkpoint (.pt) of a run made with the same "
+                         "arguments (step and token counts follow from --phases and --max-steps)")
     ap.add_argument("--init", default="", help="start from this checkpoint (.pt of an earlier run) instead of random")
     a = ap.parse_args()
 
@@ -118,7 +125,7 @@ def main():
     np.random.seed(a.seed)
     torch.set_num_threads(a.threads)
     phases = parse_phases(a.phases)
-    ctx = max(t for t, _ in phases)
+    ctx = max(p[0] for p in phases)
 
     ref = gguf_py.Reader(os.path.join(a.data_dir, "models", "stories260K", "stories260K.gguf"))
     tok = spm.Spm.from_gguf(ref)
@@ -135,25 +142,35 @@ def main():
     no_decay = [p for p in m.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95))
-    total = sum(n for _, n in phases)
+    total = sum(p[1] for p in phases)
+    stop = a.max_steps or total
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     stem = os.path.splitext(a.out)[0]
-    log = open(stem + ".train.csv", "w")
-    log.write("step,context,tokens,seconds,loss,answer_loss,passkey,needle,kv,vars,repeat\n")
+    log = open(os.devnull if a.export_from else stem + ".train.csv", "w")  # exporting keeps the run's log
+    log.write("step,context,tokens,seconds,loss,answer_loss,passkey,needle,kv,vars,repeat,induct\n")
     print(f"model: {n_params} parameters, {cfg.layers} layers, dim {cfg.dim}, {cfg.heads}/{cfg.kv_heads} heads; "
           f"{total} steps, phases {phases}", flush=True)
     step, seen, t0 = 0, 0, time.time()
     ema = None
     sets_by_T = {}
-    for T, n_steps in phases:
-        B = max(1, a.tokens_per_step // T)
+    if a.export_from:
+        m.load_state_dict(torch.load(a.export_from))
+        for T, n_steps, kind, tps in phases:
+            n = min(n_steps, stop - step)
+            step += n
+            seen += n * max(1, (tps or a.tokens_per_step) // T) * T
+        phases = []
+    for T, n_steps, kind, tps in phases:
+        B = max(1, (tps or a.tokens_per_step) // T)
         if T not in sets_by_T:
             sets_by_T[T] = eval_sets(tok, held_texts, T, 32, a.seed + 7)
         for _ in range(n_steps):
+            if step >= stop:
+                break
             lr = a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y, w = batch(tm, T, B, a.answer_weight)
+            x, y, w = batch(tm, T, B, a.answer_weight, kind)
             lo = m(x)
             ce = F.cross_entropy(lo.reshape(-1, cfg.vocab), y.reshape(-1), reduction="none").view_as(w)
             loss = (ce * w).sum() / w.sum()
@@ -166,21 +183,25 @@ def main():
             ans = w > 1.0
             aloss = float(ce[ans].mean()) if ans.any() else float("nan")
             cur = (float(ce[~ans & (w > 0)].mean()), aloss)
-            ema = cur if ema is None else tuple(0.98 * e + 0.02 * c if not math.isnan(c) else e for e, c in zip(ema, cur))
-            if step % a.eval_every == 0 or step == total or step == 1:
+            # An exponential average that skips steps without such tokens (a copy phase has no text loss).
+            ema = cur if ema is None else tuple(c if math.isnan(e) else e if math.isnan(c) else 0.98 * e + 0.02 * c
+                                                for e, c in zip(ema, cur))
+            if step % a.eval_every == 0 or step == stop or step == 1:
                 acc = evaluate(m, sets_by_T[T])
                 el = time.time() - t0
                 log.write(f"{step},{T},{seen},{el:.0f},{ema[0]:.4f},{ema[1]:.4f},{acc['passkey']:.3f},"
-                          f"{acc['needle']:.3f},{acc['kv']:.3f},{acc['vars']:.3f},{acc['repeat']:.3f}\n")
+                          f"{acc['needle']:.3f},{acc['kv']:.3f},{acc['vars']:.3f},{acc['repeat']:.3f},{acc['induct']:.3f}\n")
                 log.flush()
                 print(f"step {step}/{total} ctx {T} tokens {seen} {el:.0f}s lr {lr:.2e} text-loss {ema[0]:.3f} "
                       f"answer-loss {ema[1]:.3f} acc {acc}", flush=True)
                 torch.save(m.state_dict(), stem + ".pt")
-    train_seconds = time.time() - t0
+    train_seconds = None if a.export_from else round(time.time() - t0)
+    if stop < total:
+        print(f"stopped after {step} of {total} steps (the learning rate had not decayed)", flush=True)
     final = evaluate(m, eval_sets(tok, held_texts, ctx, 64, a.seed + 99))
     ppl = perplexity(m, tok, held_texts, ctx)
     summary = {"name": a.name, "parameters": n_params, "config": vars(cfg), "args": vars(a), "steps": step,
-               "tokens": seen, "train_seconds": round(train_seconds), "heldout_exact_match_at_ctx": final,
+               "tokens": seen, "train_seconds": train_seconds, "heldout_exact_match_at_ctx": final,
                "heldout_perplexity_at_ctx": ppl, "torch": torch.__version__, "threads": a.threads}
     print(json.dumps(summary, indent=1), flush=True)
     json.dump(summary, open(stem + ".train.json", "w"), indent=1)

@@ -4,14 +4,16 @@ GGUF llama model and writes it as a side file kvwise's `gate` policy reads:
 
     tools/train/train_gate.py --model models/kvwise-retrieval.gguf     # -> models/kvwise-retrieval.gate.gguf
 
-Teacher labels: the frozen model runs with full attention over calibration sequences; a token's
-future usefulness in (layer, KV head) is the largest attention any later query of that head group
-pays it (optionally within --horizon tokens). Per (layer, head) the top (1 - target_evict) share is
-labelled keep. Student: per layer a causal gate attention (h_g heads of width d_g, no RoPE) over the
-RMS-normalised residual stream entering the layer, then sigmoid(Og Wo + b) per KV head; trained with
-class-weighted BCE + lambda * (mean(s) - keep_rate)^2, backbone frozen. The file also stores score
-percentiles per (layer, head), so kvwise can turn any target eviction rate into thresholds, and a few
-reference scores that kvwise's tests recompute."""
+Teacher labels: the frozen model runs with full attention over calibration sequences. A token's
+usefulness in (layer, KV head) is, by default (--label far-mean), the mean over queries more than
+--skip tokens later of the attention it gets times the query's position + 1 (attention relative to
+uniform), maximised over the KV head's query heads; --label max takes the largest attention any later
+query pays it. Per (layer, head) the top (1 - target_evict) share is labelled keep. Student, per
+layer (--kind): `mlp`, sigmoid(Wo silu(W1 xn + b1) + b) of the token's RMS-normalised residual
+stream, or `attention`, the paper's causal gate attention (h_g heads of width d_g, no RoPE) then
+sigmoid(Og Wo + b). Trained with class-weighted BCE + lambda * (mean(s) - keep_rate)^2, backbone
+frozen. The file also stores score percentiles per (layer, head), so kvwise can turn any target
+eviction rate into thresholds, and a few reference scores that kvwise's tests recompute."""
 import argparse
 import json
 import math
