@@ -63,9 +63,7 @@ std::shared_ptr<const GateModel> GateModel::load(const std::string& path, const 
   g->heads_ = g->kind_ == Kind::Mlp ? 0 : get_dim(*f, "kvwise.gate.heads", 1, 64);
   g->head_dim_ = get_dim(*f, "kvwise.gate.head_dim", 1, 256);
   g->trained_rate_ = f->get_float("kvwise.gate.target_evict").value_or(0.5);
-  KV_CHECK(g->n_layers_ == c.n_layers && g->dim_ == c.dim && g->n_kv_ == c.n_kv_heads,
-           "{}: the gate was trained for {} layers, dim {}, {} KV heads; the model has {}, {}, {}", path, g->n_layers_,
-           g->dim_, g->n_kv_, c.n_layers, c.dim, c.n_kv_heads);
+  g->check_shape(c);
   const int64_t w = g->kind_ == Kind::Mlp ? g->head_dim_ : int64_t{g->heads_} * g->head_dim_;
   for (int l = 0; l < g->n_layers_; ++l) {
     const std::string p = "gate." + std::to_string(l) + ".";
@@ -97,14 +95,18 @@ std::shared_ptr<const GateModel> GateModel::load_cached(const std::string& path,
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(path);
   if (it != cache.end()) {
-    const GateModel& g = *it->second;
-    KV_CHECK(g.n_layers_ == c.n_layers && g.dim_ == c.dim && g.n_kv_ == c.n_kv_heads,
-             "{}: the gate does not match this model's shape", path);
+    it->second->check_shape(c);
     return it->second;
   }
   auto g = load(path, c);
   cache[path] = g;
   return g;
+}
+
+void GateModel::check_shape(const ModelConfig& c) const {
+  KV_CHECK(n_layers_ == c.n_layers && dim_ == c.dim && n_kv_ == c.n_kv_heads,
+           "{}: the gate was trained for {} layers, dim {}, {} KV heads; the model has {}, {}, {}", path_, n_layers_,
+           dim_, n_kv_, c.n_layers, c.dim, c.n_kv_heads);
 }
 
 float GateModel::threshold(int layer, int head, double rate) const {

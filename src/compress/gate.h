@@ -58,6 +58,8 @@ class GateModel {
   float threshold(int layer, int head, double rate) const;
 
  private:
+  // Throws unless the gate was trained for this model's shape.
+  void check_shape(const ModelConfig& model) const;
   std::string path_;
   Kind kind_ = Kind::Attention;
   int n_layers_ = 0, dim_ = 0, n_kv_ = 0, heads_ = 0, head_dim_ = 0;

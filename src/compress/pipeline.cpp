@@ -206,8 +206,7 @@ void KvCompressor::set_gate(std::shared_ptr<const GateModel> gate) {
   // Target eviction rate: given, else the budget's complement (so the flags and the cap agree), else
   // the paper's fixed threshold of 0.5.
   double rate = policy_->gate->rate;
-  const bool capped = !(policy_->budget.tokens == 0 && policy_->budget.ratio >= 1.0);
-  if (rate < 0 && capped) rate = std::max(0.0, 1.0 - static_cast<double>(shape_.capacity) / shape_.prompt);
+  if (rate < 0 && policy_->capped()) rate = std::max(0.0, 1.0 - static_cast<double>(shape_.capacity) / shape_.prompt);
   report_.gate_rate = rate;
   gate_threshold_.resize(static_cast<size_t>(L * n_kv_));
   for (int l = 0; l < L; ++l)
@@ -232,7 +231,7 @@ void KvCompressor::on_hidden(SeqId /*seq*/, int layer, const float* x, int64_t d
 
 void KvCompressor::gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos) {
   const double t0 = now_seconds();
-  const bool capped = !(policy_->budget.tokens == 0 && policy_->budget.ratio >= 1.0);
+  const bool capped = policy_->capped();
   const int S = shape_.sinks, W = shape_.window;
   for (int h = 0; h < n_kv_; ++h) {
     const size_t lh = static_cast<size_t>(layer * n_kv_ + h);

@@ -52,11 +52,13 @@ struct KvPolicy {
   // Attention-Gate (issue 6): learned per-token keep/evict flags; the budget, when given, is a hard cap.
   std::shared_ptr<const GateConfig> gate;
 
+  // A budget below the whole prompt was given (Budget{} is a ratio of 1: no cap).
+  bool capped() const { return budget.tokens > 0 || budget.ratio < 1.0; }
   // "full", "all" (keeps every token: uniform quantisation, SpeCache) or the budget.
   std::string budget_label() const {
     if (full) return "full";
     if (residual >= 0) return "all";
-    if (gate && budget.tokens == 0 && budget.ratio >= 1.0) return "gate";
+    if (gate && !capped()) return "gate";
     return budget.to_string();
   }
 };
