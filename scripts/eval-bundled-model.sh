@@ -3,7 +3,7 @@
 # retrieval and teacher-forced fidelity for every policy at 50/25/10 % budgets (budget-free policies
 # once), on held-out text: the needle haystack and the fidelity text are Paul Graham essays the model
 # never saw in training (the first four in sorted order). Writes docs/results/bundled-model/.
-# Takes a few minutes on 2 cores.
+# Takes about ten minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${KVWISE_DATA:-../shared}
@@ -25,12 +25,13 @@ set -x
   --thetas 0,0.5,1,2,4 > "$out/baklava-profile.log"
 policies="full,random,streamingllm,h2o,snapkv,pyramidkv,adakv,cake,sagekv,baklava(profile=$out/baklava-profile.json),gate,gate(window=32),mikv,kv-int8,kv-int4,specache(cold=memory)"
 depths=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1
-# Retrieval with the full cache. The per-policy NIAH tables need a model that retrieves with the full
-# cache first; set NIAH_POLICIES="$policies" to run them anyway.
-niah_policies=${NIAH_POLICIES:-full}
-"$kvwise" eval niah -m "$model" -t "$threads" --task passkey --lengths 512,1014 --depths "$depths" --answer-tokens 10 \
+# Retrieval, every policy at every budget (NIAH_POLICIES=full for the full cache only); 4 lengths up to
+# the model's context x 11 depths = 44 cases per cell.
+niah_policies=${NIAH_POLICIES:-$policies}
+lengths=256,512,768,1014
+"$kvwise" eval niah -m "$model" -t "$threads" --task passkey --lengths "$lengths" --depths "$depths" --answer-tokens 10 \
   --policies "$niah_policies" --budgets 0.5,0.25,0.1 --plot "$out/passkey" > "$out/passkey.md"
-"$kvwise" eval niah -m "$model" -t "$threads" --task needle --haystack "$held" --lengths 512,1014 --depths "$depths" \
+"$kvwise" eval niah -m "$model" -t "$threads" --task needle --haystack "$held" --lengths "$lengths" --depths "$depths" \
   --answer-tokens 10 --policies "$niah_policies" --budgets 0.5,0.25,0.1 --plot "$out/needle" > "$out/needle.md"
 "$kvwise" eval fidelity -m "$model" -t "$threads" -f "$held/all.text" --prefix 768 --continuation 128 --segments 8 \
   --page-tokens 8 --policies "$policies" --budgets 0.5,0.25,0.1 --plot "$out/fidelity" > "$out/fidelity.md"

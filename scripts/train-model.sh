@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the bundled model (v0) and the shipped gates from the shared data, with fixed seeds:
-#   1. tools/train/train.py: the task mix at contexts 128 -> 256 -> 512, stopped after 1,800 of a
-#      2,600-step schedule (as v0 was) -> models/kvwise-retrieval.gguf (+ .train.csv, .train.json)
+# Reproduces the bundled model (v1) and the shipped gates from the shared data, with fixed seeds:
+#   1. tools/train/train.py: a copying phase at context 64, then the task mix at contexts
+#      128 -> 256 -> 512 -> 1024 (1,850 steps) -> models/kvwise-retrieval.gguf (+ .train.csv, .train.json)
 #   2. tools/train/train_gate.py -> models/kvwise-retrieval.gate.gguf, models/stories260K.gate.gguf
 #   3. tools/train/plot_curve.py -> models/kvwise-retrieval.train.svg
 # About 40 minutes on 2 cores. Installs Debian's PyTorch and OpenBLAS (apt) if missing. PyTorch's
@@ -14,8 +14,8 @@ scripts/apt-install.sh "${packages[@]}"
 data=${KVWISE_DATA:-../shared}
 py=/usr/bin/python3
 set -x
-$py tools/train/train.py --data-dir "$data" --out models/kvwise-retrieval.gguf --max-steps 1800 \
-  --phases 128:600,256:700,512:600,1024:700
+$py tools/train/train.py --data-dir "$data" --out models/kvwise-retrieval.gguf \
+  --phases 64:250:copy,128:450,256:400,512:350,1024:400
 $py tools/train/train_gate.py --data-dir "$data" --model models/kvwise-retrieval.gguf --steps 2000 --head-dim 32 --seqs 64
 $py tools/train/train_gate.py --data-dir "$data" --model "$data/models/stories260K/stories260K.gguf" \
   --out models/stories260K.gate.gguf --mix text --steps 2000 --head-dim 32 --seqs 64

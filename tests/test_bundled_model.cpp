@@ -1,5 +1,5 @@
 // The bundled model (models/kvwise-retrieval.gguf, issue 6): it is the default of every command, loads
-// without ../shared, and tokenizes as its trainer did. (v0 does not retrieve yet: models/README.md.)
+// without ../shared, tokenizes as its trainer did, and retrieves a passkey with the full cache.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -58,6 +58,38 @@ TEST(BundledModel, TokenizesAsTheTrainer) {
   const auto cli = test::run_kvwise("tokenize -m '" + bundled() + "' -f '" + text + "'");
   ASSERT_EQ(cli.exit_code, 0) << cli.err;
   EXPECT_EQ(py.out, cli.out);
+}
+
+TEST(BundledModel, RetrievesAPasskeyAtFullCache) {
+  // kvwise's passkey task (synthetic filler, no ../shared needed) at the model's full context and at
+  // half of it, the key at five depths, with seeds the trainer never used for its held-out checks.
+  const auto r = run_env("KVWISE_DATA=/nonexistent",
+                         "eval niah --task passkey --lengths 512,1014 --depths 0,0.25,0.5,0.75,1 "
+                         "--answer-tokens 10 --policies full --seed 20261129 -t 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  ASSERT_EQ(j["results"].size(), 10u);
+  int correct = 0;
+  for (const auto& c : j["results"]) {
+    correct += c["correct"].get<bool>() ? 1 : 0;
+    // The reported correctness is the answer's digits in the output, not a flag to trust blindly.
+    EXPECT_EQ(c["correct"].get<bool>(),
+              c["output"].get<std::string>().find(c["answer"].get<std::string>()) != std::string::npos)
+        << c.dump();
+  }
+  EXPECT_GE(correct, 9) << r.out;
+  // The same through `generate` on a prompt of about 600 tokens: the key is the greedy continuation.
+  std::string prompt;
+  const std::string filler =
+      "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+  for (int i = 0; i < 6; ++i) prompt += filler;
+  prompt += "The pass key is 70394. Remember it. 70394 is the pass key. ";
+  for (int i = 0; i < 8; ++i) prompt += filler;
+  prompt += "\n\nWhat is the pass key? The pass key is";
+  const auto g = run_env("KVWISE_DATA=/nonexistent", "generate --temp 0 -n 7 -t 2 --json -p \"" + prompt + "\"");
+  ASSERT_EQ(g.exit_code, 0) << g.out;
+  const auto gj = nlohmann::json::parse(g.out.substr(g.out.find('{')));
+  EXPECT_NE(gj["text"].get<std::string>().find("70394"), std::string::npos) << g.out;
 }
 
 TEST(BundledModel, ServesByDefaultWithTheGatePolicy) {
