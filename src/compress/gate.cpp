@@ -1,5 +1,7 @@
 #include "compress/gate.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -31,14 +33,10 @@ int get_dim(const GgufFile& f, const std::string& key, int lo, int hi) {
   return static_cast<int>(*v);
 }
 
-// y[o] = sum_i w[o * in + i] * x[i]
-void matvec(const std::vector<float>& w, const float* x, int in, int out, float* y) {
-  for (int o = 0; o < out; ++o) {
-    const float* r = w.data() + static_cast<size_t>(o) * static_cast<size_t>(in);
-    float acc = 0;
-    for (int i = 0; i < in; ++i) acc += r[i] * x[i];
-    y[o] = acc;
-  }
+// Y[t][o] = sum_i W[o][i] * X[t][i] for T rows (row-major, W is out x in): one BLAS call per chunk,
+// not a scalar product per token; the gate runs on every prefill chunk and decode step.
+void project(const std::vector<float>& w, const float* x, int T, int in, int out, float* y, int y_stride) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, w.data(), in, 0.0f, y, y_stride);
 }
 
 }  // namespace
@@ -144,33 +142,30 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
   const GateModel::Layer& L = g.layer(layer);
   if (g.kind() == GateModel::Kind::Mlp) {
     const int D = g.dim(), Hd = g.head_dim(), KV = g.n_kv();
-    std::vector<float> xn(static_cast<size_t>(D)), h(static_cast<size_t>(Hd));
-    for (int t = 0; t < T; ++t) {
-      rms_normalize(x + t * stride, D, xn.data());
-      matvec(L.w1, xn.data(), D, Hd, h.data());
+    std::vector<float> xn(static_cast<size_t>(T) * D), h(static_cast<size_t>(T) * Hd);
+    for (int t = 0; t < T; ++t) rms_normalize(x + t * stride, D, xn.data() + static_cast<size_t>(t) * D);
+    project(L.w1, xn.data(), T, D, Hd, h.data(), Hd);
+    for (int t = 0; t < T; ++t)
       for (int i = 0; i < Hd; ++i) {
-        const float v = h[static_cast<size_t>(i)] + L.b1[static_cast<size_t>(i)];
-        h[static_cast<size_t>(i)] = v * sigmoid(v);  // silu
+        float& v = h[static_cast<size_t>(t) * Hd + i];
+        v += L.b1[static_cast<size_t>(i)];
+        v *= sigmoid(v);  // silu
       }
-      float* out = s + static_cast<size_t>(t) * KV;
-      matvec(L.wo, h.data(), Hd, KV, out);
-      for (int k = 0; k < KV; ++k) out[k] = sigmoid(out[k] + L.bo[static_cast<size_t>(k)]);
-    }
+    project(L.wo, h.data(), T, Hd, KV, s, KV);
+    for (int i = 0; i < T * KV; ++i) s[i] = sigmoid(s[i] + L.bo[static_cast<size_t>(i % KV)]);
     return;
   }
   const int D = g.dim(), H = g.heads(), d = g.head_dim(), W = H * d, KV = g.n_kv();
   std::vector<float>& K = k_[static_cast<size_t>(layer)];
   std::vector<float>& V = v_[static_cast<size_t>(layer)];
   const int n0 = static_cast<int>(K.size() / static_cast<size_t>(W));
-  std::vector<float> xn(static_cast<size_t>(D)), q(static_cast<size_t>(T) * W);
+  std::vector<float> xn(static_cast<size_t>(T) * D), q(static_cast<size_t>(T) * W);
   K.resize(static_cast<size_t>(n0 + T) * W);
   V.resize(static_cast<size_t>(n0 + T) * W);
-  for (int t = 0; t < T; ++t) {
-    rms_normalize(x + t * stride, D, xn.data());
-    matvec(L.wq, xn.data(), D, W, q.data() + static_cast<size_t>(t) * W);
-    matvec(L.wk, xn.data(), D, W, K.data() + static_cast<size_t>(n0 + t) * W);
-    matvec(L.wv, xn.data(), D, W, V.data() + static_cast<size_t>(n0 + t) * W);
-  }
+  for (int t = 0; t < T; ++t) rms_normalize(x + t * stride, D, xn.data() + static_cast<size_t>(t) * D);
+  project(L.wq, xn.data(), T, D, W, q.data(), W);
+  project(L.wk, xn.data(), T, D, W, K.data() + static_cast<size_t>(n0) * W, W);
+  project(L.wv, xn.data(), T, D, W, V.data() + static_cast<size_t>(n0) * W, W);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   std::vector<float> att(static_cast<size_t>(n0 + T)), o(static_cast<size_t>(W));
   for (int t = 0; t < T; ++t) {
@@ -195,7 +190,7 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
         for (int c = 0; c < d; ++c) out[c] += w * vr[c];
       }
     }
-    matvec(L.wo, o.data(), W, KV, s + static_cast<size_t>(t) * KV);
+    project(L.wo, o.data(), 1, W, KV, s + static_cast<size_t>(t) * KV, KV);
     for (int h = 0; h < KV; ++h) {
       float& v = s[static_cast<size_t>(t) * KV + h];
       v = sigmoid(v + L.bo[static_cast<size_t>(h)]);
