@@ -3,7 +3,7 @@
 # retrieval and teacher-forced fidelity for every policy at 50/25/10 % budgets (budget-free policies
 # once), on held-out text: the needle haystack and the fidelity text are Paul Graham essays the model
 # never saw in training (the first four in sorted order). Writes docs/results/bundled-model/.
-# Takes about ten minutes on 2 cores.
+# Takes about 4 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${KVWISE_DATA:-../shared}

@@ -4,9 +4,9 @@
 #      128 -> 256 -> 512 -> 1024 (1,850 steps) -> models/kvwise-retrieval.gguf (+ .train.csv, .train.json)
 #   2. tools/train/train_gate.py -> models/kvwise-retrieval.gate.gguf, models/stories260K.gate.gguf
 #   3. tools/train/plot_curve.py -> models/kvwise-retrieval.train.svg
-# About 40 minutes on 2 cores. Installs Debian's PyTorch and OpenBLAS (apt) if missing. PyTorch's
-# threaded kernels are not bit-deterministic, so a rerun gives a model of the same quality, not the
-# same bytes. models/README.md is the model card.
+# About 42 minutes on 2 cores (37 of them the model). Installs Debian's PyTorch and OpenBLAS (apt)
+# if missing. PyTorch's threaded kernels are not bit-deterministic, so a rerun gives a model of the
+# same quality, not the same bytes. models/README.md is the model card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(python3 python3-numpy python3-torch libopenblas0-pthread)

@@ -135,6 +135,12 @@ float sigmoid(float v) {
   return 1.0f / (1.0f + std::exp(-v));
 }
 
+// The gate's head for T tokens, shared by both kinds: s[t][k] = sigmoid(Wo h[t] + bo)[k].
+void keep_scores(const GateModel::Layer& L, const float* h, int T, int in, int KV, float* s) {
+  project(L.wo, h, T, in, KV, s, KV);
+  for (int i = 0; i < T * KV; ++i) s[i] = sigmoid(s[i] + L.bo[static_cast<size_t>(i % KV)]);
+}
+
 }  // namespace
 
 void GateState::step(int layer, const float* x, int64_t stride, int T, float* s) {
@@ -151,8 +157,7 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
         v += L.b1[static_cast<size_t>(i)];
         v *= sigmoid(v);  // silu
       }
-    project(L.wo, h.data(), T, Hd, KV, s, KV);
-    for (int i = 0; i < T * KV; ++i) s[i] = sigmoid(s[i] + L.bo[static_cast<size_t>(i % KV)]);
+    keep_scores(L, h.data(), T, Hd, KV, s);
     return;
   }
   const int D = g.dim(), H = g.heads(), d = g.head_dim(), W = H * d, KV = g.n_kv();
@@ -167,7 +172,7 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
   project(L.wk, xn.data(), T, D, W, K.data() + static_cast<size_t>(n0) * W, W);
   project(L.wv, xn.data(), T, D, W, V.data() + static_cast<size_t>(n0) * W, W);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  std::vector<float> att(static_cast<size_t>(n0 + T)), o(static_cast<size_t>(W));
+  std::vector<float> att(static_cast<size_t>(n0 + T)), o(static_cast<size_t>(T) * W);
   for (int t = 0; t < T; ++t) {
     const int n = n0 + t + 1;  // causal: itself and every earlier token
     for (int h = 0; h < H; ++h) {
@@ -182,7 +187,7 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
       }
       float sum = 0;
       for (int j = 0; j < n; ++j) sum += att[static_cast<size_t>(j)] = std::exp(att[static_cast<size_t>(j)] - mx);
-      float* out = o.data() + h * d;
+      float* out = o.data() + static_cast<size_t>(t) * W + h * d;
       std::fill(out, out + d, 0.0f);
       for (int j = 0; j < n; ++j) {
         const float w = att[static_cast<size_t>(j)] / sum;
@@ -190,12 +195,8 @@ void GateState::step(int layer, const float* x, int64_t stride, int T, float* s)
         for (int c = 0; c < d; ++c) out[c] += w * vr[c];
       }
     }
-    project(L.wo, o.data(), 1, W, KV, s + static_cast<size_t>(t) * KV, KV);
-    for (int h = 0; h < KV; ++h) {
-      float& v = s[static_cast<size_t>(t) * KV + h];
-      v = sigmoid(v + L.bo[static_cast<size_t>(h)]);
-    }
   }
+  keep_scores(L, o.data(), T, W, KV, s);
 }
 
 size_t GateState::bytes() const {
