@@ -89,9 +89,11 @@ void segment_scores(const KvStore& store, SeqId seq, int layer, int h, int seg_i
   const QuantSegment& seg = store.segments(seq, layer, h)[static_cast<size_t>(seg_index)];
   seg.scores(Q, R, scale, s0, s1, S, n);
   const auto& pos = seg.positions();
-  for (int r = 0; r < R; ++r)
+  for (int r = 0; r < R; ++r) {
+    if (seg.max_position() <= qpos[r]) continue;  // decoding: every held token is in the past
     for (int j = s0; j < s1; ++j)
       if (pos[static_cast<size_t>(j)] > qpos[r]) S[r * n + (j - s0)] = -std::numeric_limits<float>::infinity();
+  }
   if (seg_index != 0) return;
   const KvStore::ExactRows& ex = store.exact_rows(seq, layer, h);
   const int hd = seg.head_dim();
@@ -225,7 +227,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     for (int r = 0; r < R; ++r) {
       float* row = S + r * n;
       Partial& pr = partial[ti * static_cast<size_t>(R) + static_cast<size_t>(r)];
-      pr.max = *std::max_element(row, row + n);
+      pr.max = k.max_of(row, n);
       if (pr.max == -std::numeric_limits<float>::infinity()) {  // every slot masked
         std::fill(row, row + n, 0.0f);
         pr.sum = 0;
@@ -369,7 +371,7 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
         std::fill_n(row, n, 0.0f);
         continue;
       }
-      const float M = *std::max_element(row, row + nv);
+      const float M = k.max_of(row, nv);
       const float inv = 1.0f / k.exp_shift_sum(row, nv, M);
       for (int j = 0; j < nv; ++j) row[j] *= inv;
       std::fill(row + nv, row + n, 0.0f);

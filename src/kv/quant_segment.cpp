@@ -147,6 +147,7 @@ void QuantSegment::append(const float* k_in, const float* v, int32_t pos) {
     }
   }
   pos_.push_back(pos);
+  max_pos_ = std::max(max_pos_, pos);
 }
 
 void QuantSegment::flush_key_group() {

@@ -44,6 +44,8 @@ class QuantSegment {
   int size() const { return static_cast<int>(pos_.size()); }
   int32_t position(int slot) const { return pos_[static_cast<size_t>(slot)]; }
   const std::vector<int32_t>& positions() const { return pos_; }
+  // The largest position held (INT32_MIN when empty): attention skips causal masking below it.
+  int32_t max_position() const { return max_pos_; }
   const std::vector<float>& balancer() const { return balance_; }
 
   // Appends one token (k, v: head_dim floats, unbalanced).
@@ -70,6 +72,7 @@ class QuantSegment {
   int tg_;  // channels per per-token group
   std::vector<float> balance_;
   std::vector<int32_t> pos_;
+  int32_t max_pos_ = INT32_MIN;
   // Keys. Per token: codes (or raw 16-bit rows) + params per token. Per channel: whole groups of
   // `group` tokens (per channel: codes of the group's tokens, params), then exact F16 pending rows.
   std::vector<uint8_t> key_codes_;

@@ -28,6 +28,8 @@ struct Kernels {
   void (*dequant_row)(DType t, const uint8_t* src, float* dst, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum (softmax numerators; |rel. error| < 1e-6).
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
+  // The largest of x[0..n) (-infinity for n = 0); the softmax shift of a score row.
+  float (*max_of)(const float* x, int64_t n);
 
   // Low-bit KV (kv/quant_segment.h). Codes are packed 8/bits per byte in order (bits = 1, 2, 4, 8);
   // every group has an F16 scale and zero (two uint16, params + 2 * group); a code c stands for
@@ -49,6 +51,8 @@ struct Kernels {
 const Kernels& kernels_scalar();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+// AVX-512 without its VBMI/GFNI table path for 1-bit KV (what CPUs without those extensions run; tests).
+const Kernels& kernels_avx512_masks();
 
 bool isa_supported(Isa isa);
 // The best supported set, unless KVWISE_ISA=scalar|avx2|avx512 asks for another (for tests/benchmarks).

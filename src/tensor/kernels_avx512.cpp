@@ -82,9 +82,350 @@ inline VF vload_u8(const uint8_t* p) {  // W bytes -> W floats
 #include "tensor/kernels_simd.inc"
 #undef KVWISE_SIMD_FALLBACK
 
+namespace {
+
+// 1-bit KV through AVX-512 mask registers (SpeCache's hot copy): a code bit decides whether a lane
+// adds a broadcast weight, so 1-bit codes are never unpacked or converted to floats, and the sums of
+// a block of query rows stay in registers for the whole run of tokens (keys) or channels (values).
+
+inline __mmask16 mask16_at(const uint8_t* p) {
+  uint16_t m;
+  __builtin_memcpy(&m, p, 2);
+  return m;
+}
+
+// Per-channel keys of one group, g = 16 * TV tokens, RB query rows: acc[r][t] = sum_c coef[r][c] * bit(c, t).
+template <int TV, int RB>
+void qk1_block(const uint8_t* codes, int row_bytes, const float* coef, int hd, const float* base, float scale, float* s,
+               int ss) {
+  VF acc[RB][TV];
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < TV; ++v) acc[r][v] = vzero();
+  for (int c = 0; c < hd; ++c) {
+    const uint8_t* b = codes + static_cast<int64_t>(c) * row_bytes;
+    __mmask16 m[TV];
+    for (int v = 0; v < TV; ++v) m[v] = mask16_at(b + 2 * v);
+    for (int r = 0; r < RB; ++r) {
+      const VF w = vset1(coef[r * hd + c]);
+      for (int v = 0; v < TV; ++v) acc[r][v] = _mm512_mask_add_ps(acc[r][v], m[v], acc[r][v], w);
+    }
+  }
+  const VF sc = vset1(scale);
+  for (int r = 0; r < RB; ++r) {
+    const VF b = vset1(base[r]);
+    for (int v = 0; v < TV; ++v) vstore(s + r * ss + v * W, vmul(vadd(acc[r][v], b), sc));
+  }
+}
+
+// Query rows in blocks of RB, the rest in smaller blocks.
+template <int TV, int RB>
+void qk1_rows(const uint8_t* codes, int row_bytes, const float* coef, int hd, const float* base, int nq, float scale,
+              float* s, int ss) {
+  for (; nq >= RB; nq -= RB, coef += RB * hd, base += RB, s += RB * ss)
+    qk1_block<TV, RB>(codes, row_bytes, coef, hd, base, scale, s, ss);
+  if constexpr (RB > 1)
+    if (nq > 0) qk1_rows<TV, RB - 1>(codes, row_bytes, coef, hd, base, nq, scale, s, ss);
+}
+
+// With VBMI and GFNI, 4 bits at a time through a 16-entry table instead (kv-algorithms §11's 1-bit
+// copy is read twice per step, so this is SpeCache's hot loop): the bits of 4 rows at one column form
+// a nibble, a table of the 16 possible sums of the 4 rows' weights is built once per query row, and
+// one permute looks the sums up for 16 columns. The nibbles of 4 rows come from one byte permute and
+// one GF(2) affine transform (an 8 x 8 bit transpose per qword).
+#define KVWISE_LUT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,gfni,fma,avx2")))
+
+bool lut_supported() {
+  static const bool ok = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni");
+  return ok;
+}
+
+// Byte-permute indices: the bytes of 4 rows of KB bytes (row t's byte k at t * KB + k) to qwords whose
+// byte 7 - t is row t's byte k (qword k - 8 * half); bytes 0..3 of every qword are left zero.
+struct NibbleIndex {
+  alignas(64) uint8_t gather[2][2][64] = {};  // [KB == 16][half]
+  alignas(64) uint8_t lane[4][64] = {};       // dword lane l of vector v <- nibble byte 16 v + l
+  alignas(64) float bit[4][16] = {};          // bit[t][l] = bit t of l
+  constexpr NibbleIndex() {
+    for (int wide = 0; wide < 2; ++wide)
+      for (int half = 0; half < 2; ++half)
+        for (int p = 0; p < 64; ++p) {
+          const int k = p / 8 + 8 * half, t = 7 - p % 8;
+          gather[wide][half][p] = static_cast<uint8_t>(t < 4 ? t * (wide ? 16 : 8) + k : 0);
+        }
+    for (int v = 0; v < 4; ++v)
+      for (int p = 0; p < 64; ++p) lane[v][p] = static_cast<uint8_t>(p % 4 == 0 ? 16 * v + p / 4 : 0);
+    for (int t = 0; t < 4; ++t)
+      for (int l = 0; l < 16; ++l) bit[t][l] = static_cast<float>((l >> t) & 1);
+  }
+};
+constexpr NibbleIndex kNib;  // constant-initialised: no start-up code compiled for AVX-512
+
+// nib[h] byte e = the nibble of column 64 h + e of 4 consecutive rows of KB (8 or 16) bytes.
+template <int KB>
+KVWISE_LUT_TARGET inline void nibbles4(const uint8_t* rows, __m512i* nib) {
+  const __m512i unit = _mm512_set1_epi64(static_cast<long long>(0x8040201008040201ULL));
+  constexpr __mmask64 kHigh = 0xF0F0F0F0F0F0F0F0ULL;
+  const __m512i src = KB == 8 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows)))
+                              : _mm512_loadu_si512(rows);
+  for (int h = 0; h < KB / 8; ++h) {
+    const __m512i g = _mm512_load_si512(kNib.gather[KB == 16][h]);
+    const __m512i data = _mm512_maskz_permutexvar_epi8(kHigh, g, src);
+    nib[h] = _mm512_gf2p8affine_epi64_epi8(unit, data, 0);
+  }
+}
+
+// The table of the 16 sums of w0..w3: T[l] = sum over the set bits t of l of w_t.
+KVWISE_LUT_TARGET inline __m512 table4(float w0, float w1, float w2, float w3) {
+  __m512 t = _mm512_mul_ps(_mm512_set1_ps(w0), _mm512_load_ps(kNib.bit[0]));
+  t = _mm512_fmadd_ps(_mm512_set1_ps(w1), _mm512_load_ps(kNib.bit[1]), t);
+  t = _mm512_fmadd_ps(_mm512_set1_ps(w2), _mm512_load_ps(kNib.bit[2]), t);
+  return _mm512_fmadd_ps(_mm512_set1_ps(w3), _mm512_load_ps(kNib.bit[3]), t);
+}
+
+// Keys, per-channel groups of g = 16 * TV tokens (TV = 4 or 8): 4 channels at a time.
+template <int TV, int RB>
+KVWISE_LUT_TARGET void qk1_lut_block(const uint8_t* codes, const float* coef, int hd, const float* base, float scale,
+                                     float* s, int ss) {
+  constexpr int KB = TV * 2;
+  __m512 acc[RB][TV];
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < TV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int c = 0; c < hd; c += 4) {
+    __m512i nib[KB / 8], idx[TV];
+    nibbles4<KB>(codes + static_cast<int64_t>(c) * KB, nib);
+    for (int v = 0; v < TV; ++v) idx[v] = _mm512_permutexvar_epi8(_mm512_load_si512(kNib.lane[v % 4]), nib[v / 4]);
+    for (int r = 0; r < RB; ++r) {
+      const float* w = coef + r * hd + c;
+      const __m512 T = table4(w[0], w[1], w[2], w[3]);
+      for (int v = 0; v < TV; ++v) acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_permutexvar_ps(idx[v], T));
+    }
+  }
+  const __m512 sc = _mm512_set1_ps(scale);
+  for (int r = 0; r < RB; ++r) {
+    const __m512 b = _mm512_set1_ps(base[r]);
+    for (int v = 0; v < TV; ++v) _mm512_storeu_ps(s + r * ss + v * 16, _mm512_mul_ps(_mm512_add_ps(acc[r][v], b), sc));
+  }
+}
+
+template <int TV, int RB>
+void qk1_lut_rows(const uint8_t* codes, const float* coef, int hd, const float* base, int nq, float scale, float* s,
+                  int ss) {
+  for (; nq >= RB; nq -= RB, coef += RB * hd, base += RB, s += RB * ss)
+    qk1_lut_block<TV, RB>(codes, coef, hd, base, scale, s, ss);
+  if constexpr (RB > 1)
+    if (nq > 0) qk1_lut_rows<TV, RB - 1>(codes, coef, hd, base, nq, scale, s, ss);
+}
+
+// Values, per-token, hd = 16 * CV channels (CV = 4 or 8): 4 tokens at a time; a tail of fewer than 4
+// tokens is left to the caller.
+template <int CV, int RB>
+KVWISE_LUT_TARGET void qv1_lut_block(const uint8_t* codes, int n, int groups, const int* vgroup, const float* wm,
+                                     int wstride, __m512 (&acc)[RB][CV]) {
+  constexpr int KB = CV * 2;
+  for (int j = 0; j + 4 <= n; j += 4) {
+    __m512i nib[KB / 8], idx[CV];
+    nibbles4<KB>(codes + static_cast<int64_t>(j) * KB, nib);
+    for (int v = 0; v < CV; ++v) idx[v] = _mm512_permutexvar_epi8(_mm512_load_si512(kNib.lane[v % 4]), nib[v / 4]);
+    const float* w = wm + j * groups;
+    for (int r = 0; r < RB; ++r) {
+      const float* wr = w + r * wstride;
+      if (groups == 1) {
+        const __m512 T = table4(wr[0], wr[1], wr[2], wr[3]);
+        for (int v = 0; v < CV; ++v) acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_permutexvar_ps(idx[v], T));
+      } else {
+        for (int v = 0; v < CV; ++v) {
+          const int gi = vgroup[v];
+          const __m512 T = table4(wr[gi], wr[groups + gi], wr[2 * groups + gi], wr[3 * groups + gi]);
+          acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_permutexvar_ps(idx[v], T));
+        }
+      }
+    }
+  }
+}
+
+void qk_channels_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int g, int hd,
+                      const float* Q, int nq, float scale, float* s, int ss) {
+  const int tv = g / W;
+  if (bits != 1 || g % W != 0 || hd > kMaxHeadDim || (tv != 1 && tv != 2 && tv != 4 && tv != 8 && tv != 16))
+    return qk_channels(bits, codes, params, g, hd, Q, nq, scale, s, ss);
+  for (; nq > kMaxLowQ; nq -= kMaxLowQ, Q += kMaxLowQ * hd, s += kMaxLowQ * ss)
+    qk_channels_1bit(use_lut, bits, codes, params, g, hd, Q, kMaxLowQ, scale, s, ss);
+  // Channel c stands for add_c + mul_c * bit: q.k = sum_c q_c * add_c + sum_c (q_c * mul_c) * bit.
+  alignas(64) float coef[kMaxLowQ * kMaxHeadDim];
+  float base[kMaxLowQ];
+  LowAffine af[kMaxHeadDim];
+  for (int c = 0; c < hd; ++c) af[c] = low_affine(params + 2 * c, 1);
+  for (int q = 0; q < nq; ++q) {
+    float b = 0;
+    for (int c = 0; c < hd; ++c) {
+      coef[q * hd + c] = Q[q * hd + c] * af[c].mul;
+      b += Q[q * hd + c] * af[c].add;
+    }
+    base[q] = b;
+  }
+  const int row = g / 8;
+  if (use_lut && hd % 4 == 0 && (tv == 4 || tv == 8)) {
+    if (tv == 4) return qk1_lut_rows<4, 6>(codes, coef, hd, base, nq, scale, s, ss);
+    return qk1_lut_rows<8, 3>(codes, coef, hd, base, nq, scale, s, ss);
+  }
+  switch (tv) {
+    case 1:
+      return qk1_rows<1, 8>(codes, row, coef, hd, base, nq, scale, s, ss);
+    case 2:
+      return qk1_rows<2, 8>(codes, row, coef, hd, base, nq, scale, s, ss);
+    case 4:
+      return qk1_rows<4, 6>(codes, row, coef, hd, base, nq, scale, s, ss);
+    case 8:
+      return qk1_rows<8, 3>(codes, row, coef, hd, base, nq, scale, s, ss);
+    default:
+      return qk1_rows<16, 1>(codes, row, coef, hd, base, nq, scale, s, ss);
+  }
+}
+
+// Per-token 1-bit values, hd = 16 * CV channels, RB query rows; wm[r][i] is row r's weight times the
+// scale of token-group i (token i / groups), so out[r][c] += sum_j wm[r][j, group of c] * bit(j, c).
+constexpr int kValueTile = 256;  // tokens whose weights are prepared at once
+
+template <int CV, int RB>
+void qv1_block(const uint8_t* codes, int n, int groups, const int* vgroup, const float* wm, int wstride,
+               VF (&acc)[RB][CV]) {
+  const int row = CV * 2;
+  for (int j = 0; j < n; ++j) {
+    const uint8_t* b = codes + static_cast<int64_t>(j) * row;
+    __mmask16 m[CV];
+    for (int v = 0; v < CV; ++v) m[v] = mask16_at(b + 2 * v);
+    const float* w = wm + j * groups;
+    if (groups == 1) {
+      for (int r = 0; r < RB; ++r) {
+        const VF x = vset1(w[r * wstride]);
+        for (int v = 0; v < CV; ++v) acc[r][v] = _mm512_mask_add_ps(acc[r][v], m[v], acc[r][v], x);
+      }
+    } else {
+      for (int r = 0; r < RB; ++r)
+        for (int v = 0; v < CV; ++v)
+          acc[r][v] = _mm512_mask_add_ps(acc[r][v], m[v], acc[r][v], vset1(w[r * wstride + vgroup[v]]));
+    }
+  }
+}
+
+template <int CV, int RB>
+void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n, int group, const float* P, int nq,
+              int ps, float* out) {
+  constexpr int hd = CV * W;
+  const int groups = hd / group;
+  int vgroup[CV];
+  for (int v = 0; v < CV; ++v) vgroup[v] = v * W / group;
+  alignas(64) float mul[kValueTile * (hd / W)], add[kValueTile * (hd / W)];
+  alignas(64) float wm[RB * kValueTile * (hd / W)];
+  const int wstride = kValueTile * groups;
+  for (; nq > 0; nq -= RB, P += RB * ps, out += RB * hd) {
+    if (nq < RB) {
+      if constexpr (RB > 1) qv1_rows<CV, RB - 1>(use_lut, codes, params, n, group, P, nq, ps, out);
+      return;
+    }
+    VF acc[RB][CV];
+    float addsum[RB][hd / W];
+    for (int r = 0; r < RB; ++r) {
+      for (int v = 0; v < CV; ++v) acc[r][v] = vzero();
+      for (int gi = 0; gi < groups; ++gi) addsum[r][gi] = 0;
+    }
+    for (int j0 = 0; j0 < n; j0 += kValueTile) {
+      const int len = n - j0 < kValueTile ? n - j0 : kValueTile;
+      for (int i = 0; i < len * groups; ++i) {
+        const LowAffine a = low_affine(params + 2 * (static_cast<int64_t>(j0) * groups + i), 1);
+        mul[i] = a.mul;
+        add[i] = a.add;
+      }
+      for (int r = 0; r < RB; ++r) {
+        const float* p = P + r * ps + j0;
+        float* w = wm + r * wstride;
+        if (groups == 1) {
+          float s = 0;
+          for (int j = 0; j < len; ++j) {
+            w[j] = p[j] * mul[j];
+            s += p[j] * add[j];
+          }
+          addsum[r][0] += s;
+        } else {
+          for (int j = 0; j < len; ++j)
+            for (int gi = 0; gi < groups; ++gi) {
+              w[j * groups + gi] = p[j] * mul[j * groups + gi];
+              addsum[r][gi] += p[j] * add[j * groups + gi];
+            }
+        }
+      }
+      const uint8_t* tile = codes + static_cast<int64_t>(j0) * (hd / 8);
+      int done = 0;
+      if constexpr (CV == 4 || CV == 8)
+        if (use_lut) {
+          done = len / 4 * 4;
+          qv1_lut_block<CV, RB>(tile, done, groups, vgroup, wm, wstride, acc);
+        }
+      qv1_block<CV, RB>(tile + static_cast<int64_t>(done) * (hd / 8), len - done, groups, vgroup, wm + done * groups,
+                        wstride, acc);
+    }
+    for (int r = 0; r < RB; ++r)
+      for (int v = 0; v < CV; ++v) {
+        float* o = out + r * hd + v * W;
+        vstore(o, vadd(vload(o), vadd(acc[r][v], vset1(addsum[r][vgroup[v]]))));
+      }
+  }
+}
+
+void qv_accum_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group,
+                   const float* P, int nq, int ps, float* out) {
+  const int cv = hd / W;
+  if (bits != 1 || group % W != 0 || hd % group != 0 || hd % W != 0 || (cv != 1 && cv != 2 && cv != 4 && cv != 8))
+    return qv_accum(bits, codes, params, n, hd, group, P, nq, ps, out);
+  switch (cv) {
+    case 1:
+      return qv1_rows<1, 8>(use_lut, codes, params, n, group, P, nq, ps, out);
+    case 2:
+      return qv1_rows<2, 8>(use_lut, codes, params, n, group, P, nq, ps, out);
+    case 4:
+      return qv1_rows<4, 6>(use_lut, codes, params, n, group, P, nq, ps, out);
+    default:
+      return qv1_rows<8, 3>(use_lut, codes, params, n, group, P, nq, ps, out);
+  }
+}
+
+void qk_channels_512(int bits, const uint8_t* codes, const uint16_t* params, int g, int hd, const float* Q, int nq,
+                     float scale, float* s, int ss) {
+  qk_channels_1bit(lut_supported(), bits, codes, params, g, hd, Q, nq, scale, s, ss);
+}
+void qv_accum_512(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
+                  int nq, int ps, float* out) {
+  qv_accum_1bit(lut_supported(), bits, codes, params, n, hd, group, P, nq, ps, out);
+}
+void qk_channels_masks(int bits, const uint8_t* codes, const uint16_t* params, int g, int hd, const float* Q, int nq,
+                       float scale, float* s, int ss) {
+  qk_channels_1bit(false, bits, codes, params, g, hd, Q, nq, scale, s, ss);
+}
+void qv_accum_masks(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
+                    int nq, int ps, float* out) {
+  qv_accum_1bit(false, bits, codes, params, n, hd, group, P, nq, ps, out);
+}
+
+}  // namespace
+
 const Kernels& kernels_avx512() {
-  static const Kernels k{"avx512",    gemv_rows,     kv_scores, kv_accum,    f16_to_f32,
-                         dequant_row, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"avx512",      gemv_rows, kv_scores, kv_accum,        f16_to_f32,  dequant_row,
+                         exp_shift_sum, max_of,    qk_tokens, qk_channels_512, qv_accum_512};
+  return k;
+}
+
+const Kernels& kernels_avx512_masks() {
+  static const Kernels k{"avx512 (1-bit KV by masks)",
+                         gemv_rows,
+                         kv_scores,
+                         kv_accum,
+                         f16_to_f32,
+                         dequant_row,
+                         exp_shift_sum,
+                         max_of,
+                         qk_tokens,
+                         qk_channels_masks,
+                         qv_accum_masks};
   return k;
 }
 

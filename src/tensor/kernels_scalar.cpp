@@ -1,5 +1,7 @@
 // Scalar reference kernels: the definition of what the SIMD kernels must compute.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "tensor/fp16.h"
@@ -85,6 +87,12 @@ float exp_shift_sum(float* x, int64_t n, float shift) {
   return sum;
 }
 
+float max_of(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
 // Low-bit KV: code i of a packed group, and the affine map code -> value of a group.
 inline int code_at(const uint8_t* codes, int i, int bits) {
   const int per = 8 / bits;
@@ -147,8 +155,8 @@ void qv_accum(int bits, const uint8_t* codes, const uint16_t* params, int n, int
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar",           gemv_rows,     kv_scores, kv_accum,    f16_to_f32,
-                         dequant_row_scalar, exp_shift_sum, qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"scalar",      gemv_rows, kv_scores, kv_accum,    f16_to_f32, dequant_row_scalar,
+                         exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
   return k;
 }
 
