@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -188,6 +190,32 @@ TEST(Select, TopKIsSortedAndTiesGoToRecentTokens) {
   EXPECT_EQ(reduce_group(rows, GroupReduce::Mean), (std::vector<float>{2, 3}));
   EXPECT_EQ(reduce_group(rows, GroupReduce::Max), (std::vector<float>{3, 4}));
   EXPECT_EQ(reduce_group(rows, GroupReduce::Sum), (std::vector<float>{4, 6}));
+}
+
+TEST(Select, TopKMatchesASortOnLargeFlatRows) {
+  // Rows of 16K nearly equal probabilities (one exponent: the selection's second histogram level), with
+  // repeated values (ties), +infinity entries (tokens SpeCache must keep) and spread-out rows.
+  std::mt19937 rng(21);
+  for (int trial = 0; trial < 6; ++trial) {
+    const int n = 16384;
+    std::uniform_real_distribution<float> flat(6.0e-5f, 6.1e-5f), wide(-3.0f, 3.0f);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = trial % 2 ? std::exp(wide(rng)) : flat(rng);
+    for (int i = 0; i < 200; ++i) x[rng() % n] = x[rng() % n];  // ties
+    if (trial >= 4)
+      for (int i = n - 10; i < n; ++i) x[static_cast<size_t>(i)] = std::numeric_limits<float>::infinity();
+    for (int k : {1, 64, 300}) {
+      std::vector<int> order(static_cast<size_t>(n));
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int a, int b) {
+        const float xa = x[static_cast<size_t>(a)], xb = x[static_cast<size_t>(b)];
+        return xa != xb ? xa > xb : a > b;  // larger score first, then the later token
+      });
+      std::vector<int> want(order.begin(), order.begin() + k);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(top_k_indices(x, k), want) << "trial " << trial << ", k " << k;
+    }
+  }
 }
 
 // §14.4.6: rotating a key stored at p_old by (p_new - p_old) equals rotating it freshly at p_new.

@@ -307,7 +307,7 @@ void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
   decode_layer(kv, seq, a.layer);
   if (spec_) {
     const double t0 = now_seconds();
-    spec_->after_layer(kv, seq, a.layer, a.T, a.speculative);
+    spec_->after_layer(kv, seq, a.layer, a.T, a.speculative, a.pool);
     report_.decode_seconds += now_seconds() - t0;
   }
 }

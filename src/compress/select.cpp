@@ -81,12 +81,14 @@ std::vector<int> top_k_indices(std::span<const float> x, int k) {
     return idx;
   }
   if (k <= 0) return idx;
-  // The k-th largest key by one histogram pass over the top 11 bits and a selection among the keys
-  // of its bucket (O(n), no comparator calls per element), then the indices above it and, among ties
-  // at it, the latest ones (the order: larger score first, then larger index).
-  constexpr int kShift = 21;
+  // The k-th largest key by one histogram pass over the top 11 bits, a second histogram of the next
+  // 11 bits among the keys of the chosen bucket (scores of similar size, e.g. a flat attention row,
+  // share the top bits), and a selection among the few keys left (O(n), no comparator calls per
+  // element); then the indices above it and, among ties at it, the latest ones (the order: larger
+  // score first, then larger index).
+  constexpr int kShift = 21, kShift2 = 10;
   thread_local std::vector<int> hist;
-  thread_local std::vector<uint32_t> cand;
+  thread_local std::vector<uint32_t> cand, cand2;
   hist.assign(size_t{1} << (32 - kShift), 0);
   for (float a : x) ++hist[order_key(a) >> kShift];
   int need = k, above = 0;
@@ -98,8 +100,20 @@ std::vector<int> top_k_indices(std::span<const float> x, int k) {
   cand.clear();
   for (float a : x)
     if (const uint32_t key = order_key(a); key >> kShift == bucket) cand.push_back(key);
-  std::nth_element(cand.begin(), cand.begin() + (need - 1), cand.end(), std::greater<uint32_t>());
-  const uint32_t thr = cand[static_cast<size_t>(need - 1)];
+  std::vector<uint32_t>* sel = &cand;  // the keys the k-th largest is selected among
+  if (cand.size() > 256) {
+    constexpr uint32_t kMask2 = (1u << (kShift - kShift2)) - 1;
+    hist.assign(size_t{1} << (kShift - kShift2), 0);
+    for (uint32_t key : cand) ++hist[(key >> kShift2) & kMask2];
+    uint32_t b2 = kMask2;
+    while (hist[b2] < need) need -= hist[b2--];
+    cand2.clear();
+    for (uint32_t key : cand)
+      if (((key >> kShift2) & kMask2) == b2) cand2.push_back(key);
+    sel = &cand2;
+  }
+  std::nth_element(sel->begin(), sel->begin() + (need - 1), sel->end(), std::greater<uint32_t>());
+  const uint32_t thr = (*sel)[static_cast<size_t>(need - 1)];
   for (uint32_t key : cand) above += key > thr;
   int ties = k - above;
   std::vector<int> tie_idx;

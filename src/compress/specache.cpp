@@ -157,40 +157,39 @@ void SpeCache::capture(KvStore& kv, SeqId seq, int layer) {
   }
 }
 
-void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative) {
+void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative, ThreadPool* pool) {
   const int HK = layout_.n_kv_heads, G = layout_.n_heads / HK;
   if (layer == 0 && T == 2) ++stats_.steps;
+  const bool read_now = !cfg_.prefetch_thread;
   Job next;
   next.slots.resize(static_cast<size_t>(HK));
-  for (int h = 0; h < HK; ++h) {
-    const auto& segs = kv.segments(seq, layer, h);
-    const int n_now = segs.empty() ? 0 : segs[0].size();
-    // GQA-summed probability rows over the segment as it was during attention.
-    const HeadTaps& taps = kv.taps(seq, layer, h * G);
-    const int n_at = taps.segment_cols;
-    const auto row = [&](int r) {
-      KV_CHECK(taps.segment_rows.size() >= static_cast<size_t>((r + 1) * n_at), "specache: segment taps missing");
-      return std::span<const float>(taps.segment_rows.data() + static_cast<size_t>(r) * static_cast<size_t>(n_at),
-                                    static_cast<size_t>(n_at));
-    };
-    if (T == 2 && speculative == 1 && n_at > 0 && cfg_.top_k > 0 && stats_.steps % cfg_.hit_every == 0) {
-      // The real token's own top-k against the set prefetched for it.
-      const int kk = std::min(cfg_.top_k, n_at);
-      const std::vector<int> truth = top_k_indices(row(0), kk);  // ascending
-      const auto& have = kv.exact_rows(seq, layer, h).slots;
-      std::vector<int> both;
-      std::set_intersection(truth.begin(), truth.end(), have.begin(), have.end(), std::back_inserter(both));
-      stats_.overlap_sum += static_cast<double>(both.size()) / static_cast<double>(kk);
+  if (read_now) {
+    next.k.resize(static_cast<size_t>(HK));
+    next.v.resize(static_cast<size_t>(HK));
+  }
+  std::vector<double> overlap(static_cast<size_t>(HK), -1.0);  // sampled steps: overlap per head
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(HK));
+  const auto per_head = [&](size_t hi, int) {
+    try {
+      const int h = static_cast<int>(hi);
+      select_head(kv, seq, layer, h, G, T, speculative, next.slots[hi], overlap[hi]);
+      if (read_now) read_head(layer, h, next.slots[hi], next.k[hi], next.v[hi]);
+    } catch (...) {
+      errors[hi] = std::current_exception();  // rethrown on the engine's thread below
+    }
+  };
+  if (pool)
+    pool->parallel_tasks(static_cast<size_t>(HK), per_head);
+  else
+    for (int h = 0; h < HK; ++h) per_head(static_cast<size_t>(h), 0);
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  for (double o : overlap)
+    if (o >= 0) {
+      stats_.overlap_sum += o;
       ++stats_.overlap_count;
     }
-    // Next step's set: top-k of the last (speculative) row; tokens demoted since that attention first.
-    std::vector<float> score(static_cast<size_t>(n_now), std::numeric_limits<float>::infinity());
-    if (n_at > 0) std::copy_n(row(T - 1).begin(), n_at, score.begin());
-    std::vector<int> pick = top_k_indices(score, std::min(cfg_.top_k, n_now));  // ascending
-    next.slots[static_cast<size_t>(h)] = std::move(pick);
-  }
-  if (!cfg_.prefetch_thread) {
-    read_job(layer, next.slots, next.k, next.v);
+  if (read_now) {
     std::lock_guard<std::mutex> lock(mu_);
     Job& j = jobs_[static_cast<size_t>(layer)];
     j = std::move(next);
@@ -208,6 +207,33 @@ void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int specula
     queue_.push_back(layer);
   }
   cv_.notify_all();
+}
+
+void SpeCache::select_head(const KvStore& kv, SeqId seq, int layer, int h, int G, int T, int speculative,
+                           std::vector<int>& pick, double& overlap) const {
+  const auto& segs = kv.segments(seq, layer, h);
+  const int n_now = segs.empty() ? 0 : segs[0].size();
+  // GQA-summed probability rows over the segment as it was during attention.
+  const HeadTaps& taps = kv.taps(seq, layer, h * G);
+  const int n_at = taps.segment_cols;
+  const auto row = [&](int r) {
+    KV_CHECK(taps.segment_rows.size() >= static_cast<size_t>((r + 1) * n_at), "specache: segment taps missing");
+    return std::span<const float>(taps.segment_rows.data() + static_cast<size_t>(r) * static_cast<size_t>(n_at),
+                                  static_cast<size_t>(n_at));
+  };
+  if (T == 2 && speculative == 1 && n_at > 0 && cfg_.top_k > 0 && stats_.steps % cfg_.hit_every == 0) {
+    // The real token's own top-k against the set prefetched for it.
+    const int kk = std::min(cfg_.top_k, n_at);
+    const std::vector<int> truth = top_k_indices(row(0), kk);  // ascending
+    const auto& have = kv.exact_rows(seq, layer, h).slots;
+    std::vector<int> both;
+    std::set_intersection(truth.begin(), truth.end(), have.begin(), have.end(), std::back_inserter(both));
+    overlap = static_cast<double>(both.size()) / static_cast<double>(kk);
+  }
+  // Next step's set: top-k of the last (speculative) row; tokens demoted since that attention first.
+  std::vector<float> score(static_cast<size_t>(n_now), std::numeric_limits<float>::infinity());
+  if (n_at > 0) std::copy_n(row(T - 1).begin(), n_at, score.begin());
+  pick = top_k_indices(score, std::min(cfg_.top_k, n_now));  // ascending
 }
 
 void SpeCache::install(KvStore& kv, SeqId seq, int layer) {
@@ -289,14 +315,16 @@ void SpeCache::worker() {
 
 void SpeCache::read_job(int layer, const std::vector<std::vector<int>>& slots, std::vector<std::vector<uint8_t>>& k,
                         std::vector<std::vector<uint8_t>>& v) {
-  const size_t row = static_cast<size_t>(layout_.head_dim) * 2;
   k.assign(slots.size(), {});
   v.assign(slots.size(), {});
-  for (size_t h = 0; h < slots.size(); ++h) {
-    k[h].resize(slots[h].size() * row);
-    v[h].resize(k[h].size());
-    cold_.read(layer, static_cast<int>(h), slots[h], k[h].data(), v[h].data());
-  }
+  for (size_t h = 0; h < slots.size(); ++h) read_head(layer, static_cast<int>(h), slots[h], k[h], v[h]);
+}
+
+void SpeCache::read_head(int layer, int head, const std::vector<int>& slots, std::vector<uint8_t>& k,
+                         std::vector<uint8_t>& v) {
+  k.resize(slots.size() * static_cast<size_t>(layout_.head_dim) * 2);
+  v.resize(k.size());
+  cold_.read(layer, head, slots, k.data(), v.data());
 }
 
 void SpeCache::on_guess(bool hit) {

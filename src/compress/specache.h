@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/thread_pool.h"
 #include "kv/kv_store.h"
 
 namespace kvwise {
@@ -87,8 +88,9 @@ class SpeCache {
   // Writes the head's tokens that the cold tier does not hold yet (call before they are demoted).
   void capture(KvStore& kv, SeqId seq, int layer);
   // After the layer's attention and demotion: measures the overlap (two-token steps) and queues the
-  // prefetch of the next step's top-k from the last query row.
-  void after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative);
+  // prefetch of the next step's top-k from the last query row. The KV heads' selections (and, without
+  // the prefetch thread, their reads) run as tasks of `pool` when one is given.
+  void after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative, ThreadPool* pool = nullptr);
   // Before the layer's next attention: waits for its prefetch and installs the exact rows.
   void install(KvStore& kv, SeqId seq, int layer);
   void on_guess(bool hit);
@@ -105,6 +107,11 @@ class SpeCache {
   // Reads a job's pairs from the cold tier (worker thread, or the main thread when it gets there first).
   void read_job(int layer, const std::vector<std::vector<int>>& slots, std::vector<std::vector<uint8_t>>& k,
                 std::vector<std::vector<uint8_t>>& v);
+  // The top-k slots of head h for the next step (pick) and, on sampled steps, the overlap of the real
+  // token's own top-k with the set prefetched for it (overlap; left alone otherwise).
+  void select_head(const KvStore& kv, SeqId seq, int layer, int h, int G, int T, int speculative,
+                   std::vector<int>& pick, double& overlap) const;
+  void read_head(int layer, int head, const std::vector<int>& slots, std::vector<uint8_t>& k, std::vector<uint8_t>& v);
 
   SpeCacheConfig cfg_;
   KvLayout layout_;

@@ -252,11 +252,17 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   // Log-sum-exp merge of the chunks of each (h, row); taps see the final probabilities.
   const TapConfig& cfg = store.tap_config(seq);
   std::vector<float> prob, scale_c;
+  std::vector<float> task_weight(tasks.size() * static_cast<size_t>(R), 0.0f);  // a chunk's share of each row
   for (int h = 0; h < HK; ++h) {
     const int t0 = first_task[static_cast<size_t>(h)], t1 = first_task[static_cast<size_t>(h) + 1];
     const int ts = first_seg_task[static_cast<size_t>(h)];
     const auto& segs = store.segments(seq, layer, h);
     const int n_seg0 = segs.empty() ? 0 : segs[0].size();
+    if (cfg.enabled && cfg.segment_rows) {
+      HeadTaps& first = store.taps(seq, layer, h * G);  // the group's sums live with its first query head
+      first.segment_cols = n_seg0;
+      first.segment_rows.assign(static_cast<size_t>(T) * static_cast<size_t>(n_seg0), 0.0f);
+    }
     for (int r = 0; r < R; ++r) {
       const int t = r / G, g = r % G;
       float M = -std::numeric_limits<float>::infinity();
@@ -294,24 +300,28 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
       HeadTaps& taps = store.taps(seq, layer, h * G + g);
       record_taps(taps, cfg, prob.data(), nv, store.head_len(seq, layer, h), a.pos[t], t == T - 1);
       if (cfg.segment_rows) {
-        HeadTaps& first = store.taps(seq, layer, h * G);  // the group's sums live with its first query head
-        if (r == 0) {
-          first.segment_cols = n_seg0;
-          first.segment_rows.assign(static_cast<size_t>(T) * static_cast<size_t>(n_seg0), 0.0f);
-        }
-        float* row = first.segment_rows.data() + static_cast<size_t>(t) * static_cast<size_t>(n_seg0);
-        for (int ti = ts; ti < t1; ++ti) {
-          const Task& task = tasks[static_cast<size_t>(ti)];
-          if (task.seg != 0) continue;
-          const int n = task.s1 - task.s0;
-          const float w = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
-          const float* S = scores.data() + score_off[static_cast<size_t>(ti)] + static_cast<size_t>(r * n);
-          float* dst = row + task.s0;
-          for (int j = 0; j < n; ++j) dst[j] += S[j] * w;
-        }
+        for (int ti = ts; ti < t1; ++ti)
+          task_weight[static_cast<size_t>(ti * R + r)] = scale_c[static_cast<size_t>(ti - t0)] / Lsum;
       }
     }
   }
+  if (!cfg.enabled || !cfg.segment_rows) return;
+  // The GQA-summed probability rows over the first segment (SpeCache's selection input): one task per
+  // segment chunk, each writing its own slots, so the threads share the 16K-wide sums.
+  pool.parallel_tasks(tasks.size(), [&](size_t ti, int) {
+    const Task& task = tasks[ti];
+    if (task.seg != 0) return;
+    const int n = task.s1 - task.s0;
+    HeadTaps& first = store.taps(seq, layer, task.h * G);
+    for (int r = 0; r < R; ++r) {
+      const float w = task_weight[ti * static_cast<size_t>(R) + static_cast<size_t>(r)];
+      if (w == 0) continue;
+      const float* S = scores.data() + score_off[ti] + static_cast<size_t>(r * n);
+      float* dst =
+          first.segment_rows.data() + static_cast<size_t>(r / G) * static_cast<size_t>(first.segment_cols) + task.s0;
+      for (int j = 0; j < n; ++j) dst[j] += S[j] * w;
+    }
+  });
 }
 
 void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& a) {

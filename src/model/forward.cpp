@@ -141,7 +141,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
       if (e.speculative > 0)
         for (int h = 0; h < c.n_kv_heads; ++h) kv_.pop_back(e.seq, l, h, e.speculative);
-      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative});
+      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative, &pool_});
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];

@@ -45,7 +45,8 @@ class SequenceObserver {
     int64_t stride = 0;
     const int32_t* pos = nullptr;  // T positions
     int T = 0;
-    int speculative = 0;  // the last rows are speculative (already gone from the store)
+    int speculative = 0;         // the last rows are speculative (already gone from the store)
+    ThreadPool* pool = nullptr;  // the engine's threads, free while the observer runs
   };
   // Before layer `layer` appends and attends the entry's tokens (prefetched rows can be installed here).
   virtual void before_attention(KvStore& /*kv*/, SeqId /*seq*/, int /*layer*/) {}
