@@ -72,10 +72,14 @@ int main(int argc, char** argv) {
                        {"prefill_seconds", r.prefill_seconds}};
       if (r.comp && r.comp->report().specache) {
         const SpeCacheStats& sc = r.comp->report().spec;
-        o["specache"] = {{"prefetch_hit_rate", sc.hit_rate()},  {"steps", sc.steps},
-                         {"guesses", sc.guesses},               {"guess_hits", sc.guess_hits},
-                         {"cold_bytes", sc.cold_bytes},         {"cold_bytes_read", sc.cold_bytes_read},
-                         {"inline_reads", sc.inline_reads}};
+        o["specache"] = {{"prefetch_hit_rate", sc.hit_rate()},
+                         {"steps", sc.steps},
+                         {"guesses", sc.guesses},
+                         {"guess_hits", sc.guess_hits},
+                         {"cold_bytes", sc.cold_bytes},
+                         {"cold_bytes_read", sc.cold_bytes_read},
+                         {"inline_reads", sc.inline_reads},
+                         {"prefetch", sc.thread_prefetch ? "thread" : "sync"}};
       }
       j["results"].push_back(o);
     }

@@ -26,7 +26,7 @@ if [[ $parts == *A* ]]; then
 fi
 if [[ $parts == *B* ]]; then
   [ -f "$model" ] || "$kvwise" make-model --shape smollm-135m -o "$model"
-  default_b=(full kv-int8 kv-int4 "specache(bits=int1,dir=$cold_dir)" "specache(bits=int1,dir=$cold_dir,prefetch=sync)"
+  default_b=(full kv-int8 kv-int4 "specache(bits=int1,dir=$cold_dir,prefetch=thread)" "specache(bits=int1,dir=$cold_dir,prefetch=sync)"
     "specache(bits=int1,cold=memory)" "specache(k=int2,v=int1,group=128,dir=$cold_dir)")
   IFS=';' read -r -a b_policies <<< "${B_POLICIES:-$(IFS=';'; echo "${default_b[*]}")}"
   for p in "${b_policies[@]}"; do
@@ -48,7 +48,7 @@ fi
 if [[ $parts == *D* ]]; then
   [ -f "$model" ] || "$kvwise" make-model --shape smollm-135m -o "$model"
   echo "D: interleaved decode at 16384" >&2
-  build/bench/bench_decode_ab "$model" 16384 64 "$threads" full kv-int4 "specache(bits=int1,dir=$cold_dir)" \
+  build/bench/bench_decode_ab "$model" 16384 64 "$threads" full kv-int4 "specache(bits=int1,dir=$cold_dir,prefetch=thread)" \
     "specache(bits=int1,dir=$cold_dir,prefetch=sync)" > "$out/decode-ab-d16384.json"
 fi
 echo "done: $out" >&2

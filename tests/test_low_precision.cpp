@@ -289,6 +289,17 @@ TEST_F(LowPrecisionOnStories, SpecacheWithAllTokensIsTheFullCache) {
   EXPECT_LE(r.spec.hit_rate(), 1.0);
   EXPECT_GT(r.spec.guesses, 0);
   engine_->free_sequence(seq);
+  // The background thread and synchronous reads fetch the same pairs: the same logits to the bit.
+  std::vector<std::vector<float>> logits;
+  for (const char* mode : {"thread", "sync"}) {
+    SeqId s = -1;
+    logits.push_back(run(std::string("specache(topk=16,prefetch=") + mode + ")", "", P, steps, &s));
+    const CompressionReport& rep = dynamic_cast<const KvCompressor*>(engine_->observer(s))->report();
+    EXPECT_EQ(rep.spec.thread_prefetch, std::string(mode) == "thread");
+    EXPECT_GT(rep.spec.cold_bytes_read, 0u);
+    engine_->free_sequence(s);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
 }
 
 std::vector<std::string> files_in(const std::string& dir) {

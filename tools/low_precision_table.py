@@ -15,11 +15,13 @@ def mib(b):
 
 
 def specache_cell(sc):
-    """SpeCache's prefetch hit rate, guesses right and cold bytes read per step ('' for other caches)."""
+    """SpeCache's prefetch hit rate, guesses right, cold bytes read per step and how the prefetch was
+    read ('' for other caches; runs from before the field existed leave the mode out)."""
     if not sc:
         return ""
+    mode = f", {sc['prefetch']}" if "prefetch" in sc else ""
     return (f"{100 * sc['prefetch_hit_rate']:.1f} %, {sc['guess_hits']}/{sc['guesses']}, "
-            f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB")
+            f"{sc['cold_bytes_read'] / max(1, sc['steps']) / 1024:.0f} KiB{mode}")
 
 
 def load(path):
@@ -52,7 +54,7 @@ for path in sorted(glob.glob(os.path.join(raw, "tg32-d16384-*.json"))):
 if tg:
     full = tg.get("full")
     print("### End-to-end decode after a 16384-token prompt (tg32, 2 threads)\n")
-    print("| KV | tokens/s | vs full F16 | hot KV | hot share of full | SpeCache: prefetch hit rate, guesses right, cold read per step |")
+    print("| KV | tokens/s | vs full F16 | hot KV | hot share of full | SpeCache: prefetch hit rate, guesses right, cold read per step, read by |")
     print("|---|---:|---:|---:|---:|---|")
     for name, j in tg.items():
         r = j["results"][0]
@@ -68,7 +70,7 @@ ab = load(os.path.join(raw, "decode-ab-d16384.json"))
 if ab:
     print(f"### Interleaved decode after a {ab['depth']}-token prompt ({ab['steps']} steps each, one process, "
           f"{ab['threads']} threads)\n")
-    print("| KV | tokens/s | time per step vs full | hot KV | hot share of full | SpeCache: prefetch hit rate, guesses right, cold read per step |")
+    print("| KV | tokens/s | time per step vs full | hot KV | hot share of full | SpeCache: prefetch hit rate, guesses right, cold read per step, read by |")
     print("|---|---:|---:|---:|---:|---|")
     base = ab["results"][0]
     for r in ab["results"]:

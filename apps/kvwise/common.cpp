@@ -91,7 +91,8 @@ nlohmann::json to_json(const CompressionReport& r) {
                                                    {"guess_hits", r.spec.guess_hits},
                                                    {"cold_bytes", r.spec.cold_bytes},
                                                    {"cold_bytes_read", r.spec.cold_bytes_read},
-                                                   {"inline_reads", r.spec.inline_reads}}
+                                                   {"inline_reads", r.spec.inline_reads},
+                                                   {"prefetch", r.spec.thread_prefetch ? "thread" : "sync"}}
                                   : nlohmann::json(nullptr)},
           {"gate", r.gate_rate >= -1.0 && r.gate_cache_bytes > 0 ? nlohmann::json{{"rate", r.gate_rate},
                                                                                   {"evicted", r.gate_evicted},

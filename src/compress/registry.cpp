@@ -180,7 +180,10 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     c->cold_in_file = q.get_choice("cold", "file", {"file", "memory"}) == "file";
     c->dir = q.get_string("dir", "");
     c->path = q.get_string("path", "");
-    c->prefetch_thread = q.get_choice("prefetch", "thread", {"thread", "sync"}) == "thread";
+    const std::string prefetch = q.get_choice("prefetch", "auto", {"auto", "thread", "sync"});
+    c->prefetch = prefetch == "thread" ? SpeCacheConfig::Prefetch::Thread
+                  : prefetch == "sync" ? SpeCacheConfig::Prefetch::Sync
+                                       : SpeCacheConfig::Prefetch::Auto;
     c->hit_every = q.get_int("hit_every", 8, 1, 1 << 20);
     c->low.validate(c->low.group);
     p.residual = c->residual;
@@ -241,7 +244,7 @@ const std::vector<PolicyInfo>& policy_catalog() {
       {"specache",
        "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
        "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path=, "
-       "prefetch=thread|sync, hit_every=8"},
+       "prefetch=auto|thread|sync, hit_every=8"},
   };
   return c;
 }

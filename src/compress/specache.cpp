@@ -128,7 +128,7 @@ SpeCache::SpeCache(const SpeCacheConfig& cfg, const KvLayout& layout, int max_to
   written_.assign(static_cast<size_t>(layout.n_layers), per_layer);
   seen_.assign(static_cast<size_t>(layout.n_layers), per_layer);
   jobs_.resize(static_cast<size_t>(layout.n_layers));
-  if (cfg_.prefetch_thread) thread_ = std::thread([this] { worker(); });
+  if (cfg_.prefetch == SpeCacheConfig::Prefetch::Thread) thread_ = std::thread([this] { worker(); });
 }
 
 SpeCache::~SpeCache() {
@@ -160,7 +160,7 @@ void SpeCache::capture(KvStore& kv, SeqId seq, int layer) {
 void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int speculative, ThreadPool* pool) {
   const int HK = layout_.n_kv_heads, G = layout_.n_heads / HK;
   if (layer == 0 && T == 2) ++stats_.steps;
-  const bool read_now = !cfg_.prefetch_thread;
+  const bool read_now = !use_thread(pool);
   Job next;
   next.slots.resize(static_cast<size_t>(HK));
   if (read_now) {
@@ -207,6 +207,18 @@ void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int specula
     queue_.push_back(layer);
   }
   cv_.notify_all();
+}
+
+bool SpeCache::use_thread(const ThreadPool* pool) {
+  using P = SpeCacheConfig::Prefetch;
+  bool thread = cfg_.prefetch == P::Thread;
+  if (cfg_.prefetch == P::Auto) {
+    const unsigned cores = std::thread::hardware_concurrency();
+    thread = cores > static_cast<unsigned>(pool ? pool->size() : 1);
+  }
+  if (thread && !thread_.joinable()) thread_ = std::thread([this] { worker(); });
+  stats_.thread_prefetch = thread;
+  return thread;
 }
 
 void SpeCache::select_head(const KvStore& kv, SeqId seq, int layer, int h, int G, int T, int speculative,

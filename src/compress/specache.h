@@ -28,9 +28,11 @@ struct SpeCacheConfig {
   std::string dir;   // directory of the cold-tier file ("" = $TMPDIR or /tmp)
   std::string path;  // an exact file path instead (tests: /dev/full)
   // Read the prefetch on a background thread overlapped with compute (the method), or synchronously at
-  // the end of each layer (no thread: on a machine whose cores the compute already fills, a third
-  // thread only takes turns with them).
-  bool prefetch_thread = true;
+  // the end of each layer, split over the engine's threads (on a machine whose cores the compute
+  // already fills, a third thread only takes turns with them). Auto: the thread when the machine has a
+  // core beyond the engine's threads.
+  enum class Prefetch { Auto, Thread, Sync };
+  Prefetch prefetch = Prefetch::Auto;
   // The hit rate needs the real token's own top-k, a second selection per head: measured on every
   // hit_every-th step (1 = all).
   int hit_every = 8;
@@ -75,8 +77,9 @@ struct SpeCacheStats {
   double overlap_sum = 0;            // prefetched-set overlap with the real token's top-k, summed
   long overlap_count = 0;            // (layer, head, step) samples
   size_t cold_bytes = 0, cold_bytes_read = 0;
-  int steps = 0;          // two-token decode steps
-  long inline_reads = 0;  // prefetches the main thread read itself (the worker had not started)
+  int steps = 0;                 // two-token decode steps
+  long inline_reads = 0;         // prefetches the main thread read itself (the worker had not started)
+  bool thread_prefetch = false;  // whether the background thread read the prefetches (prefetch=auto decides)
   double hit_rate() const { return overlap_count ? overlap_sum / static_cast<double>(overlap_count) : 0.0; }
 };
 
@@ -104,6 +107,8 @@ class SpeCache {
     long gen = 0;  // which queueing the worker's result belongs to
   };
   void worker();
+  // Whether this step's prefetch goes to the background thread (started on first use).
+  bool use_thread(const ThreadPool* pool);
   // Reads a job's pairs from the cold tier (worker thread, or the main thread when it gets there first).
   void read_job(int layer, const std::vector<std::vector<int>>& slots, std::vector<std::vector<uint8_t>>& k,
                 std::vector<std::vector<uint8_t>>& v);
