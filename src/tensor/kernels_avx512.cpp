@@ -145,6 +145,7 @@ struct NibbleIndex {
   alignas(64) uint8_t gather[2][2][64] = {};  // [KB == 16][half]
   alignas(64) uint8_t lane[4][64] = {};       // dword lane l of vector v <- nibble byte 16 v + l
   alignas(64) float bit[4][16] = {};          // bit[t][l] = bit t of l
+  alignas(64) uint8_t code4[8][64] = {};      // 4-bit codes: dword lane l of vector v <- byte 8 v + l / 2
   constexpr NibbleIndex() {
     for (int wide = 0; wide < 2; ++wide)
       for (int half = 0; half < 2; ++half)
@@ -156,6 +157,8 @@ struct NibbleIndex {
       for (int p = 0; p < 64; ++p) lane[v][p] = static_cast<uint8_t>(p % 4 == 0 ? 16 * v + p / 4 : 0);
     for (int t = 0; t < 4; ++t)
       for (int l = 0; l < 16; ++l) bit[t][l] = static_cast<float>((l >> t) & 1);
+    for (int v = 0; v < 8; ++v)
+      for (int l = 0; l < 16; ++l) code4[v][4 * l] = static_cast<uint8_t>(8 * v + l / 2);
   }
 };
 constexpr NibbleIndex kNib;  // constant-initialised: no start-up code compiled for AVX-512
@@ -243,6 +246,37 @@ KVWISE_LUT_TARGET void qv1_lut_block(const uint8_t* codes, int n, int groups, co
   }
 }
 
+// Per-token 4-bit values, hd = 16 * CV: each vector of 16 codes reaches float lanes by a byte permute
+// (code c's byte into lane c), a shift (odd codes are high nibbles) and a table permute (code -> float),
+// and the RB rows' sums stay in registers.
+template <int CV, int RB>
+KVWISE_LUT_TARGET void qv4_lut_block(const uint8_t* codes, int n, int groups, const int* vgroup, const float* wm,
+                                     int wstride, __m512 (&acc)[RB][CV]) {
+  constexpr int kRow = CV * 8;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i odd_shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+  for (int j = 0; j < n; ++j) {
+    const uint8_t* b = codes + static_cast<int64_t>(j) * kRow;
+    const __m512i src = kRow == 32 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)))
+                                   : _mm512_loadu_si512(b);
+    __m512 cf[CV];
+    for (int v = 0; v < CV; ++v) {
+      const __m512i lanes = _mm512_permutexvar_epi8(_mm512_load_si512(kNib.code4[v]), src);
+      cf[v] = _mm512_permutexvar_ps(_mm512_srlv_epi32(lanes, odd_shift), iota);
+    }
+    const float* w = wm + j * groups;
+    for (int r = 0; r < RB; ++r) {
+      if (groups == 1) {
+        const __m512 x = _mm512_set1_ps(w[r * wstride]);
+        for (int v = 0; v < CV; ++v) acc[r][v] = _mm512_fmadd_ps(x, cf[v], acc[r][v]);
+      } else {
+        for (int v = 0; v < CV; ++v)
+          acc[r][v] = _mm512_fmadd_ps(_mm512_set1_ps(w[r * wstride + vgroup[v]]), cf[v], acc[r][v]);
+      }
+    }
+  }
+}
+
 void qk_channels_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int g, int hd,
                       const float* Q, int nq, float scale, float* s, int ss) {
   const int tv = g / W;
@@ -308,9 +342,11 @@ void qv1_block(const uint8_t* codes, int n, int groups, const int* vgroup, const
   }
 }
 
+// Per-token values of 1 bit (or 4 bits with the table path), RB query rows at once: each tile's
+// weights times the groups' scales are prepared first (wm), the zero points' share summed apart.
 template <int CV, int RB>
-void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n, int group, const float* P, int nq,
-              int ps, float* out) {
+void qv_rows(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int n, int group, const float* P,
+             int nq, int ps, float* out) {
   constexpr int hd = CV * W;
   const int groups = hd / group;
   int vgroup[CV];
@@ -320,7 +356,7 @@ void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n,
   const int wstride = kValueTile * groups;
   for (; nq > 0; nq -= RB, P += RB * ps, out += RB * hd) {
     if (nq < RB) {
-      if constexpr (RB > 1) qv1_rows<CV, RB - 1>(use_lut, codes, params, n, group, P, nq, ps, out);
+      if constexpr (RB > 1) qv_rows<CV, RB - 1>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
       return;
     }
     VF acc[RB][CV];
@@ -332,7 +368,7 @@ void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n,
     for (int j0 = 0; j0 < n; j0 += kValueTile) {
       const int len = n - j0 < kValueTile ? n - j0 : kValueTile;
       for (int i = 0; i < len * groups; ++i) {
-        const LowAffine a = low_affine(params + 2 * (static_cast<int64_t>(j0) * groups + i), 1);
+        const LowAffine a = low_affine(params + 2 * (static_cast<int64_t>(j0) * groups + i), bits);
         mul[i] = a.mul;
         add[i] = a.add;
       }
@@ -354,7 +390,11 @@ void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n,
             }
         }
       }
-      const uint8_t* tile = codes + static_cast<int64_t>(j0) * (hd / 8);
+      const uint8_t* tile = codes + static_cast<int64_t>(j0) * (hd * bits / 8);
+      if (bits == 4) {
+        if constexpr (CV == 4 || CV == 8) qv4_lut_block<CV, RB>(tile, len, groups, vgroup, wm, wstride, acc);
+        continue;
+      }
       int done = 0;
       if constexpr (CV == 4 || CV == 8)
         if (use_lut) {
@@ -372,20 +412,25 @@ void qv1_rows(bool use_lut, const uint8_t* codes, const uint16_t* params, int n,
   }
 }
 
-void qv_accum_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group,
-                   const float* P, int nq, int ps, float* out) {
+void qv_accum_lowbit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group,
+                     const float* P, int nq, int ps, float* out) {
   const int cv = hd / W;
-  if (bits != 1 || group % W != 0 || hd % group != 0 || hd % W != 0 || (cv != 1 && cv != 2 && cv != 4 && cv != 8))
+  const bool shape = group % W == 0 && hd % group == 0 && hd % W == 0;
+  if (bits == 4 && use_lut && shape && (cv == 4 || cv == 8)) {
+    if (cv == 4) return qv_rows<4, 6>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
+    return qv_rows<8, 2>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
+  }
+  if (bits != 1 || !shape || (cv != 1 && cv != 2 && cv != 4 && cv != 8))
     return qv_accum(bits, codes, params, n, hd, group, P, nq, ps, out);
   switch (cv) {
     case 1:
-      return qv1_rows<1, 8>(use_lut, codes, params, n, group, P, nq, ps, out);
+      return qv_rows<1, 8>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
     case 2:
-      return qv1_rows<2, 8>(use_lut, codes, params, n, group, P, nq, ps, out);
+      return qv_rows<2, 8>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
     case 4:
-      return qv1_rows<4, 6>(use_lut, codes, params, n, group, P, nq, ps, out);
+      return qv_rows<4, 6>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
     default:
-      return qv1_rows<8, 3>(use_lut, codes, params, n, group, P, nq, ps, out);
+      return qv_rows<8, 3>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
   }
 }
 
@@ -395,7 +440,7 @@ void qk_channels_512(int bits, const uint8_t* codes, const uint16_t* params, int
 }
 void qv_accum_512(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
                   int nq, int ps, float* out) {
-  qv_accum_1bit(lut_supported(), bits, codes, params, n, hd, group, P, nq, ps, out);
+  qv_accum_lowbit(lut_supported(), bits, codes, params, n, hd, group, P, nq, ps, out);
 }
 void qk_channels_masks(int bits, const uint8_t* codes, const uint16_t* params, int g, int hd, const float* Q, int nq,
                        float scale, float* s, int ss) {
@@ -403,7 +448,7 @@ void qk_channels_masks(int bits, const uint8_t* codes, const uint16_t* params, i
 }
 void qv_accum_masks(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
                     int nq, int ps, float* out) {
-  qv_accum_1bit(false, bits, codes, params, n, hd, group, P, nq, ps, out);
+  qv_accum_lowbit(false, bits, codes, params, n, hd, group, P, nq, ps, out);
 }
 
 }  // namespace
