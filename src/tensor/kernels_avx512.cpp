@@ -246,24 +246,35 @@ KVWISE_LUT_TARGET void qv1_lut_block(const uint8_t* codes, int n, int groups, co
   }
 }
 
-// Per-token 4-bit values, hd = 16 * CV: each vector of 16 codes reaches float lanes by a byte permute
-// (code c's byte into lane c), a shift (odd codes are high nibbles) and a table permute (code -> float),
-// and the RB rows' sums stay in registers.
-template <int CV, int RB>
-KVWISE_LUT_TARGET void qv4_lut_block(const uint8_t* codes, int n, int groups, const int* vgroup, const float* wm,
-                                     int wstride, __m512 (&acc)[RB][CV]) {
-  constexpr int kRow = CV * 8;
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i odd_shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-  for (int j = 0; j < n; ++j) {
-    const uint8_t* b = codes + static_cast<int64_t>(j) * kRow;
-    const __m512i src = kRow == 32 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)))
-                                   : _mm512_loadu_si512(b);
-    __m512 cf[CV];
+// The CV * 16 codes of one token row (4 or 8 bits) as floats in registers. 4-bit codes reach their
+// lanes by a byte permute (code c's byte into lane c), a shift (odd codes are high nibbles) and a table
+// permute (code -> float); 8-bit codes by widening.
+template <int BITS, int CV>
+KVWISE_LUT_TARGET inline void row_codes(const uint8_t* b, __m512 (&cf)[CV]) {
+  if constexpr (BITS == 8) {
+    for (int v = 0; v < CV; ++v)
+      cf[v] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * v))));
+  } else {
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i odd_shift = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    const __m512i src = CV == 4 ? _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)))
+                                : _mm512_loadu_si512(b);
     for (int v = 0; v < CV; ++v) {
       const __m512i lanes = _mm512_permutexvar_epi8(_mm512_load_si512(kNib.code4[v]), src);
       cf[v] = _mm512_permutexvar_ps(_mm512_srlv_epi32(lanes, odd_shift), iota);
     }
+  }
+}
+
+// Per-token 4- or 8-bit values, hd = 16 * CV: the codes of a token go to float registers once and the RB
+// rows' sums stay in registers.
+template <int BITS, int CV, int RB>
+KVWISE_LUT_TARGET void qv_codes_block(const uint8_t* codes, int n, int groups, const int* vgroup, const float* wm,
+                                      int wstride, __m512 (&acc)[RB][CV]) {
+  constexpr int kRow = CV * 2 * BITS;
+  for (int j = 0; j < n; ++j) {
+    __m512 cf[CV];
+    row_codes<BITS, CV>(codes + static_cast<int64_t>(j) * kRow, cf);
     const float* w = wm + j * groups;
     for (int r = 0; r < RB; ++r) {
       if (groups == 1) {
@@ -275,6 +286,65 @@ KVWISE_LUT_TARGET void qv4_lut_block(const uint8_t* codes, int n, int groups, co
       }
     }
   }
+}
+
+// Per-token 4- or 8-bit keys, hd = 16 * CV: each token's codes are dequantised in registers (row_codes,
+// then the group's affine map) and dotted with RB query rows; the sums of 4 tokens are reduced together.
+template <int BITS, int CV, int RB>
+KVWISE_LUT_TARGET void qk_codes_block(const uint8_t* codes, const uint16_t* params, int n, int groups,
+                                      const int* vgroup, const float* Q, float scale, float* s, int ss) {
+  constexpr int kRow = CV * 2 * BITS, hd = CV * 16;
+  for (int j0 = 0; j0 < n; j0 += 4) {
+    const int m = n - j0 < 4 ? n - j0 : 4;
+    __m512 acc[RB][4];
+    for (int r = 0; r < RB; ++r)
+      for (int t = 0; t < 4; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int t = 0; t < m; ++t) {
+      const int j = j0 + t;
+      LowAffine af[CV];
+      for (int gi = 0; gi < groups; ++gi)
+        af[gi] = low_affine(params + 2 * (static_cast<int64_t>(j) * groups + gi), BITS);
+      __m512 deq[CV];
+      row_codes<BITS, CV>(codes + static_cast<int64_t>(j) * kRow, deq);
+      for (int v = 0; v < CV; ++v) {
+        const LowAffine& a = af[vgroup[v]];
+        deq[v] = _mm512_fmadd_ps(deq[v], _mm512_set1_ps(a.mul), _mm512_set1_ps(a.add));
+      }
+      for (int r = 0; r < RB; ++r)
+        for (int v = 0; v < CV; ++v)
+          acc[r][t] = _mm512_fmadd_ps(_mm512_loadu_ps(Q + r * hd + v * 16), deq[v], acc[r][t]);
+    }
+    for (int r = 0; r < RB; ++r) {
+      float out4[4];
+      vreduce4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], scale, out4);
+      for (int t = 0; t < m; ++t) s[r * ss + j0 + t] = out4[t];
+    }
+  }
+}
+
+template <int BITS, int CV, int RB>
+void qk_codes_rows(const uint8_t* codes, const uint16_t* params, int n, int groups, const int* vgroup, const float* Q,
+                   int nq, float scale, float* s, int ss) {
+  for (; nq >= RB; nq -= RB, Q += RB * CV * 16, s += RB * ss)
+    qk_codes_block<BITS, CV, RB>(codes, params, n, groups, vgroup, Q, scale, s, ss);
+  if constexpr (RB > 1)
+    if (nq > 0) qk_codes_rows<BITS, CV, RB - 1>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
+}
+
+void qk_tokens_512(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* Q,
+                   int nq, float scale, float* s, int ss) {
+  const int cv = hd / W;
+  if ((bits != 4 && bits != 8) || !lut_supported() || group % W != 0 || hd % group != 0 || hd % W != 0 ||
+      (cv != 4 && cv != 8))
+    return qk_tokens(bits, codes, params, n, hd, group, Q, nq, scale, s, ss);
+  int vgroup[8];
+  for (int v = 0; v < cv; ++v) vgroup[v] = v * W / group;
+  const int groups = hd / group;
+  if (bits == 4)
+    return cv == 4 ? qk_codes_rows<4, 4, 3>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss)
+                   : qk_codes_rows<4, 8, 2>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
+  return cv == 4 ? qk_codes_rows<8, 4, 3>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss)
+                 : qk_codes_rows<8, 8, 2>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
 }
 
 void qk_channels_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int g, int hd,
@@ -342,7 +412,7 @@ void qv1_block(const uint8_t* codes, int n, int groups, const int* vgroup, const
   }
 }
 
-// Per-token values of 1 bit (or 4 bits with the table path), RB query rows at once: each tile's
+// Per-token values of 1 bit (or 4 and 8 bits with the table path), RB query rows at once: each tile's
 // weights times the groups' scales are prepared first (wm), the zero points' share summed apart.
 template <int CV, int RB>
 void qv_rows(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int n, int group, const float* P,
@@ -391,8 +461,13 @@ void qv_rows(bool use_lut, int bits, const uint8_t* codes, const uint16_t* param
         }
       }
       const uint8_t* tile = codes + static_cast<int64_t>(j0) * (hd * bits / 8);
-      if (bits == 4) {
-        if constexpr (CV == 4 || CV == 8) qv4_lut_block<CV, RB>(tile, len, groups, vgroup, wm, wstride, acc);
+      if (bits == 4 || bits == 8) {
+        if constexpr (CV == 4 || CV == 8) {
+          if (bits == 4)
+            qv_codes_block<4, CV, RB>(tile, len, groups, vgroup, wm, wstride, acc);
+          else
+            qv_codes_block<8, CV, RB>(tile, len, groups, vgroup, wm, wstride, acc);
+        }
         continue;
       }
       int done = 0;
@@ -416,7 +491,7 @@ void qv_accum_lowbit(bool use_lut, int bits, const uint8_t* codes, const uint16_
                      const float* P, int nq, int ps, float* out) {
   const int cv = hd / W;
   const bool shape = group % W == 0 && hd % group == 0 && hd % W == 0;
-  if (bits == 4 && use_lut && shape && (cv == 4 || cv == 8)) {
+  if ((bits == 4 || bits == 8) && use_lut && shape && (cv == 4 || cv == 8)) {
     if (cv == 4) return qv_rows<4, 6>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
     return qv_rows<8, 2>(use_lut, bits, codes, params, n, group, P, nq, ps, out);
   }
@@ -454,8 +529,8 @@ void qv_accum_masks(int bits, const uint8_t* codes, const uint16_t* params, int 
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{"avx512",      gemv_rows, kv_scores, kv_accum,        f16_to_f32,  dequant_row,
-                         exp_shift_sum, max_of,    qk_tokens, qk_channels_512, qv_accum_512};
+  static const Kernels k{"avx512",      gemv_rows, kv_scores,     kv_accum,        f16_to_f32,  dequant_row,
+                         exp_shift_sum, max_of,    qk_tokens_512, qk_channels_512, qv_accum_512};
   return k;
 }
 
