@@ -15,6 +15,7 @@ out=${OUT:-docs/results/low-precision-raw}
 threads=${THREADS:-2}
 parts=${PARTS:-A B C D}
 model=${MODEL:-/tmp/kvwise-bench/smollm-135m-f16.gguf}
+stories=${STORIES:-../shared/models/stories260K/stories260K.gguf}  # part C (the bundled model is kvwise's default)
 cold_dir=${COLD_DIR:-/var/tmp}
 kvwise=build/apps/kvwise/kvwise
 mkdir -p "$out" "$(dirname "$model")"
@@ -39,10 +40,10 @@ fi
 if [[ $parts == *C* ]]; then
   pol="random,streamingllm,h2o,snapkv,pyramidkv,adakv,cake,sagekv,mikv,mikv(lo=int4),mikv(snapkv),mikv(adakv(snapkv),lo=int4),mikv(hi=int8,lo=int4),kv-int8,kv-int4,kv-int4(keys=channel),kv-int2,specache,specache(bits=int1),specache(topk=16)"
   echo "C: fidelity (stories260K)" >&2
-  "$kvwise" eval fidelity -t "$threads" --policies "full,$pol" --budgets 0.5,0.25,0.1 --segments 8 --json \
+  "$kvwise" eval fidelity -m "$stories" -t "$threads" --policies "full,$pol" --budgets 0.5,0.25,0.1 --segments 8 --json \
     > "$out/fidelity-stories260k.json"
   echo "C: passkey (stories260K)" >&2
-  "$kvwise" eval niah -t "$threads" --task passkey --policies "full,$pol" --budgets 0.5,0.25,0.1 --json \
+  "$kvwise" eval niah -m "$stories" -t "$threads" --task passkey --policies "full,$pol" --budgets 0.5,0.25,0.1 --json \
     > "$out/passkey-stories260k.json"
 fi
 if [[ $parts == *D* ]]; then

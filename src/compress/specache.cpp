@@ -178,7 +178,10 @@ void SpeCache::after_layer(KvStore& kv, SeqId seq, int layer, int T, int specula
       errors[hi] = std::current_exception();  // rethrown on the engine's thread below
     }
   };
-  if (pool)
+  // Threads pay off on long rows only: waking them costs more than selecting among a few thousand.
+  constexpr int kParallelTokens = 4096;
+  const auto& segs0 = kv.segments(seq, layer, 0);
+  if (pool && !segs0.empty() && segs0[0].size() >= kParallelTokens)
     pool->parallel_tasks(static_cast<size_t>(HK), per_head);
   else
     for (int h = 0; h < HK; ++h) per_head(static_cast<size_t>(h), 0);
@@ -213,7 +216,7 @@ bool SpeCache::use_thread(const ThreadPool* pool) {
   using P = SpeCacheConfig::Prefetch;
   bool thread = cfg_.prefetch == P::Thread;
   if (cfg_.prefetch == P::Auto) {
-    const unsigned cores = std::thread::hardware_concurrency();
+    static const unsigned cores = std::thread::hardware_concurrency();  // (reads /sys on every call)
     thread = cores > static_cast<unsigned>(pool ? pool->size() : 1);
   }
   if (thread && !thread_.joinable()) thread_ = std::thread([this] { worker(); });
