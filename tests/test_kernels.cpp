@@ -1,6 +1,7 @@
 // Every SIMD kernel computes what the scalar reference computes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -141,6 +142,14 @@ TEST(Kernels, HalfToFloatMatchesScalar) {
   for (const Kernels* ks : simd_kernel_sets()) {
     ks->f16_to_f32(h.data(), got.data(), 1000);
     EXPECT_EQ(ref, got);
+  }
+  // BF16: the top half of the float's bits, so the widened values are exact.
+  for (size_t i = 0; i < x.size(); ++i) h[i] = fp32_to_bf16(x[i] * 1000.0f);
+  kernels_scalar().bf16_to_f32(h.data(), ref.data(), 1000);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(ref[i], x[i] * 1000.0f, std::fabs(x[i] * 1000.0f) / 128) << i;
+  for (const Kernels* ks : simd_kernel_sets()) {
+    ks->bf16_to_f32(h.data(), got.data(), 999);  // and a tail
+    EXPECT_TRUE(std::equal(ref.begin(), ref.begin() + 999, got.begin())) << ks->isa_name;
   }
 }
 

@@ -14,6 +14,13 @@ namespace {
 bool is_int(KvPrecision p) {
   return p != KvPrecision::F16 && p != KvPrecision::BF16;
 }
+// BF16 rows are widened to F32 this many at a time (32 KiB per thread at head_dim 128).
+constexpr int kBf16Block = 64;
+float* bf16_block(int head_dim) {
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(kBf16Block) * static_cast<size_t>(head_dim));
+  return buf.data();
+}
 uint16_t to_bits16(KvPrecision p, float x) {
   return p == KvPrecision::BF16 ? fp32_to_bf16(x) : fp32_to_fp16(x);
 }
@@ -234,14 +241,14 @@ void QuantSegment::scores(const float* Q_in, int nq, float scale, int s0, int s1
     if (f_.key == KvPrecision::F16) {
       K.kv_scores(true, rows, s1 - s0, hd_, Q, nq, scale, S, ss);
     } else if (f_.key == KvPrecision::BF16) {
-      std::vector<float> k(static_cast<size_t>(hd_));
-      for (int j = s0; j < s1; ++j) {
-        read(j, k.data(), nullptr);  // unbalanced; use the caller's query
-        for (int q = 0; q < nq; ++q) {
-          float acc = 0;
-          for (int c = 0; c < hd_; ++c) acc += Q_in[q * hd_ + c] * k[static_cast<size_t>(c)];
-          S[q * ss + (j - s0)] = acc * scale;
-        }
+      // Blocks of rows widened to F32 in L1 (never the whole segment), then the F32 kernel; the rows
+      // are balanced, so the balanced query Q goes with them.
+      float* tmp = bf16_block(hd_);
+      for (int j = s0; j < s1; j += kBf16Block) {
+        const int cnt = std::min(kBf16Block, s1 - j);
+        K.bf16_to_f32(reinterpret_cast<const uint16_t*>(rows) + static_cast<size_t>(j - s0) * hd_, tmp,
+                      static_cast<int64_t>(cnt) * hd_);
+        K.kv_scores(false, tmp, cnt, hd_, Q, nq, scale, S + (j - s0), ss);
       }
     } else {
       K.qk_tokens(precision_bits(f_.key), rows, key_params_.data() + 2 * static_cast<size_t>(s0) * groups, s1 - s0, hd_,
@@ -280,11 +287,12 @@ void QuantSegment::accumulate(const float* P, int nq, int ps, int s0, int s1, fl
   if (f_.value == KvPrecision::F16) {
     K.kv_accum(true, rows, s1 - s0, hd_, P, nq, ps, out);
   } else if (f_.value == KvPrecision::BF16) {
-    std::vector<float> v(static_cast<size_t>(hd_));
-    for (int j = s0; j < s1; ++j) {
-      read(j, nullptr, v.data());
-      for (int q = 0; q < nq; ++q)
-        for (int c = 0; c < hd_; ++c) out[q * hd_ + c] += P[q * ps + (j - s0)] * v[static_cast<size_t>(c)];
+    float* tmp = bf16_block(hd_);
+    for (int j = s0; j < s1; j += kBf16Block) {
+      const int cnt = std::min(kBf16Block, s1 - j);
+      K.bf16_to_f32(reinterpret_cast<const uint16_t*>(rows) + static_cast<size_t>(j - s0) * hd_, tmp,
+                    static_cast<int64_t>(cnt) * hd_);
+      K.kv_accum(false, tmp, cnt, hd_, P + (j - s0), nq, ps, out);
     }
   } else {
     const int groups = hd_ / tg_;

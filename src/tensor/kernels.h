@@ -24,6 +24,8 @@ struct Kernels {
   void (*kv_accum)(bool v_f16, const void* V, int n, int hd, const float* P, int nq, int p_stride, float* out);
   // dst[i] = float(src[i]) for n halves.
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // dst[i] = float(src[i]) for n bfloat16 values.
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   // dst = the n values of a weight row of type t (vectorised for F16, Q8_0, Q4_0).
   void (*dequant_row)(DType t, const uint8_t* src, float* dst, int64_t n);
   // x[i] = exp(x[i] - shift) for i < n; returns the sum (softmax numerators; |rel. error| < 1e-6).

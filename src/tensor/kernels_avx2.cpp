@@ -87,8 +87,8 @@ inline VF vload_u8(const uint8_t* p) {  // W bytes -> W floats
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{"avx2",        gemv_rows, kv_scores, kv_accum,    f16_to_f32, dequant_row,
-                         exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"avx2",      gemv_rows,     kv_scores, kv_accum,  f16_to_f32,  bf16_to_f32,
+                         dequant_row, exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
   return k;
 }
 

@@ -529,8 +529,8 @@ void qv_accum_masks(int bits, const uint8_t* codes, const uint16_t* params, int 
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{"avx512",      gemv_rows, kv_scores,     kv_accum,        f16_to_f32,  dequant_row,
-                         exp_shift_sum, max_of,    qk_tokens_512, qk_channels_512, qv_accum_512};
+  static const Kernels k{"avx512",    gemv_rows,     kv_scores, kv_accum,      f16_to_f32,      bf16_to_f32,
+                         dequant_row, exp_shift_sum, max_of,    qk_tokens_512, qk_channels_512, qv_accum_512};
   return k;
 }
 
@@ -540,6 +540,7 @@ const Kernels& kernels_avx512_masks() {
                          kv_scores,
                          kv_accum,
                          f16_to_f32,
+                         bf16_to_f32,
                          dequant_row,
                          exp_shift_sum,
                          max_of,

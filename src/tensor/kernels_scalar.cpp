@@ -77,6 +77,10 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(src[i]);
+}
+
 void dequant_row_scalar(DType t, const uint8_t* src, float* dst, int64_t n) {
   dequantize_row(t, src, dst, n);
 }
@@ -155,8 +159,8 @@ void qv_accum(int bits, const uint8_t* codes, const uint16_t* params, int n, int
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar",      gemv_rows, kv_scores, kv_accum,    f16_to_f32, dequant_row_scalar,
-                         exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"scalar",           gemv_rows,     kv_scores, kv_accum,  f16_to_f32,  bf16_to_f32,
+                         dequant_row_scalar, exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
   return k;
 }
 
