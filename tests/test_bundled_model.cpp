@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/niah.h"
+#include "model/model.h"
 #include "test_support.h"
 
 namespace kvwise {
@@ -90,6 +92,29 @@ TEST(BundledModel, RetrievesAPasskeyAtFullCache) {
   ASSERT_EQ(g.exit_code, 0) << g.out;
   const auto gj = nlohmann::json::parse(g.out.substr(g.out.find('{')));
   EXPECT_NE(gj["text"].get<std::string>().find("70394"), std::string::npos) << g.out;
+}
+
+TEST(BundledModel, NiahAnswerPrefixEndsThePromptAtTheDigits) {
+  // On this tokenizer the space before a number is its own piece. --answer-prefix " " puts that piece
+  // at the end of the prompt (same length, same hidden key), and the model then answers with the digits.
+  auto model = Model::load(bundled());
+  const Tokenizer& tok = model->tokenizer();
+  NiahOptions plain;
+  plain.task = "passkey";
+  NiahOptions spaced = plain;
+  spaced.answer_prefix = " ";
+  const NiahCase a = NiahBuilder(tok, plain).build(600, 0.5, 3), b = NiahBuilder(tok, spaced).build(600, 0.5, 3);
+  ASSERT_EQ(a.prompt.size(), 600u);
+  ASSERT_EQ(b.prompt.size(), 600u);
+  EXPECT_EQ(a.answer, b.answer);
+  EXPECT_EQ(b.prompt[b.prompt.size() - 2], a.prompt.back());  // the question's last piece ("is"), then
+  const int32_t space = tok.encode("is ", false).back();      // the space piece of its own
+  EXPECT_EQ(b.prompt.back(), space);
+  EXPECT_NE(a.prompt.back(), space);
+  Engine engine(*model, EngineOptions{});
+  const NiahOutcome out = run_niah_case(engine, b, nullptr, 6);
+  EXPECT_TRUE(out.correct) << out.output << " vs " << b.answer;
+  EXPECT_EQ(out.output.substr(0, 5), b.answer) << "no leading space: the prompt already has it";
 }
 
 TEST(BundledModel, ServesByDefaultWithTheGatePolicy) {

@@ -221,6 +221,8 @@ void add_niah(CLI::App& eval) {
   cmd->add_option("--answer-tokens", o->n.answer_tokens, "greedy tokens generated for the answer")
       ->check(CLI::Range(1, 256));
   cmd->add_option("--seed", o->n.seed, "seed of the hidden numbers");
+  cmd->add_option("--answer-prefix", o->n.answer_prefix,
+                  "text appended after the question (\" \": the prompt ends with the answer's leading space)");
   cmd->callback([o] {
     const auto grid = policy_grid(o->sweep);
     prepare_plot_dir(o->sweep.plot_dir);
@@ -239,6 +241,7 @@ void add_niah(CLI::App& eval) {
     nlohmann::json j;
     j["model"] = model->file().path();
     j["task"] = o->n.task;
+    j["answer_prefix"] = o->n.answer_prefix;
     Progress progress("niah", grid.size() * cases.size());
     size_t done = 0;
     struct Summary {

@@ -61,6 +61,7 @@ NiahCase NiahBuilder::build(int length, double depth, int index) const {
     needle = " The pass key is " + c.answer + ". Remember it. " + c.answer + " is the pass key. ";
     question = "\n\nWhat is the pass key? The pass key is";
   }
+  question += o_.answer_prefix;
   const std::vector<int32_t> nt = tok_.encode(needle, false), qt = tok_.encode(question, false);
   const int bos = tok_.bos() >= 0 ? 1 : 0;
   const int n_filler = length - bos - static_cast<int>(nt.size() + qt.size());

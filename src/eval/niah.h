@@ -17,6 +17,10 @@ struct NiahOptions {
   std::string haystack_dir;     // directory of .txt files (needle task)
   int answer_tokens = 12;
   uint64_t seed = 1;
+  // Text appended after the question, e.g. " ": on tokenizers that split the space before digits into
+  // a piece of its own, the prompt then ends where the digits start, so a selection made from the
+  // prompt's last queries (SnapKV and its kin) sees the query that reads the answer.
+  std::string answer_prefix;
 };
 
 struct NiahCase {
