@@ -232,39 +232,48 @@ void KvCompressor::on_hidden(SeqId /*seq*/, int layer, const float* x, int64_t d
 void KvCompressor::gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos) {
   const double t0 = now_seconds();
   const bool capped = policy_->capped();
-  const int S = shape_.sinks, W = shape_.window;
+  const int S = shape_.sinks, W = shape_.window, P = kv.layout().page_tokens;
+  std::vector<char> kept;
+  std::vector<int> keep;
+  std::vector<std::pair<float, int>> cand;  // (score, slot) of unprotected tokens the flags keep
   for (int h = 0; h < n_kv_; ++h) {
     const size_t lh = static_cast<size_t>(layer * n_kv_ + h);
     const std::vector<float>& score = gate_scores_[lh];
     const float thr = gate_threshold_[lh];
     const int len = kv.head_len(seq, layer, h);
-    std::vector<int> keep;
-    std::vector<std::pair<float, int>> cand;  // (score, slot) of unprotected tokens the flags keep
-    int window_kept = 0;
+    const std::vector<uint32_t>& pages = kv.head_pages(seq, layer, h);
+    kept.assign(static_cast<size_t>(len), 0);
+    cand.clear();
+    int n_kept = 0, window_kept = 0;
     for (int i = 0; i < len; ++i) {
-      const int32_t pos = kv.slot_position(seq, layer, h, i);
+      const int32_t pos = kv.page_pos(pages[static_cast<size_t>(i / P)])[i % P];
       const int32_t rel = pos - prompt_begin_;
       // Sinks, the recent window and tokens before this sequence's prompt (a reused prefix, never
       // scored) are always kept; the others keep their slot while their flag says so.
       if (rel < S || rel >= static_cast<int32_t>(score.size())) {
-        keep.push_back(i);
+        kept[static_cast<size_t>(i)] = 1;
+        ++n_kept;
       } else if (pos > last_pos - W) {
-        keep.push_back(i);
+        kept[static_cast<size_t>(i)] = 1;
+        ++n_kept;
         ++window_kept;
       } else if (score[static_cast<size_t>(rel)] >= thr) {
         cand.push_back({score[static_cast<size_t>(rel)], i});
       }
     }
-    const int room = capped ? std::max(0, shape_.capacity - static_cast<int>(keep.size())) : INT32_MAX;
+    const int room = capped ? std::max(0, shape_.capacity - n_kept) : INT32_MAX;
     if (static_cast<int>(cand.size()) > room) {  // the hard budget: top-k of the gate's scores
       std::nth_element(cand.begin(), cand.begin() + room, cand.end(), [](const auto& a, const auto& b) {
         return a.first > b.first || (a.first == b.first && a.second < b.second);
       });
       cand.resize(static_cast<size_t>(room));
     }
-    for (const auto& c : cand) keep.push_back(c.second);
-    if (static_cast<int>(keep.size()) == len) continue;
-    std::sort(keep.begin(), keep.end());
+    n_kept += static_cast<int>(cand.size());
+    if (n_kept == len) continue;
+    for (const auto& c : cand) kept[static_cast<size_t>(c.second)] = 1;
+    keep.clear();  // in slot order, without a sort
+    for (int i = 0; i < len; ++i)
+      if (kept[static_cast<size_t>(i)]) keep.push_back(i);
     report_.gate_evicted += len - static_cast<long>(keep.size());
     if (prefill_done_) report_.decode_evicted += len - static_cast<long>(keep.size());
     policy_->disposition->apply(kv, seq, layer, h, keep, window_kept);
