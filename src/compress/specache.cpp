@@ -127,8 +127,7 @@ SpeCache::SpeCache(const SpeCacheConfig& cfg, const KvLayout& layout, int max_to
   const auto per_layer = std::vector<int>(static_cast<size_t>(layout.n_kv_heads), 0);
   written_.assign(static_cast<size_t>(layout.n_layers), per_layer);
   seen_.assign(static_cast<size_t>(layout.n_layers), per_layer);
-  jobs_.resize(static_cast<size_t>(layout.n_layers));
-  if (cfg_.prefetch == SpeCacheConfig::Prefetch::Thread) thread_ = std::thread([this] { worker(); });
+  jobs_.resize(static_cast<size_t>(layout.n_layers));  // (the prefetch thread starts on first use)
 }
 
 SpeCache::~SpeCache() {

@@ -252,7 +252,8 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   // Log-sum-exp merge of the chunks of each (h, row); taps see the final probabilities.
   const TapConfig& cfg = store.tap_config(seq);
   std::vector<float> prob, scale_c;
-  std::vector<float> task_weight(tasks.size() * static_cast<size_t>(R), 0.0f);  // a chunk's share of each row
+  std::vector<float> task_weight;  // a chunk's share of each row, for the segment-row sums
+  if (cfg.enabled && cfg.segment_rows) task_weight.assign(tasks.size() * static_cast<size_t>(R), 0.0f);
   for (int h = 0; h < HK; ++h) {
     const int t0 = first_task[static_cast<size_t>(h)], t1 = first_task[static_cast<size_t>(h) + 1];
     const int ts = first_seg_task[static_cast<size_t>(h)];

@@ -53,7 +53,8 @@ struct Kernels {
 const Kernels& kernels_scalar();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
-// AVX-512 without its VBMI/GFNI table path for 1-bit KV (what CPUs without those extensions run; tests).
+// AVX-512 without its VBMI/GFNI paths for low-bit KV (1-bit tables, 4/8-bit codes in registers): what
+// CPUs without those extensions run, 1-bit KV through mask registers; tests compare both sets.
 const Kernels& kernels_avx512_masks();
 
 bool isa_supported(Isa isa);

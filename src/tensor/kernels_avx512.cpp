@@ -117,14 +117,13 @@ void qk1_block(const uint8_t* codes, int row_bytes, const float* coef, int hd, c
   }
 }
 
-// Query rows in blocks of RB, the rest in smaller blocks.
-template <int TV, int RB>
-void qk1_rows(const uint8_t* codes, int row_bytes, const float* coef, int hd, const float* base, int nq, float scale,
-              float* s, int ss) {
-  for (; nq >= RB; nq -= RB, coef += RB * hd, base += RB, s += RB * ss)
-    qk1_block<TV, RB>(codes, row_bytes, coef, hd, base, scale, s, ss);
+// Query rows [r0, nq) in blocks of RB rows whose sums stay in registers, the rest in smaller blocks:
+// block.template operator()<B>(first row) for each block of B rows.
+template <int RB, class Block>
+void for_row_blocks(int nq, const Block& block, int r0 = 0) {
+  for (; nq - r0 >= RB; r0 += RB) block.template operator()<RB>(r0);
   if constexpr (RB > 1)
-    if (nq > 0) qk1_rows<TV, RB - 1>(codes, row_bytes, coef, hd, base, nq, scale, s, ss);
+    if (r0 < nq) for_row_blocks<RB - 1>(nq, block, r0);
 }
 
 // With VBMI and GFNI, 4 bits at a time through a 16-entry table instead (kv-algorithms §11's 1-bit
@@ -208,15 +207,6 @@ KVWISE_LUT_TARGET void qk1_lut_block(const uint8_t* codes, const float* coef, in
     const __m512 b = _mm512_set1_ps(base[r]);
     for (int v = 0; v < TV; ++v) _mm512_storeu_ps(s + r * ss + v * 16, _mm512_mul_ps(_mm512_add_ps(acc[r][v], b), sc));
   }
-}
-
-template <int TV, int RB>
-void qk1_lut_rows(const uint8_t* codes, const float* coef, int hd, const float* base, int nq, float scale, float* s,
-                  int ss) {
-  for (; nq >= RB; nq -= RB, coef += RB * hd, base += RB, s += RB * ss)
-    qk1_lut_block<TV, RB>(codes, coef, hd, base, scale, s, ss);
-  if constexpr (RB > 1)
-    if (nq > 0) qk1_lut_rows<TV, RB - 1>(codes, coef, hd, base, nq, scale, s, ss);
 }
 
 // Values, per-token, hd = 16 * CV channels (CV = 4 or 8): 4 tokens at a time; a tail of fewer than 4
@@ -322,15 +312,6 @@ KVWISE_LUT_TARGET void qk_codes_block(const uint8_t* codes, const uint16_t* para
   }
 }
 
-template <int BITS, int CV, int RB>
-void qk_codes_rows(const uint8_t* codes, const uint16_t* params, int n, int groups, const int* vgroup, const float* Q,
-                   int nq, float scale, float* s, int ss) {
-  for (; nq >= RB; nq -= RB, Q += RB * CV * 16, s += RB * ss)
-    qk_codes_block<BITS, CV, RB>(codes, params, n, groups, vgroup, Q, scale, s, ss);
-  if constexpr (RB > 1)
-    if (nq > 0) qk_codes_rows<BITS, CV, RB - 1>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
-}
-
 void qk_tokens_512(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* Q,
                    int nq, float scale, float* s, int ss) {
   const int cv = hd / W;
@@ -340,11 +321,13 @@ void qk_tokens_512(int bits, const uint8_t* codes, const uint16_t* params, int n
   int vgroup[8];
   for (int v = 0; v < cv; ++v) vgroup[v] = v * W / group;
   const int groups = hd / group;
-  if (bits == 4)
-    return cv == 4 ? qk_codes_rows<4, 4, 3>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss)
-                   : qk_codes_rows<4, 8, 2>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
-  return cv == 4 ? qk_codes_rows<8, 4, 3>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss)
-                 : qk_codes_rows<8, 8, 2>(codes, params, n, groups, vgroup, Q, nq, scale, s, ss);
+  const auto rows = [&]<int BITS, int CV, int RB>() {
+    for_row_blocks<RB>(nq, [&]<int B>(int r0) {
+      qk_codes_block<BITS, CV, B>(codes, params, n, groups, vgroup, Q + r0 * hd, scale, s + r0 * ss, ss);
+    });
+  };
+  if (bits == 4) return cv == 4 ? rows.template operator()<4, 4, 3>() : rows.template operator()<4, 8, 2>();
+  return cv == 4 ? rows.template operator()<8, 4, 3>() : rows.template operator()<8, 8, 2>();
 }
 
 void qk_channels_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16_t* params, int g, int hd,
@@ -368,21 +351,28 @@ void qk_channels_1bit(bool use_lut, int bits, const uint8_t* codes, const uint16
     base[q] = b;
   }
   const int row = g / 8;
-  if (use_lut && hd % 4 == 0 && (tv == 4 || tv == 8)) {
-    if (tv == 4) return qk1_lut_rows<4, 6>(codes, coef, hd, base, nq, scale, s, ss);
-    return qk1_lut_rows<8, 3>(codes, coef, hd, base, nq, scale, s, ss);
-  }
+  const auto lut_rows = [&]<int TV, int RB>() {
+    for_row_blocks<RB>(
+        nq, [&]<int B>(int r0) { qk1_lut_block<TV, B>(codes, coef + r0 * hd, hd, base + r0, scale, s + r0 * ss, ss); });
+  };
+  const auto mask_rows = [&]<int TV, int RB>() {
+    for_row_blocks<RB>(nq, [&]<int B>(int r0) {
+      qk1_block<TV, B>(codes, row, coef + r0 * hd, hd, base + r0, scale, s + r0 * ss, ss);
+    });
+  };
+  if (use_lut && hd % 4 == 0 && (tv == 4 || tv == 8))
+    return tv == 4 ? lut_rows.template operator()<4, 6>() : lut_rows.template operator()<8, 3>();
   switch (tv) {
     case 1:
-      return qk1_rows<1, 8>(codes, row, coef, hd, base, nq, scale, s, ss);
+      return mask_rows.template operator()<1, 8>();
     case 2:
-      return qk1_rows<2, 8>(codes, row, coef, hd, base, nq, scale, s, ss);
+      return mask_rows.template operator()<2, 8>();
     case 4:
-      return qk1_rows<4, 6>(codes, row, coef, hd, base, nq, scale, s, ss);
+      return mask_rows.template operator()<4, 6>();
     case 8:
-      return qk1_rows<8, 3>(codes, row, coef, hd, base, nq, scale, s, ss);
+      return mask_rows.template operator()<8, 3>();
     default:
-      return qk1_rows<16, 1>(codes, row, coef, hd, base, nq, scale, s, ss);
+      return mask_rows.template operator()<16, 1>();
   }
 }
 
@@ -535,7 +525,7 @@ const Kernels& kernels_avx512() {
 }
 
 const Kernels& kernels_avx512_masks() {
-  static const Kernels k{"avx512 (1-bit KV by masks)",
+  static const Kernels k{"avx512 without VBMI/GFNI",
                          gemv_rows,
                          kv_scores,
                          kv_accum,
