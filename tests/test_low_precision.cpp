@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
 #include <string>
 
@@ -263,7 +264,7 @@ TEST_F(LowPrecisionOnStories, SpecacheWithAllTokensIsTheFullCache) {
       EXPECT_EQ(std::max_element(got.begin() + r * V, got.begin() + (r + 1) * V) - got.begin(),
                 std::max_element(full.begin() + r * V, full.begin() + (r + 1) * V) - full.begin())
           << spec << " row " << r;
-    const KvCompressor* comp = dynamic_cast<const KvCompressor*>(engine_->observer(seq));
+    const KvCompressor* comp = engine_->find_observer<const KvCompressor>(seq);
     ASSERT_NE(comp, nullptr);
     const CompressionReport& r = comp->report();
     const int L = model_->config().n_layers, HK = model_->config().n_kv_heads;
@@ -284,7 +285,7 @@ TEST_F(LowPrecisionOnStories, SpecacheWithAllTokensIsTheFullCache) {
   // A small k still decodes (approximately) and reports a hit rate between 0 and 1.
   SeqId seq = -1;
   run("specache(topk=16)", "", P, steps, &seq);
-  const CompressionReport& r = dynamic_cast<const KvCompressor*>(engine_->observer(seq))->report();
+  const CompressionReport& r = engine_->find_observer<const KvCompressor>(seq)->report();
   EXPECT_GT(r.spec.hit_rate(), 0.2);
   EXPECT_LE(r.spec.hit_rate(), 1.0);
   EXPECT_GT(r.spec.guesses, 0);
@@ -294,7 +295,7 @@ TEST_F(LowPrecisionOnStories, SpecacheWithAllTokensIsTheFullCache) {
   for (const char* mode : {"thread", "sync"}) {
     SeqId s = -1;
     logits.push_back(run(std::string("specache(topk=16,prefetch=") + mode + ")", "", P, steps, &s));
-    const CompressionReport& rep = dynamic_cast<const KvCompressor*>(engine_->observer(s))->report();
+    const CompressionReport& rep = engine_->find_observer<const KvCompressor>(s)->report();
     EXPECT_EQ(rep.spec.thread_prefetch, std::string(mode) == "thread");
     EXPECT_GT(rep.spec.cold_bytes_read, 0u);
     engine_->free_sequence(s);
@@ -302,13 +303,12 @@ TEST_F(LowPrecisionOnStories, SpecacheWithAllTokensIsTheFullCache) {
   EXPECT_EQ(logits[0], logits[1]);
 }
 
+// Files under dir, in its subdirectories too (cold files live in a private directory inside dir=).
 std::vector<std::string> files_in(const std::string& dir) {
   std::vector<std::string> out;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.') out.push_back(dir + "/" + e->d_name);
-    closedir(d);
-  }
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != decltype(it)(); it.increment(ec))
+    if (it->is_regular_file()) out.push_back(it->path().string());
   return out;
 }
 

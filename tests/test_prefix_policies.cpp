@@ -9,6 +9,7 @@
 #include <deque>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -272,9 +273,11 @@ struct NaiveS3Fifo {
   size_t small_target, ghost_cap;
   std::deque<BlockKey> small, main, ghost;
   std::map<BlockKey, int> freq;
-  explicit NaiveS3Fifo(size_t cap)
-      : small_target(std::max<size_t>(1, static_cast<size_t>(static_cast<double>(cap) * 0.1))),
-        ghost_cap(std::max<size_t>(1, cap - std::min(cap, small_target))) {}
+  int threshold;
+  explicit NaiveS3Fifo(size_t cap, double small_ratio = 0.1, int threshold_ = 1)
+      : small_target(std::max<size_t>(1, static_cast<size_t>(static_cast<double>(cap) * small_ratio))),
+        ghost_cap(std::max<size_t>(1, cap - std::min(cap, small_target))),
+        threshold(threshold_) {}
   static bool has(const std::deque<BlockKey>& d, BlockKey k) { return std::find(d.begin(), d.end(), k) != d.end(); }
   void insert(BlockKey k) {
     freq[k] = 0;
@@ -293,7 +296,7 @@ struct NaiveS3Fifo {
         const BlockKey k = small.front();
         small.pop_front();
         const int i = index_of(bs, k);
-        if (bs[static_cast<size_t>(i)].refs > 0 || freq[k] > 0) {
+        if (bs[static_cast<size_t>(i)].refs > 0 || freq[k] >= threshold) {
           freq[k] = 0;
           main.push_back(k);
           continue;
@@ -324,33 +327,60 @@ TEST_P(Policies, S3FifoMatchesReference) {
   compare("s3fifo", n, GetParam(), 7);
 }
 
-// ARC written plainly: T1/T2 of resident keys (front = LRU), ghost B1/B2, target p.
+// The promotion threshold and the small queue's share are parameters (libCacheSim's S3FIFO.c: 2, 10 %).
+TEST_P(Policies, S3FifoThresholdAndSmallRatioMatchReference) {
+  NaiveS3Fifo ref(GetParam(), 0.3, 2);
+  NaiveCache n(
+      GetParam(), [&](auto& bs, double, BlockKey) { return ref.evict(bs); }, [&](NaiveBlock& b) { ref.hit(b.key); });
+  n.on_insert = [&](NaiveBlock& b) { ref.insert(b.key); };
+  PolicyOptions o;
+  o.capacity = GetParam();
+  o.s3fifo_small_ratio = 0.3;
+  o.s3fifo_threshold = 2;
+  compare("s3fifo", n, GetParam(), 11, o);
+}
+
+// ARC written plainly from Megiddo & Modha's Figure 4: T1/T2 of resident keys (front = LRU), ghosts
+// B1/B2, target p. A ghost hit adapts p before REPLACE; a miss trims the directory first (case IV).
+// The cache-specific parts: REPLACE runs only when the cache is full (evict), pinned blocks are
+// skipped, and an insert into a cache that is not full trims ghosts only.
 struct NaiveArc {
   size_t c;
   double p = 0;
   std::deque<BlockKey> t1, t2, b1, b2;
+  std::optional<BlockKey> pending;  // the incoming key evict() has already handled
   explicit NaiveArc(size_t cap) : c(cap) {}
+  static bool has(const std::deque<BlockKey>& d, BlockKey k) { return std::find(d.begin(), d.end(), k) != d.end(); }
   static bool take(std::deque<BlockKey>& d, BlockKey k) {
     auto it = std::find(d.begin(), d.end(), k);
     if (it == d.end()) return false;
     d.erase(it);
     return true;
   }
-  void insert(BlockKey k) {
+  void adapt(bool in_b1) {
     const double s1 = static_cast<double>(b1.size()), s2 = static_cast<double>(b2.size());
-    if (std::find(b1.begin(), b1.end(), k) != b1.end()) {
-      p = std::min(static_cast<double>(c), p + std::max(s2 / std::max(s1, 1.0), 1.0));
-      take(b1, k);
+    if (in_b1)
+      p = std::min(static_cast<double>(c), p + (s1 >= s2 ? 1.0 : s2 / s1));
+    else
+      p = std::max(0.0, p - (s2 >= s1 ? 1.0 : s1 / s2));
+  }
+  void insert(BlockKey k) {
+    const bool handled = pending && *pending == k;
+    pending.reset();
+    if (has(b1, k) || has(b2, k)) {
+      if (!handled) adapt(has(b1, k));
+      if (!take(b1, k)) take(b2, k);
       t2.push_back(k);
-    } else if (std::find(b2.begin(), b2.end(), k) != b2.end()) {
-      p = std::max(0.0, p - std::max(s1 / std::max(s2, 1.0), 1.0));
-      take(b2, k);
-      t2.push_back(k);
-    } else {
-      t1.push_back(k);
-      while (t1.size() + b1.size() > c && !b1.empty()) b1.pop_front();
-      while (t1.size() + t2.size() + b1.size() + b2.size() > 2 * c && !b2.empty()) b2.pop_front();
+      return;
     }
+    if (!handled) {
+      if (t1.size() + b1.size() >= c) {
+        if (!b1.empty()) b1.pop_front();
+      } else if (t1.size() + t2.size() + b1.size() + b2.size() >= 2 * c && !b2.empty()) {
+        b2.pop_front();
+      }
+    }
+    t1.push_back(k);
   }
   void hit(BlockKey k) {
     if (!take(t1, k)) take(t2, k);
@@ -363,10 +393,26 @@ struct NaiveArc {
     }
     return -1;
   }
-  int evict(std::vector<NaiveBlock>& bs, BlockKey incoming) {
-    const bool in_b2 = std::find(b2.begin(), b2.end(), incoming) != b2.end();
+  int evict(std::vector<NaiveBlock>& bs, BlockKey x) {
+    const bool in_b1 = has(b1, x), in_b2 = has(b2, x);
+    if (!(pending && *pending == x)) {
+      pending = x;
+      if (in_b1 || in_b2) {
+        adapt(in_b1);                           // cases II and III
+      } else if (t1.size() + b1.size() >= c) {  // case IV.A
+        if (t1.size() < c) {
+          if (!b1.empty()) b1.pop_front();
+        } else if (int v = first_unpinned(t1, bs); v >= 0) {  // T1's LRU leaves without a ghost
+          take(t1, bs[static_cast<size_t>(v)].key);
+          return v;
+        }
+      } else if (t1.size() + t2.size() + b1.size() + b2.size() >= 2 * c && !b2.empty()) {  // case IV.B
+        b2.pop_front();
+      }
+    }
+    // REPLACE(x, p)
     const double n1 = static_cast<double>(t1.size());
-    const bool from_t1 = !t1.empty() && (n1 > p || (in_b2 && n1 == p) || first_unpinned(t2, bs) < 0);
+    const bool from_t1 = !t1.empty() && (n1 > p || (in_b2 && n1 == p));
     int v = first_unpinned(from_t1 ? t1 : t2, bs);
     bool in_t1 = from_t1;
     if (v < 0) {
@@ -377,7 +423,6 @@ struct NaiveArc {
     const BlockKey k = bs[static_cast<size_t>(v)].key;
     take(in_t1 ? t1 : t2, k);
     (in_t1 ? b1 : b2).push_back(k);
-    while (b1.size() + b2.size() > c) (b1.size() > b2.size() ? b1 : b2).pop_front();
     return v;
   }
 };

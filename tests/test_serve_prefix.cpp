@@ -81,7 +81,7 @@ TEST_F(LivePrefix, CachedBlocksAreTheSameKvAndSkipTheirPrefill) {
   PrefixLease first = c->acquire(prompt, 0, "", 1.0);
   EXPECT_EQ(first.usable_blocks, 0);
   EXPECT_EQ(first.capture.size(), 6u);  // 100 tokens: six full blocks of 16
-  engine_->observe(a, c->capture_observer(first, nullptr));
+  engine_->observe(a, c->capture_observer(first));
   engine_->prefill(a, prompt);
   c->release(first, 2.0);
   EXPECT_EQ(c->metrics().captured_blocks, 6u);
@@ -192,6 +192,82 @@ TEST_F(LivePrefix, EvictedBlocksGoToDiskAndComeBack) {
   }
   EXPECT_TRUE(std::filesystem::is_empty(dir)) << "the cache removes its files";
   std::filesystem::remove_all(dir);
+}
+
+// Block files that were overwritten (random bytes, another model's block of the same key, a truncated
+// copy) are misses, counted, and the answer is still the recomputed one.
+TEST_F(LivePrefix, DiskTierRejectsBlocksThatDoNotVerify) {
+  const std::string dir = test::temp_path("prefix-disk-corrupt");
+  const auto a = doc(0, 80), b = doc(1, 80);
+  const auto want = expected(a, 8);
+  for (const std::string damage : {"random", "truncate", "other-model"}) {
+    LivePrefixOptions o;
+    o.memory_blocks = 5;
+    o.block_tokens = 16;
+    o.disk_dir = dir;
+    o.disk_blocks = 20;
+    o.model_fingerprint = 1;
+    auto c = std::make_shared<LivePrefixCache>(engine_->kv().layout(), o);
+    Scheduler s(*engine_, with(c));
+    run(s, a, 8);
+    run(s, b, 8);  // a's blocks go to disk
+    size_t files = 0;
+    for (const auto& sub : std::filesystem::directory_iterator(dir))
+      for (const auto& f : std::filesystem::directory_iterator(sub.path())) {
+        std::string bytes = test::read_file(f.path());
+        if (damage == "random")
+          for (size_t i = 0; i < bytes.size(); i += 7) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+        else if (damage == "truncate")
+          bytes.resize(bytes.size() - 10);
+        else
+          bytes[16] = static_cast<char>(bytes[16] ^ 1);  // the model fingerprint: another model's block
+        test::write_file(f.path(), bytes);
+        ++files;
+      }
+    ASSERT_GT(files, 0u);
+    const Completion again = run(s, a, 8);
+    EXPECT_EQ(again.tokens, want) << damage;
+    const auto m = c->metrics();
+    EXPECT_GT(m.disk_rejected, 0u) << damage;
+    EXPECT_EQ(m.disk_loaded, 0u) << damage;
+    EXPECT_EQ(again.cached_tokens, 0) << damage << ": nothing unverified was loaded";
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Two caches (two servers) sharing one directory keep their blocks apart.
+TEST_F(LivePrefix, DiskTiersSharingADirectoryNeverSeeEachOthersBlocks) {
+  const std::string dir = test::temp_path("prefix-disk-shared");
+  auto c1 = cache(5, 16, dir, 20), c2 = cache(5, 16, dir, 20);
+  size_t subdirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_TRUE(e.is_directory());
+    EXPECT_EQ(std::filesystem::status(e.path()).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_all);
+    ++subdirs;
+  }
+  EXPECT_EQ(subdirs, 2u);
+  c1.reset();
+  c2.reset();
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  std::filesystem::remove_all(dir);
+}
+
+// A directory that vanishes under the server disables the tier once; requests keep their answers.
+TEST_F(LivePrefix, DiskTierThatVanishesIsDisabledNotFatal) {
+  const std::string dir = test::temp_path("prefix-disk-vanish");
+  auto c = cache(5, 16, dir, 20);
+  Scheduler s(*engine_, with(c));
+  const auto a = doc(0, 80), b = doc(1, 80);
+  const auto want = expected(a, 8);
+  std::filesystem::remove_all(dir);
+  run(s, a, 8);
+  run(s, b, 8);  // demotions fail
+  const auto m = c->metrics();
+  EXPECT_FALSE(m.disk_enabled);
+  EXPECT_GE(m.disk_errors, 1u);
+  EXPECT_EQ(run(s, a, 8).tokens, want);
+  EXPECT_EQ(c->metrics().disk_loaded, 0u);
 }
 
 TEST_F(LivePrefix, CompressedCopyNeverEntersTheCache) {

@@ -26,9 +26,11 @@ TEST(Readers, MalformedLinesAreReportedAndSkippedOrFatal) {
                    "{\"timestamp\": 20, \"input_length\": \"many\", \"output_length\": 5, \"hash_ids\": [1]}\n"
                    "{\"timestamp\": 30, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, -4]}\n"
                    "\n"
-                   "{\"timestamp\": 40, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 3]}\n");
-  const Trace t = read_trace(path, "mooncake", OnBadLine::Skip);
-  EXPECT_EQ(t.requests.size(), 2u);
+                   "{\"timestamp\": 40, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 3]}\n"
+                   "{\"timestamp\": 50, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 3]}\n"
+                   "{\"timestamp\": 60, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 3]}\n");
+  const Trace t = read_trace(path, "mooncake", OnBadLine::Skip);  // 4 bad of 8: not most
+  EXPECT_EQ(t.requests.size(), 4u);
   EXPECT_EQ(t.skipped_lines, 4u);
   EXPECT_DOUBLE_EQ(t.requests[1].time, 0.040);  // milliseconds -> seconds
   try {

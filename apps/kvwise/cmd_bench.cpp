@@ -96,7 +96,7 @@ void add_bench(CLI::App& app) {
     };
     const auto finish = [&](SeqId seq, BenchRow& row) {
       row.kv_bytes = engine.kv().bytes_sequence(seq);
-      if (auto* c = dynamic_cast<KvCompressor*>(engine.observer(seq))) {
+      if (auto* c = engine.find_observer<KvCompressor>(seq)) {
         row.compress_seconds += (c->report().prefill_seconds + c->report().decode_seconds) / o->reps;
         if (c->report().specache) row.specache = to_json(c->report())["specache"];
       }

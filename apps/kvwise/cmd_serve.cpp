@@ -7,7 +7,10 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/private_files.h"
 #include "common.h"
+#include "compress/baklava.h"
+#include "compress/gate.h"
 #include "serve/http_server.h"
 
 namespace kvwise::cli {
@@ -20,6 +23,7 @@ void add_serve(CLI::App& app) {
     SchedulerOptions sched;
     LivePrefixOptions prefix;
     size_t prefix_bytes = 0;
+    std::vector<std::string> gates, profiles;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
@@ -45,6 +49,14 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--prefix-cache-disk", o->prefix.disk_dir,
                   "directory for a second tier that evicted blocks are demoted to");
   cmd->add_option("--prefix-cache-disk-blocks", o->prefix.disk_blocks, "capacity of the disk tier in blocks");
+  cmd->add_option("--gate", o->gates, "NAME=FILE: a gate GGUF that requests select by kv_policy gate(name=NAME)");
+  cmd->add_option("--profile", o->profiles,
+                  "NAME=FILE: a BaKlaVa profile that requests select by kv_policy baklava(profile=NAME)");
+  cmd->add_option("--cold-dir", o->s.policy_files.cold_dir,
+                  "where requests' SpeCache cold-tier files go (a private directory is made inside; default $TMPDIR)");
+  cmd->add_option("--request-deadline", o->s.request_deadline,
+                  "seconds a client has to send a request's headers and body")
+      ->check(CLI::Range(0.1, 3600.0));
   cmd->callback([o] {
     // SIGINT/SIGTERM end the server cleanly. A handler (not a blocked mask: OpenBLAS starts threads
     // before main, and any of them may receive the signal) writes to a pipe that a thread waits on.
@@ -60,6 +72,23 @@ void add_serve(CLI::App& app) {
     sigaction(SIGTERM, &sa, nullptr);
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
+    // Operator files that requests refer to by name, checked now so that a bad one stops the start.
+    const auto named = [](const std::string& item, const char* flag) {
+      const size_t eq = item.find('=');
+      KV_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "{} {}: expected NAME=FILE", flag, item);
+      return std::pair(item.substr(0, eq), item.substr(eq + 1));
+    };
+    for (const std::string& g : o->gates) {
+      auto [name, file] = named(g, "--gate");
+      GateModel::load_cached(file, model->config());
+      o->s.policy_files.gates[name] = file;
+    }
+    for (const std::string& p : o->profiles) {
+      auto [name, file] = named(p, "--profile");
+      BaklavaProfile::load(file);
+      o->s.policy_files.profiles[name] = file;
+    }
+    if (!o->s.policy_files.cold_dir.empty()) checked_private_dir(o->s.policy_files.cold_dir);
     Engine engine(*model, engine_options(o->m));
     o->sched.prefill_chunk = o->m.prefill_chunk;
     o->s.default_policy = policy;
@@ -70,6 +99,7 @@ void add_serve(CLI::App& app) {
         KV_CHECK(o->prefix.memory_blocks > 0, "--prefix-cache-bytes {} is less than one block ({} bytes)",
                  o->prefix_bytes, block);
       }
+      o->prefix.model_fingerprint = model->file().fingerprint();
       o->sched.prefix_cache = std::make_shared<LivePrefixCache>(engine.kv().layout(), o->prefix);
     } else {
       KV_CHECK(o->prefix.disk_dir.empty(), "--prefix-cache-disk needs --prefix-cache-blocks or --prefix-cache-bytes");

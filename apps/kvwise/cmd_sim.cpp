@@ -83,6 +83,8 @@ void add_sim(CLI::App& app) {
     sim::SyntheticOptions syn;
     prefix::WaOptions wa;
     bool gdsf_position_cost = false;
+    double s3fifo_small = 0.1;
+    int s3fifo_threshold = 1;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd =
@@ -118,6 +120,11 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--wa-refit", o->wa.refit_interval, "WA: seconds between refits");
   cmd->add_option("--wa-life-quantile", o->wa.life_quantile, "WA: lifespan quantile of reuse intervals [R]");
   cmd->add_option("--wa-min-samples", o->wa.min_samples, "WA: reuse intervals needed for a category's own fit");
+  cmd->add_option("--s3fifo-small", o->s3fifo_small, "S3-FIFO: small queue's share of the capacity (default 0.1)")
+      ->check(CLI::Range(0.01, 0.9));
+  cmd->add_option("--s3fifo-threshold", o->s3fifo_threshold,
+                  "S3-FIFO: hits in the small queue that move a block to main (default 1; libCacheSim: 2)")
+      ->check(CLI::Range(1, 3));
   cmd->add_flag("!--wa-no-lifespan", o->wa.use_lifespan, "WA ablation: no lifespan cut-off");
   cmd->add_flag("!--wa-no-probability", o->wa.use_probability, "WA ablation: ignore p_w");
   cmd->add_flag("--wa-category-follows-use", o->wa.category_follows_last_use,
@@ -164,6 +171,8 @@ void add_sim(CLI::App& app) {
     s.base.chain = !o->holes;
     s.base.policy_options.wa = o->wa;
     s.base.policy_options.gdsf_position_cost = o->gdsf_position_cost;
+    s.base.policy_options.s3fifo_small_ratio = o->s3fifo_small;
+    s.base.policy_options.s3fifo_threshold = o->s3fifo_threshold;
     const double block_bytes = shape->second * trace.block_tokens;
     if (!o->capacity_bytes.empty()) {
       s.capacities.clear();

@@ -33,7 +33,13 @@ void ThreadPool::run_tasks(int worker) {
   for (;;) {
     const size_t i = next_.fetch_add(1, std::memory_order_relaxed);
     if (i >= job_n_) return;
-    (*job_)(i, worker);
+    try {
+      (*job_)(i, worker);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(job_n_, std::memory_order_relaxed);  // hand out no more tasks
+    }
   }
 }
 
@@ -74,6 +80,12 @@ void ThreadPool::parallel_tasks(size_t n_tasks, const std::function<void(size_t,
   run_tasks(0);
   while (pending_.load(std::memory_order_acquire) > 0) KVWISE_PAUSE();
   job_ = nullptr;
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    error.swap(error_);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn) {

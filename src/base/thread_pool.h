@@ -1,11 +1,15 @@
 // A fixed pool of worker threads for data-parallel loops (GEMV rows, attention heads, dequantization).
-// parallel_for blocks until all chunks are done; the calling thread takes part in the work.
+// parallel_for blocks until all chunks are done; the calling thread takes part in the work. An
+// exception thrown by a task stops the job from handing out more tasks and is rethrown to the caller
+// once every worker has left the job (the first one, if several throw). One job at a time: a pool is
+// used by one thread (its engine's); workers are internal.
 // Workers spin briefly before sleeping: a decode step issues hundreds of short parallel loops, and
 // a condition-variable wake-up per loop would cost more than the loop itself.
 #pragma once
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -42,6 +46,8 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};
+  std::mutex error_mu_;
+  std::exception_ptr error_;  // the current job's first exception
 };
 
 }  // namespace kvwise

@@ -52,6 +52,13 @@ struct KvPolicy {
   // Attention-Gate (issue 6): learned per-token keep/evict flags; the budget, when given, is a hard cap.
   std::shared_ptr<const GateConfig> gate;
 
+  // The policy's prefill statistics need every prompt token's own forward pass (H2O's column sums
+  // over all queries, the gate's scores of each token's hidden state), so a prompt whose prefix is in
+  // the prefix cache must still be computed in full to give the same answer. Window scorers
+  // (SnapKV, PyramidKV, Ada-KV, CAKE, SAGE-KV), position rules and quantisation only need the
+  // observation window, which is always computed.
+  bool needs_every_prompt_query = false;
+
   // A budget below the whole prompt was given (Budget{} is a ratio of 1: no cap).
   bool capped() const { return budget.tokens > 0 || budget.ratio < 1.0; }
   // "full", "all" (keeps every token: uniform quantisation, SpeCache) or the budget.

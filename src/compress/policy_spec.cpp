@@ -23,7 +23,8 @@ class Parser {
 
  private:
   [[noreturn]] void fail_at(const std::string& what) const {
-    fail("policy spec \"{}\": {} at column {}", std::string(s_), what, i_ + 1);
+    const std::string shown = s_.size() > 80 ? std::string(s_.substr(0, 80)) + "..." : std::string(s_);
+    fail("policy spec \"{}\": {} at column {}", shown, what, i_ + 1);
   }
   void skip_space() {
     while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
@@ -40,6 +41,7 @@ class Parser {
     return std::string(s_.substr(start, i_ - start));
   }
   PolicySpec parse_spec() {
+    if (++depth_ > kMaxPolicySpecDepth) fail_at(fmt::format("nested deeper than {} levels", kMaxPolicySpecDepth));
     PolicySpec spec;
     spec.name = word();
     for (char& c : spec.name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -71,11 +73,13 @@ class Parser {
         fail_at("expected ',' or ')'");
       }
     }
+    --depth_;
     return spec;
   }
 
   std::string_view s_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
@@ -101,6 +105,8 @@ std::string PolicySpec::to_string() const {
 
 PolicySpec parse_policy_spec(std::string_view text) {
   KV_CHECK(!text.empty(), "empty KV policy spec");
+  KV_CHECK(text.size() <= kMaxPolicySpecLength, "KV policy spec is {} bytes long; at most {} are allowed", text.size(),
+           kMaxPolicySpecLength);
   return Parser(text).parse();
 }
 
@@ -111,7 +117,7 @@ std::vector<std::string> split_policy_list(std::string_view text) {
   for (char c : text) {
     if (c == '(') ++depth;
     if (c == ')') --depth;
-    KV_CHECK(depth >= 0, "policy list \"{}\": unbalanced parentheses", std::string(text));
+    KV_CHECK(depth >= 0, "policy list: unbalanced parentheses");
     if (c == ',' && depth == 0) {
       out.push_back(cur);
       cur.clear();
@@ -119,7 +125,7 @@ std::vector<std::string> split_policy_list(std::string_view text) {
       cur += c;
     }
   }
-  KV_CHECK(depth == 0, "policy list \"{}\": unbalanced parentheses", std::string(text));
+  KV_CHECK(depth == 0, "policy list: unbalanced parentheses");
   out.push_back(cur);
   for (const auto& s : out) KV_CHECK(!s.empty(), "policy list \"{}\" has an empty entry", std::string(text));
   return out;

@@ -21,7 +21,13 @@ struct PolicySpec {
   std::string to_string() const;  // canonical form: inner specs first, then params in key order
 };
 
-// Throws kvwise::Error with the offending column on a syntax error.
+// Bounds that keep a hostile spec (a request's kv_policy) cheap: the parser recurses once per nesting
+// level, so depth is capped well below what the stack allows.
+inline constexpr size_t kMaxPolicySpecLength = 1024;
+inline constexpr int kMaxPolicySpecDepth = 8;
+
+// Throws kvwise::Error with the offending column on a syntax error, a spec longer than
+// kMaxPolicySpecLength or nested deeper than kMaxPolicySpecDepth.
 PolicySpec parse_policy_spec(std::string_view text);
 
 // Splits a list of specs at the commas outside parentheses: "snapkv,adakv(snapkv,alpha=0.5)".

@@ -35,16 +35,39 @@ void window_scoring(KvPolicy& p, SpecParams& q, WindowDefaults d) {
   p.decode = every > 0 ? make_evict(every) : make_grow();
 }
 
-void build(KvPolicy& p, const PolicySpec& spec);
+void build(KvPolicy& p, const PolicySpec& spec, const PolicySource& src);
 
-void build_inner(KvPolicy& p, const PolicySpec& spec, const char* default_inner) {
+void build_inner(KvPolicy& p, const PolicySpec& spec, const char* default_inner, const PolicySource& src) {
   KV_CHECK(spec.inner.size() <= 1, "{} takes at most one inner policy", spec.name);
   const PolicySpec inner = spec.inner.empty() ? parse_policy_spec(default_inner) : spec.inner[0];
-  build(p, inner);
+  build(p, inner, src);
 }
 
-void build(KvPolicy& p, const PolicySpec& spec) {
+// Parameters that carry a path: only the CLI's user may give them.
+void refuse_paths(const PolicySpec& spec, const PolicySource& src) {
+  if (src.trusted) return;
+  for (const char* key : {"path", "dir", "file"})
+    KV_CHECK(!spec.params.count(key),
+             "{}: parameter '{}' names a file, and a request cannot name files on the server ({})", spec.name, key,
+             std::string(key) == "file" ? "use gate(name=NAME) with a gate the operator registered by --gate NAME=FILE"
+                                        : "SpeCache's cold files go to the operator's --cold-dir");
+}
+
+// A registered file by name; the name is echoed only when it is a plain name.
+const std::string& registered(const std::map<std::string, std::string>& files, const std::string& name,
+                              const char* what, const char* flag) {
+  auto it = files.find(name);
+  if (it != files.end()) return it->second;
+  const bool plain = !name.empty() && name.size() <= 64 && name.find_first_of("/\\") == std::string::npos;
+  std::string known;
+  for (const auto& [k, v] : files) known += (known.empty() ? "" : ", ") + k;
+  fail("no {} named {} is registered on this server (the operator registers them with {} NAME=FILE; known: {})", what,
+       plain ? "'" + name + "'" : std::string("so"), flag, known.empty() ? "none" : known);
+}
+
+void build(KvPolicy& p, const PolicySpec& spec, const PolicySource& src) {
   const std::string& n = spec.name;
+  refuse_paths(spec, src);
   SpecParams q(spec);
   p.name = n;
   p.layers = make_uniform_layers();
@@ -73,6 +96,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.sinks = q.get_int("sinks", 0, 0, kMaxWindow);
     p.scorer = make_cumulative_scorer();
     p.decode = make_evict(1);
+    p.needs_every_prompt_query = true;
     if (p.window_fraction == 0) p.window_fraction = 1e-9;  // ceil gives a one-token recent window
   } else if (n == "snapkv") {
     window_scoring(p, q, {32, 5, "avg"});
@@ -100,16 +124,21 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.decode = q.get_choice("decode", "fifo", {"fifo", "grow"}) == "fifo" ? make_fifo() : make_grow();
   } else if (n == "adakv") {
     const double alpha = q.get_double("alpha", 0.2, 0.0, 1.0);
-    build_inner(p, spec, "snapkv(kernel=7,pool=max)");
+    build_inner(p, spec, "snapkv(kernel=7,pool=max)", src);
     KV_CHECK(!p.full && p.name != "streamingllm" && p.name != "random",
              "adakv composes with a scoring policy (snapkv, pyramidkv, cake, sagekv, h2o, baklava), not {}", p.name);
     p.heads = make_adakv_heads(alpha);
     p.name = "adakv";
   } else if (n == "baklava") {
-    const std::string path = q.get_string("profile", "");
-    KV_CHECK(!path.empty(), "baklava needs profile=FILE (write one with `kvwise profile`)");
+    const std::string given = q.get_string("profile", "");
+    KV_CHECK(!given.empty(), "baklava needs profile={}",
+             src.trusted ? "FILE (write one with `kvwise profile`)" : "NAME (a profile the operator registered)");
+    // The CLI's profile= is a path unless it names a registered profile; a request's is a name only.
+    const std::string path = src.trusted && !src.profiles.count(given)
+                                 ? given
+                                 : registered(src.profiles, given, "BaKlaVa profile", "--profile");
     const double theta = q.get_double("theta", -1.0, -1.0, 100.0);
-    build_inner(p, spec, "snapkv");
+    build_inner(p, spec, "snapkv", src);
     KV_CHECK(!p.full && !p.layers->adaptive(), "baklava composes with snapkv, sagekv, h2o, streamingllm or random");
     BaklavaProfile prof = BaklavaProfile::load(path);
     if (theta >= 0) prof.set_theta(theta);
@@ -150,7 +179,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     }
     o.balance = q.get_int("balance", 1, 0, 1) == 1;
     o.low.validate(o.low.group);
-    build_inner(p, spec, "h2o");
+    build_inner(p, spec, "h2o", src);
     KV_CHECK(!p.full && p.residual < 0 && !p.specache && p.name != "mikv",
              "mikv composes with an eviction policy (h2o, snapkv, pyramidkv, adakv, cake, sagekv, streamingllm, "
              "random, baklava), not {}",
@@ -162,12 +191,17 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     auto c = std::make_shared<GateConfig>();
     c->rate = q.has("rate") ? q.get_double("rate", 0.5, 0.0, 1.0) : -1.0;
     c->file = q.get_string("file", "");
+    if (q.has("name")) {
+      KV_CHECK(c->file.empty(), "gate: give name= or file=, not both");
+      c->file = registered(src.gates, q.get_string("name", ""), "gate", "--gate");
+    }
     p.sinks = q.get_int("sinks", 4, 0, kMaxWindow);
     p.window = q.get_int("window", 16, 0, kMaxWindow);
     p.window_explicit = q.has("window");
     p.scorer = make_position_scorer();  // unused: the gate's own scores rank tokens
     p.decode = make_grow();             // the gate itself evicts during decode
     p.gate = c;
+    p.needs_every_prompt_query = true;
   } else if (n == "specache") {
     auto c = std::make_shared<SpeCacheConfig>();
     const std::string bits = q.get_string("bits", "int2");
@@ -178,7 +212,7 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     c->residual = q.get_int("residual", 64, 0, kMaxWindow);
     c->top_k = q.get_int("topk", 64, 0, kMaxWindow);
     c->cold_in_file = q.get_choice("cold", "file", {"file", "memory"}) == "file";
-    c->dir = q.get_string("dir", "");
+    c->dir = src.trusted ? q.get_string("dir", "") : src.cold_dir;
     c->path = q.get_string("path", "");
     const std::string prefetch = q.get_choice("prefetch", "auto", {"auto", "thread", "sync"});
     c->prefetch = prefetch == "thread" ? SpeCacheConfig::Prefetch::Thread
@@ -192,17 +226,17 @@ void build(KvPolicy& p, const PolicySpec& spec) {
     p.decode = make_fifo();
     p.specache = c;
   } else {
-    fail("unknown KV policy \"{}\"; known policies:\n{}", n, policy_help());
+    fail("unknown KV policy \"{}\"; known policies:\n{}", n.size() > 64 ? n.substr(0, 64) + "..." : n, policy_help());
   }
   q.check_all_used();
 }
 
 }  // namespace
 
-std::shared_ptr<const KvPolicy> make_policy(std::string_view text, const Budget& budget) {
+std::shared_ptr<const KvPolicy> make_policy(std::string_view text, const Budget& budget, const PolicySource& source) {
   const PolicySpec spec = parse_policy_spec(text);
   auto p = std::make_shared<KvPolicy>();
-  build(*p, spec);
+  build(*p, spec, source);
   p->spec = spec.to_string();
   p->name = spec.name;
   p->budget = budget;
@@ -228,7 +262,7 @@ const std::vector<PolicyInfo>& policy_catalog() {
       {"sagekv", "SAGE-KV: sinks + top-k by the last prompt query + recent FIFO",
        "sinks=4, recent=32, gqa=mean, decode=fifo|grow"},
       {"baklava", "BaKlaVa static head budgets from `kvwise profile` over an inner selector (default snapkv)",
-       "profile=FILE, theta=(from the profile)"},
+       "profile=FILE (CLI) or NAME (registered on the server), theta=(from the profile)"},
       {"kv-int8", "uniform 8-bit KV (per-group scale and zero), recent residual exact; ignores the budget",
        "k=, v= (precision), keys=token|channel, group=32, residual=32"},
       {"kv-int4", "uniform 4-bit KV, as kv-int8", "k=, v=, keys=token|channel, group=32, residual=32"},
@@ -240,7 +274,8 @@ const std::vector<PolicyInfo>& policy_catalog() {
       {"gate",
        "Attention-Gate: a learned gate (side file <model>.gate.gguf) flags each token per KV head when it is "
        "appended; flagged tokens leave the cache, a budget caps each head by the gate's scores",
-       "rate= (target eviction rate; default 1 - budget, else threshold 0.5), sinks=4, window=16, file="},
+       "rate= (target eviction rate; default 1 - budget, else threshold 0.5), sinks=4, window=16, file= (CLI), "
+       "name= (a gate the server registered)"},
       {"specache",
        "SpeCache: full KV in a cold tier, low-bit copy hot, top-k exact pairs prefetched by a speculative token",
        "bits=int2, k=, v=, topk=64, keys=channel|token, group=64, residual=64, cold=file|memory, dir=, path=, "

@@ -12,15 +12,12 @@
 #include <limits>
 
 #include "base/error.h"
+#include "base/private_files.h"
 #include "compress/select.h"
 
 namespace kvwise {
 
 namespace {
-std::string default_dir() {
-  const char* t = std::getenv("TMPDIR");
-  return t && *t ? t : "/tmp";
-}
 std::atomic<int> g_file_counter{0};
 }  // namespace
 
@@ -31,19 +28,26 @@ ColdTier::ColdTier(const SpeCacheConfig& cfg, int n_layers, int n_kv_heads, size
     return;
   }
   if (!cfg.path.empty()) {
+    // A file the CLI's user named (never a request: the registry refuses path= there). Symlinks are
+    // not followed.
     path_ = cfg.path;
-  } else {
-    path_ = fmt::format("{}/kvwise-specache-{}-{}.kv", cfg.dir.empty() ? default_dir() : cfg.dir,
-                        static_cast<long>(getpid()), g_file_counter++);
-    remove_ = true;
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    KV_CHECK(fd_ >= 0, "SpeCache cold tier: cannot open {}: {}", path_, std::strerror(errno));
+    return;
   }
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | (remove_ ? O_TRUNC : 0) | O_CLOEXEC, 0600);
-  KV_CHECK(fd_ >= 0, "SpeCache cold tier: cannot open {}: {}", path_, std::strerror(errno));
+  // A new file in a directory of kvwise's own (mode 0700): the process's, or a fresh one inside dir=.
+  if (!cfg.dir.empty()) own_dir_ = make_private_dir(cfg.dir, "kvwise-specache");
+  path_ = fmt::format("{}/cold-{}.kv", own_dir_.empty() ? process_private_dir() : own_dir_, g_file_counter++);
+  remove_ = true;
+  fd_ = create_exclusive(path_);
+  if (fd_ < 0 && !own_dir_.empty()) remove_private_dir(own_dir_);
+  KV_CHECK(fd_ >= 0, "SpeCache cold tier: cannot create {}: {}", path_, std::strerror(errno));
 }
 
 ColdTier::~ColdTier() {
   if (fd_ >= 0) ::close(fd_);
   if (remove_) ::unlink(path_.c_str());
+  if (!own_dir_.empty()) remove_private_dir(own_dir_);
 }
 
 size_t ColdTier::offset(int layer, int head, int index) const {

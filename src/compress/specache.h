@@ -25,8 +25,10 @@ struct SpeCacheConfig {
   int residual = 64;  // recent tokens kept exact in the pages
   int top_k = 64;     // exact pairs per KV head per layer
   bool cold_in_file = true;
-  std::string dir;   // directory of the cold-tier file ("" = $TMPDIR or /tmp)
-  std::string path;  // an exact file path instead (tests: /dev/full)
+  // The cold-tier file is created (O_EXCL|O_NOFOLLOW) in a fresh mode-0700 directory inside `dir`, or
+  // in the process's private directory under $TMPDIR (or /tmp) when dir is empty.
+  std::string dir;
+  std::string path;  // an exact file the CLI user names instead (tests: /dev/full); never from a request
   // Read the prefetch on a background thread overlapped with compute (the method), or synchronously at
   // the end of each layer, split over the engine's threads (on a machine whose cores the compute
   // already fills, a third thread only takes turns with them). Auto: the thread when the machine has a
@@ -64,6 +66,7 @@ class ColdTier {
   size_t row_bytes_;
   int max_tokens_;
   std::string path_;
+  std::string own_dir_;  // a private directory made inside SpeCacheConfig::dir, removed with the tier
   int fd_ = -1;
   bool remove_ = false;
   std::vector<std::vector<uint8_t>> memory_;  // host-pool tier: per (layer, head) pairs

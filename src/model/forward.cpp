@@ -50,17 +50,19 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     inv_freq_.push_back(std::pow(c.rope_freq_base, -2.0f * static_cast<float>(i) / static_cast<float>(c.n_rot)));
 }
 
-void Engine::observe(SeqId seq, std::shared_ptr<SequenceObserver> observer) {
+void Engine::observe(SeqId seq, std::shared_ptr<SequenceObserver> observer, bool first) {
   KV_CHECK(kv_.has_sequence(seq), "no sequence {}", seq);
-  if (observer)
-    observers_[seq] = std::move(observer);
-  else
+  if (!observer) {
     observers_.erase(seq);
+    return;
+  }
+  auto& list = observers_[seq];
+  list.insert(first ? list.begin() : list.end(), std::move(observer));
 }
 
-SequenceObserver* Engine::observer(SeqId seq) const {
+const std::vector<std::shared_ptr<SequenceObserver>>* Engine::observers(SeqId seq) const {
   auto it = observers_.find(seq);
-  return it == observers_.end() ? nullptr : it->second.get();
+  return it == observers_.end() || it->second.empty() ? nullptr : &it->second;
 }
 
 std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
@@ -104,12 +106,14 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       }
   }
 
-  std::vector<SequenceObserver*> watch(batch.size(), nullptr);
-  for (size_t b = 0; b < batch.size(); ++b) watch[b] = observer(batch[b].seq);
+  // Each entry's observers (a copy: an observer may not attach others mid-step).
+  std::vector<std::vector<std::shared_ptr<SequenceObserver>>> watch(batch.size());
+  for (size_t b = 0; b < batch.size(); ++b)
+    if (const auto* list = observers(batch[b].seq)) watch[b] = *list;
   const auto show_hidden = [&](int layer) {
     for (size_t b = 0; b < batch.size(); ++b)
-      if (watch[b])
-        watch[b]->on_hidden(batch[b].seq, layer, &x[first_row[b] * dim], dim, static_cast<int>(batch[b].tokens.size()));
+      for (const auto& o : watch[b])
+        o->on_hidden(batch[b].seq, layer, &x[first_row[b] * dim], dim, static_cast<int>(batch[b].tokens.size()));
   };
 
   const float pos_scale = 1.0f / c.rope_linear_factor;
@@ -132,7 +136,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       const BatchEntry& e = batch[b];
       const int64_t r0 = first_row[b];
       const int T = static_cast<int>(e.tokens.size());
-      if (watch[b]) watch[b]->before_attention(kv_, e.seq, l);
+      for (const auto& o : watch[b]) o->before_attention(kv_, e.seq, l);
       for (int t = 0; t < T; ++t)
         for (int h = 0; h < c.n_kv_heads; ++h)
           kv_.append(e.seq, l, h, &k[(r0 + t) * kv_dim + h * c.head_dim], &v[(r0 + t) * kv_dim + h * c.head_dim],
@@ -141,7 +145,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
       if (e.speculative > 0)
         for (int h = 0; h < c.n_kv_heads; ++h) kv_.pop_back(e.seq, l, h, e.speculative);
-      if (watch[b]) watch[b]->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative, &pool_});
+      for (const auto& o : watch[b])
+        o->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative, &pool_});
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
@@ -157,7 +162,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   for (const BatchEntry& e : batch)
     kv_.set_next_position(e.seq, kv_.next_position(e.seq) + static_cast<int32_t>(e.tokens.size()) - e.speculative);
   for (size_t b = 0; b < batch.size(); ++b)
-    if (watch[b]) watch[b]->after_forward(kv_, batch[b].seq);
+    for (const auto& o : watch[b]) o->after_forward(kv_, batch[b].seq);
 
   // Final norm and output projection for the rows that want logits.
   std::vector<float> rows(static_cast<size_t>(n_logits * dim));
@@ -188,9 +193,12 @@ std::vector<float> Engine::prefill(SeqId seq, std::span<const int32_t> tokens, b
 }
 
 std::vector<float> Engine::decode(SeqId seq, int32_t token) {
-  SequenceObserver* obs = observer(seq);
+  // A speculative observer (SpeCache) makes the step carry a guess; every observer hears how it went.
+  const auto* list = observers(seq);
+  const bool speculative =
+      list && std::any_of(list->begin(), list->end(), [](const auto& o) { return o->speculative(); });
   // The guess needs a position of its own: at the end of the context the step runs alone.
-  if (obs == nullptr || !obs->speculative() || kv_.next_position(seq) + 2 > ctx_) {
+  if (!speculative || kv_.next_position(seq) + 2 > ctx_) {
     BatchEntry e{seq, std::span<const int32_t>(&token, 1), false};
     return forward(std::span<const BatchEntry>(&e, 1));
   }
@@ -206,7 +214,8 @@ std::vector<float> Engine::decode(SeqId seq, int32_t token) {
     it = guesses_.emplace(seq, Guess{argmax(lg.data(), V), -1}).first;
   }
   Guess& g = it->second;
-  if (g.used >= 0) obs->on_guess(g.used == token);
+  if (g.used >= 0)
+    for (const auto& o : *list) o->on_guess(g.used == token);
   const int32_t pair[2] = {token, g.next};
   BatchEntry e{seq, std::span<const int32_t>(pair, 2), true, 1};
   std::vector<float> lg = forward(std::span<const BatchEntry>(&e, 1));

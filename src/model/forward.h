@@ -80,9 +80,20 @@ class Engine {
     guesses_.erase(seq);
     kv_.free_sequence(seq);
   }
-  // Attaches an observer to a sequence (null detaches); it lives until the sequence is freed.
-  void observe(SeqId seq, std::shared_ptr<SequenceObserver> observer);
-  SequenceObserver* observer(SeqId seq) const;
+  // Adds an observer to a sequence; it lives until the sequence is freed (null detaches them all). A
+  // sequence may have several (a prefix-cache capture and a compressor); each sees every event, in
+  // order. first = true puts it before the others (the capture must see a layer before a compressor
+  // changes it).
+  void observe(SeqId seq, std::shared_ptr<SequenceObserver> observer, bool first = false);
+  // The sequence's first observer of type T, or null.
+  template <typename T>
+  T* find_observer(SeqId seq) const {
+    auto it = observers_.find(seq);
+    if (it == observers_.end()) return nullptr;
+    for (const auto& o : it->second)
+      if (auto* t = dynamic_cast<T*>(o.get())) return t;
+    return nullptr;
+  }
 
   // Appends the tokens of every entry to its sequence and returns the requested logits rows
   // (n_vocab floats each), entry after entry. Throws if a sequence would exceed ctx().
@@ -100,7 +111,8 @@ class Engine {
   ThreadPool pool_;
   KvStore kv_;
   std::vector<float> inv_freq_;
-  std::map<SeqId, std::shared_ptr<SequenceObserver>> observers_;
+  std::map<SeqId, std::vector<std::shared_ptr<SequenceObserver>>> observers_;
+  const std::vector<std::shared_ptr<SequenceObserver>>* observers(SeqId seq) const;
   struct Guess {
     int32_t next = 0;   // the guess for the token after the next real one
     int32_t used = -1;  // the guess the last step ran (of the token now being decoded)

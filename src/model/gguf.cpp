@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <cstring>
 
@@ -325,6 +326,20 @@ std::optional<bool> GgufFile::get_bool(const std::string& key) const {
 const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
   auto it = tensor_index_.find(name);
   return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+}
+
+uint64_t GgufFile::fingerprint() const {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  XXH3_64bits_update(st, data_, data_offset_);
+  for (const GgufTensorInfo& t : tensors_) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(t.bytes, 256));
+    XXH3_64bits_update(st, tensor_data(t), n);
+    XXH3_64bits_update(st, tensor_data(t) + t.bytes - n, n);
+  }
+  const uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
 }
 
 }  // namespace kvwise

@@ -83,6 +83,10 @@ class GgufFile {
   std::optional<bool> get_bool(const std::string& key) const;
 
   const GgufTensorInfo* find_tensor(const std::string& name) const;
+  // Identifies the model for caches that outlive a process (prefix-cache blocks on disk): a hash of the
+  // header (metadata, tensor names, types, shapes, offsets) and of the first and last bytes of every
+  // tensor, so that two files of the same shape with different weights differ too.
+  uint64_t fingerprint() const;
   const uint8_t* tensor_data(const GgufTensorInfo& t) const { return data_ + data_offset_ + t.offset; }
 
  private:

@@ -1,9 +1,11 @@
 // SentencePiece-style BPE (llama): spaces become U+2581, a space is prefixed to the text, adjacent
 // pieces merge greedily by highest score, and characters outside the vocabulary fall back to
 // <0xXX> byte tokens. Same algorithm as llama.cpp's llm_tokenizer_spm.
+#include <charconv>
 #include <queue>
 
 #include "base/error.h"
+#include "base/utf8.h"
 #include "model/tokenizer.h"
 
 namespace kvwise {
@@ -32,6 +34,18 @@ class SpmTokenizer final : public Tokenizer {
       for (size_t i = 0; i < a.size(); ++i) scores_[i] = static_cast<float>(a[i].as_float());
     }
     for (int b = 0; b < 256; ++b) byte_token_[b] = token_id(fmt::format("<0x{:02X}>", b));
+    // Byte tokens are "<0xHH>"; anything else typed Byte is a broken vocabulary, named here rather
+    // than failing when the token is first decoded.
+    byte_value_.assign(tokens_.size(), -1);
+    for (size_t i = 0; i < tokens_.size(); ++i) {
+      if (types_[i] != TokenType::Byte) continue;
+      const std::string& t = tokens_[i];
+      unsigned v = 0;
+      const bool ok = t.size() == 6 && t.rfind("<0x", 0) == 0 && t[5] == '>' &&
+                      std::from_chars(t.data() + 3, t.data() + 5, v, 16).ptr == t.data() + 5;
+      KV_CHECK(ok, "{}: token {} is typed as a byte but is \"{}\", not <0xHH>", f.path(), i, utf8_sanitize(t));
+      byte_value_[i] = static_cast<int16_t>(v);
+    }
   }
   std::string kind() const override { return "spm"; }
 
@@ -39,11 +53,8 @@ class SpmTokenizer final : public Tokenizer {
   bool strips_leading_space() const override { return add_space_prefix_; }
 
   std::string normal_piece(int32_t id) const override {
-    if (types_[static_cast<size_t>(id)] == TokenType::Byte) {
-      const std::string& t = tokens_[static_cast<size_t>(id)];
-      if (t.size() == 6 && t.rfind("<0x", 0) == 0)
-        return std::string(1, static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16)));
-    }
+    if (byte_value_[static_cast<size_t>(id)] >= 0)
+      return std::string(1, static_cast<char>(byte_value_[static_cast<size_t>(id)]));
     const std::string& t = tokens_[static_cast<size_t>(id)];
     std::string s;
     for (size_t i = 0; i < t.size();) {
@@ -125,6 +136,7 @@ class SpmTokenizer final : public Tokenizer {
  private:
   std::vector<float> scores_;
   int32_t byte_token_[256];
+  std::vector<int16_t> byte_value_;  // per token: its byte for "<0xHH>" byte tokens, else -1
   bool add_space_prefix_ = true;
 };
 

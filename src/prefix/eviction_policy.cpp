@@ -13,7 +13,7 @@ std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const Polic
   if (name == "lru") return make_lru();
   if (name == "fifo") return make_fifo();
   if (name == "lfu") return make_lfu();
-  if (name == "s3fifo") return make_s3fifo(o.capacity, o.s3fifo_small_ratio);
+  if (name == "s3fifo") return make_s3fifo(o.capacity, o.s3fifo_small_ratio, o.s3fifo_threshold);
   if (name == "gdsf") return make_gdsf(o.gdsf_position_cost);
   if (name == "arc") return make_arc(o.capacity);
   if (name == "wa") return make_wa(o.wa);

@@ -40,8 +40,9 @@ struct WaOptions {
 };
 
 struct PolicyOptions {
-  size_t capacity = 0;  // blocks in the tier (S3-FIFO and ARC size their queues from it)
-  double s3fifo_small_ratio = 0.1;
+  size_t capacity = 0;              // blocks in the tier (S3-FIFO and ARC size their queues from it)
+  double s3fifo_small_ratio = 0.1;  // S3-FIFO's small queue, as a share of the capacity (the paper's 10 %)
+  int s3fifo_threshold = 1;         // hits in the small queue that move a block to main (1-3; libCacheSim: 2)
   bool gdsf_position_cost = false;  // cost of a block = its offset + 1 (recompute grows with position)
   WaOptions wa;
 };

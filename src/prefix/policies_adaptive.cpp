@@ -6,6 +6,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <tuple>
 
 #include "prefix/eviction_policy.h"
@@ -74,13 +75,16 @@ class GhostList {
   uint32_t seq_ = 0;
 };
 
-// S3-FIFO (Yang et al., SOSP'23): a small FIFO (10 %) filters one-hit blocks, a main FIFO with lazy
-// promotion (2-bit frequency) keeps the rest, a ghost FIFO remembers blocks evicted from small.
+// S3-FIFO (Yang et al., SOSP'23): a small FIFO (small_ratio of the capacity, default 10 %) filters
+// one-hit blocks, a main FIFO with lazy promotion (2-bit frequency) keeps the rest, a ghost FIFO
+// remembers blocks evicted from small. A block leaving small moves to main when it was hit at least
+// `threshold` times there (default 1; libCacheSim's S3FIFO.c uses 2).
 class S3Fifo final : public EvictionPolicy {
  public:
-  S3Fifo(size_t capacity, double small_ratio)
+  S3Fifo(size_t capacity, double small_ratio, int threshold)
       : small_target_(std::max<size_t>(1, static_cast<size_t>(static_cast<double>(capacity) * small_ratio))),
-        ghost_cap_(std::max<size_t>(1, capacity - std::min(capacity, small_target_))) {}
+        ghost_cap_(std::max<size_t>(1, capacity - std::min(capacity, small_target_))),
+        threshold_(static_cast<uint8_t>(std::clamp(threshold, 1, 3))) {}
   std::string name() const override { return "s3fifo"; }
   void on_insert(BlockId b, double) override {
     if (b >= freq_.size()) freq_.resize(b + 1, 0);
@@ -102,7 +106,7 @@ class S3Fifo final : public EvictionPolicy {
       if (!small_.empty() && (small_.size() >= small_target_ || main_.empty())) {
         const BlockId b = small_.front();
         small_.remove(b);
-        if (pinned(b) || freq_[b] > 0) {  // hit while in small: promote to main
+        if (pinned(b) || freq_[b] >= threshold_) {  // hit while in small: promote to main
           freq_[b] = 0;
           main_.push_back(b);
           continue;
@@ -132,35 +136,48 @@ class S3Fifo final : public EvictionPolicy {
 
  private:
   size_t small_target_, ghost_cap_;
+  uint8_t threshold_;
   ListNodes nodes_;
   IdList small_{nodes_, 0}, main_{nodes_, 1};
   std::vector<uint8_t> freq_;
   GhostList ghost_;
 };
 
-// ARC (Megiddo & Modha, FAST'03): recency list T1 and frequency list T2 of resident blocks, ghost
-// lists B1/B2 of evicted keys, and a target size p for T1 adapted on ghost hits.
+// ARC (Megiddo & Modha, FAST'03), as the paper's Figure 4 states it: recency list T1 and frequency
+// list T2 of resident blocks, ghost lists B1/B2 of evicted keys, a target size p for T1. A ghost hit
+// adapts p before REPLACE runs (cases II and III); a miss trims the directory first (case IV: B1's
+// LRU when |T1|+|B1| = c and |T1| < c, T1's LRU without a ghost when |T1| = c, B2's LRU when the
+// directory holds 2c). The only departures are what this cache needs: REPLACE runs when the tier is
+// full (evict()), pinned blocks are skipped (the other list serves when one holds only pinned blocks),
+// and a tier that is not full (blocks promoted away) inserts without replacing.
 class Arc final : public EvictionPolicy {
  public:
   explicit Arc(size_t capacity) : c_(std::max<size_t>(1, capacity)) {}
   std::string name() const override { return "arc"; }
+  BlockId evict(double, BlockKey x) override {
+    const bool in_b1 = b1_.contains(x), in_b2 = b2_.contains(x);
+    if (!(replaced_for_ && *replaced_for_ == x)) {
+      replaced_for_ = x;
+      if (in_b1 || in_b2) {
+        adapt(in_b1);
+      } else if (BlockId v = trim_directory(true); v != kNoBlock) {
+        return v;  // case IV.A with a full T1: its LRU leaves the cache without a ghost
+      }
+    }
+    return replace(in_b2);
+  }
   void on_insert(BlockId b, double) override {
     const BlockKey k = meta(b).key;
-    const double b1 = static_cast<double>(b1_.size()), b2 = static_cast<double>(b2_.size());
-    if (b1_.contains(k)) {
-      p_ = std::min(static_cast<double>(c_), p_ + std::max(b2 / std::max(b1, 1.0), 1.0));
-      b1_.erase(k);
+    const bool replaced = replaced_for_ && *replaced_for_ == k;
+    replaced_for_.reset();
+    if (b1_.contains(k) || b2_.contains(k)) {
+      if (!replaced) adapt(b1_.contains(k));
+      (b1_.contains(k) ? b1_ : b2_).erase(k);
       t2_.push_back(b);
-    } else if (b2_.contains(k)) {
-      p_ = std::max(0.0, p_ - std::max(b1 / std::max(b2, 1.0), 1.0));
-      b2_.erase(k);
-      t2_.push_back(b);
-    } else {
-      t1_.push_back(b);
-      // Directory bound: |T1| + |B1| <= c and |T1| + |T2| + |B1| + |B2| <= 2c.
-      while (t1_.size() + b1_.size() > c_ && b1_.size() > 0) b1_.pop_oldest();
-      while (t1_.size() + t2_.size() + b1_.size() + b2_.size() > 2 * c_ && b2_.size() > 0) b2_.pop_oldest();
+      return;
     }
+    if (!replaced) trim_directory(false);
+    t1_.push_back(b);
   }
   void on_hit(BlockId b, double) override {
     if (t1_.contains(b))
@@ -170,28 +187,6 @@ class Arc final : public EvictionPolicy {
     t2_.push_back(b);
   }
   void on_release(BlockId, double) override {}
-  BlockId evict(double, BlockKey incoming) override {
-    const auto skip = [&](BlockId x) { return pinned(x); };
-    const bool from_t1 = !t1_.empty() && (static_cast<double>(t1_.size()) > p_ ||
-                                          (b2_.contains(incoming) && static_cast<double>(t1_.size()) == p_) ||
-                                          t2_.first_unpinned(skip) == kNoBlock);
-    BlockId v = from_t1 ? t1_.first_unpinned(skip) : t2_.first_unpinned(skip);
-    bool in_t1 = from_t1;
-    if (v == kNoBlock) {  // the chosen list holds only pinned blocks: take the other one
-      v = from_t1 ? t2_.first_unpinned(skip) : t1_.first_unpinned(skip);
-      in_t1 = !from_t1;
-    }
-    if (v == kNoBlock) return kNoBlock;
-    if (in_t1) {
-      t1_.remove(v);
-      b1_.push(meta(v).key);
-    } else {
-      t2_.remove(v);
-      b2_.push(meta(v).key);
-    }
-    while (b1_.size() + b2_.size() > c_) (b1_.size() > b2_.size() ? b1_ : b2_).pop_oldest();
-    return v;
-  }
   void on_remove(BlockId b) override {
     if (t1_.contains(b))
       t1_.remove(b);
@@ -201,8 +196,50 @@ class Arc final : public EvictionPolicy {
   size_t bytes() const override { return nodes_.bytes() + b1_.bytes() + b2_.bytes(); }
 
  private:
+  // Cases II (a hit in B1: favour recency) and III (B2: favour frequency).
+  void adapt(bool hit_in_b1) {
+    const double b1 = static_cast<double>(b1_.size()), b2 = static_cast<double>(b2_.size());
+    if (hit_in_b1)
+      p_ = std::min(static_cast<double>(c_), p_ + (b1 >= b2 ? 1.0 : b2 / b1));
+    else
+      p_ = std::max(0.0, p_ - (b2 >= b1 ? 1.0 : b1 / b2));
+  }
+  // Case IV's directory bounds before a new key enters T1. With may_evict, a full T1 gives up its LRU
+  // block (returned; no ghost); without (the tier is not full) nothing resident leaves.
+  BlockId trim_directory(bool may_evict) {
+    const size_t l1 = t1_.size() + b1_.size(), l2 = t2_.size() + b2_.size();
+    if (l1 >= c_) {
+      if (t1_.size() < c_ || !may_evict) {
+        if (b1_.size() > 0) b1_.pop_oldest();
+      } else if (BlockId v = t1_.first_unpinned([&](BlockId x) { return pinned(x); }); v != kNoBlock) {
+        t1_.remove(v);
+        return v;
+      }
+    } else if (l1 + l2 >= 2 * c_ && b2_.size() > 0) {
+      b2_.pop_oldest();
+    }
+    return kNoBlock;
+  }
+  // REPLACE(x, p): T1's LRU to B1 when |T1| > p (or = p and x is in B2), else T2's LRU to B2.
+  BlockId replace(bool x_in_b2) {
+    const auto skip = [&](BlockId x) { return pinned(x); };
+    const double t1 = static_cast<double>(t1_.size());
+    const bool from_t1 = !t1_.empty() && (t1 > p_ || (x_in_b2 && t1 == p_));
+    BlockId v = from_t1 ? t1_.first_unpinned(skip) : t2_.first_unpinned(skip);
+    bool in_t1 = from_t1;
+    if (v == kNoBlock) {  // the chosen list holds only pinned blocks: take the other one
+      v = from_t1 ? t2_.first_unpinned(skip) : t1_.first_unpinned(skip);
+      in_t1 = !from_t1;
+    }
+    if (v == kNoBlock) return kNoBlock;
+    (in_t1 ? t1_ : t2_).remove(v);
+    (in_t1 ? b1_ : b2_).push(meta(v).key);
+    return v;
+  }
+
   size_t c_;
   double p_ = 0;
+  std::optional<BlockKey> replaced_for_;  // the incoming key evict() already adapted and trimmed for
   ListNodes nodes_;
   IdList t1_{nodes_, 1}, t2_{nodes_, 2};
   GhostList b1_, b2_;
@@ -263,8 +300,8 @@ class Belady final : public EvictionPolicy {
 
 }  // namespace
 
-std::unique_ptr<EvictionPolicy> make_s3fifo(size_t capacity, double small_ratio) {
-  return std::make_unique<S3Fifo>(capacity, small_ratio);
+std::unique_ptr<EvictionPolicy> make_s3fifo(size_t capacity, double small_ratio, int threshold) {
+  return std::make_unique<S3Fifo>(capacity, small_ratio, threshold);
 }
 std::unique_ptr<EvictionPolicy> make_arc(size_t capacity) {
   return std::make_unique<Arc>(capacity);

@@ -6,17 +6,26 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "base/error.h"
+#include "base/utf8.h"
 #include "compress/pipeline.h"
 #include "compress/registry.h"
 #include "serve/chat_template.h"
+#include "serve/http_connection.h"
 
 namespace kvwise {
 
@@ -31,8 +40,27 @@ struct HttpError {
   std::string type;
 };
 
+// Everything the server writes is UTF-8: text that is not (a message echoing a client's bytes) has
+// its bad bytes replaced rather than failing the response.
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::string error_body(int status, const std::string& message, const std::string& type) {
-  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}.dump();
+  return dump(json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}});
+}
+
+// Equal-length keys compared without an early exit, so the time taken does not tell how many leading
+// bytes of a guess were right.
+bool same_secret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
 }
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& type) {
@@ -82,14 +110,39 @@ struct Parsed {
   bool include_usage = false;
 };
 
+[[noreturn]] void bad_field(const char* key, const std::string& what) {
+  throw HttpError{400, fmt::format("'{}' {}", key, what), "invalid_request_error"};
+}
+
+// An integer that fits [lo, hi] exactly: no bools, no fractions, no silent narrowing.
+int64_t exact_integer(const json& v, const char* key, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) bad_field(key, "has the wrong type: it must be an integer");
+  const bool big = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+  const int64_t x = big ? INT64_MAX : v.get<int64_t>();
+  if (big || x < lo || x > hi) bad_field(key, fmt::format("must be in [{}, {}]", lo, hi));
+  return x;
+}
+
+// A field of the body, type-checked: integers by exact_integer within their type's range, numbers
+// finite, booleans only true/false, strings only strings.
 template <typename T>
 T field(const json& body, const char* key, T def) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return def;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw HttpError{400, fmt::format("'{}' has the wrong type", key), "invalid_request_error"};
+  const json& v = *it;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) bad_field(key, "has the wrong type: it must be true or false");
+    return v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    return static_cast<T>(exact_integer(v, key, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) bad_field(key, "has the wrong type: it must be a number");
+    const double x = v.get<double>();
+    if (!std::isfinite(x) || std::abs(x) > 1e30) bad_field(key, "must be a finite number");
+    return static_cast<T>(x);
+  } else {
+    if (!v.is_string()) bad_field(key, "has the wrong type: it must be a string");
+    return v.get<std::string>();
   }
 }
 
@@ -99,20 +152,22 @@ struct HttpServer::Impl {
   Engine& engine;
   Scheduler& sched;
   ServerOptions opt;
-  httplib::Server srv;
+  GuardedHttpServer srv;
   ChatFormat chat_format;
   std::atomic<long> next_id{1};
   Histogram ttft, itl, e2e;
   std::atomic<long> http_errors{0};
+  std::atomic<bool> draining{false};  // stop() was called: responses in flight end, new ones get 503
+  std::atomic<int> in_flight{0};      // chunked responses not yet released
 
-  Impl(Engine& e, Scheduler& s, const ServerOptions& o) : engine(e), sched(s), opt(o) {
+  Impl(Engine& e, Scheduler& s, const ServerOptions& o) : engine(e), sched(s), opt(o), srv(o.request_deadline) {
     chat_format = detect_chat_format(engine.model().file().get_string("tokenizer.chat_template").value_or(""));
     if (opt.model_name.empty()) opt.model_name = engine.model().file().get_string("general.name").value_or("kvwise");
   }
 
   bool authorized(const httplib::Request& req, httplib::Response& res) {
     if (opt.api_key.empty()) return true;
-    if (req.get_header_value("Authorization") == "Bearer " + opt.api_key) return true;
+    if (same_secret(req.get_header_value("Authorization"), "Bearer " + opt.api_key)) return true;
     send_error(res, 401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error");
     return false;
   }
@@ -122,12 +177,19 @@ struct HttpServer::Impl {
     Parsed p;
     ServeRequest& r = p.req;
     r.max_tokens = field<int>(body, "max_tokens", field<int>(body, "max_completion_tokens", 16));
+    if (r.max_tokens > engine.ctx())
+      throw HttpError{400, fmt::format("max_tokens ({}) exceeds the context of {} tokens", r.max_tokens, engine.ctx()),
+                      "invalid_request_error"};
     r.ignore_eos = field<bool>(body, "ignore_eos", false);
     if (r.max_tokens < 1) throw HttpError{400, "max_tokens must be at least 1", "invalid_request_error"};
     r.sampling.temperature = field<float>(body, "temperature", 1.0f);
     r.sampling.top_p = field<float>(body, "top_p", 1.0f);
     r.sampling.top_k = field<int>(body, "top_k", 0);
     r.sampling.seed = static_cast<uint64_t>(field<int64_t>(body, "seed", static_cast<int64_t>(next_id.load())));
+    if (r.sampling.top_k > engine.model().config().n_vocab)
+      throw HttpError{400,
+                      fmt::format("top_k must be at most the vocabulary size ({})", engine.model().config().n_vocab),
+                      "invalid_request_error"};
     if (r.sampling.temperature < 0 || r.sampling.temperature > 2)
       throw HttpError{400, "temperature must be in [0, 2]", "invalid_request_error"};
     if (r.sampling.top_p <= 0 || r.sampling.top_p > 1)
@@ -152,19 +214,25 @@ struct HttpServer::Impl {
     const std::string spec = field<std::string>(body, "kv_policy", "");
     if (!spec.empty()) {
       std::string budget;
-      if (body.contains("kv_budget") && body["kv_budget"].is_number())
+      if (body.contains("kv_budget") && body["kv_budget"].is_number() && !body["kv_budget"].is_boolean())
         budget = body["kv_budget"].dump();
       else
         budget = field<std::string>(body, "kv_budget", "");
-      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget));
+      if (budget.size() > 32) throw HttpError{400, "kv_budget is too long", "invalid_request_error"};
+      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget), opt.policy_files);
       // Policies that keep every token (uniform quantisation, SpeCache) or decide by themselves (the
       // gate) need no budget.
       if (!r.policy->full && r.policy->residual < 0 && !r.policy->gate && budget.empty())
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
       // A gate that cannot load is the request's fault: say so now, not as a 500 from the scheduler.
-      if (r.policy->gate)
-        GateModel::load_cached(gate_file(*r.policy, engine.model().file().path()), engine.model().config());
+      // The message does not say where the server looked: file names are the operator's business.
+      if (r.policy->gate) try {
+          GateModel::load_cached(gate_file(*r.policy, engine.model().file().path()), engine.model().config());
+        } catch (const Error&) {
+          throw HttpError{400, "this server has no gate for its model (the operator registers gates with --gate)",
+                          "invalid_request_error"};
+        }
     } else {
       r.policy = opt.default_policy;
     }
@@ -180,9 +248,19 @@ struct HttpServer::Impl {
     const Tokenizer& tok = engine.model().tokenizer();
     if (it->is_string()) return tok.encode(it->get<std::string>(), true);
     if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) return tok.encode((*it)[0].get<std::string>(), true);
-    if (it->is_array() && !it->empty() &&
-        std::all_of(it->begin(), it->end(), [](const json& x) { return x.is_number_integer(); }))
-      return it->get<std::vector<int32_t>>();
+    if (it->is_array() && !it->empty() && (*it)[0].is_number()) {
+      std::vector<int32_t> ids;
+      ids.reserve(it->size());
+      const int64_t n_vocab = engine.model().config().n_vocab;
+      for (const json& x : *it) {
+        const int64_t id = exact_integer(x, "prompt", INT64_MIN, INT64_MAX);
+        if (id < 0 || id >= n_vocab)
+          throw HttpError{400, fmt::format("token id {} is outside the vocabulary (0 to {})", id, n_vocab - 1),
+                          "invalid_request_error"};
+        ids.push_back(static_cast<int32_t>(id));
+      }
+      return ids;
+    }
     throw HttpError{400, "'prompt' must be a string, a list of one string, or a list of token ids",
                     "invalid_request_error"};
   }
@@ -227,12 +305,49 @@ struct HttpServer::Impl {
     if (c.tokens.size() > 1) itl.observe((c.seconds - c.ttft_seconds) / static_cast<double>(c.tokens.size() - 1));
   }
 
-  void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
-    if (!authorized(req, res)) return;
+  // The body, read under --max-body whatever its framing: httplib 0.11 enforces the limit only for a
+  // Content-Length, so a chunked body is counted here and cut off at the limit.
+  std::string read_body(const httplib::Request& req, const httplib::ContentReader& reader) {
+    const auto count = [&](const char* name) {
+      size_t n = 0;
+      for (auto [it, end] = req.headers.equal_range(name); it != end; ++it) ++n;
+      return n;
+    };
+    // Two lengths, or a length and chunked framing, are how requests are smuggled past proxies.
+    if (count("Content-Length") > 1)
+      throw HttpError{400, "more than one Content-Length header", "invalid_request_error"};
+    if (count("Content-Length") > 0 && req.has_header("Transfer-Encoding"))
+      throw HttpError{400, "both Content-Length and Transfer-Encoding", "invalid_request_error"};
+    std::string body;
+    bool too_large = false;
+    const bool ok = reader([&](const char* data, size_t n) {
+      if (body.size() + n > opt.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    if (too_large ||
+        (!ok && std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > opt.max_body_bytes))
+      throw HttpError{413, fmt::format("the request body is too large (more than {} bytes)", opt.max_body_bytes),
+                      "invalid_request_error"};
+    if (!ok) throw HttpError{400, "the request body could not be read", "invalid_request_error"};
+    GuardedHttpServer::request_read();
+    return body;
+  }
+
+  void handle(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader, bool chat) {
+    bool body_read = false;
     try {
+      if (!authorized(req, res))
+        throw HttpError{401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error"};
+      if (draining) throw HttpError{503, "the server is shutting down", "server_busy"};
+      const std::string text = read_body(req, reader);
+      body_read = true;
       json body;
       try {
-        body = json::parse(req.body);
+        body = json::parse(text);
       } catch (const json::exception& e) {
         throw HttpError{400, std::string("malformed JSON: ") + e.what(), "invalid_request_error"};
       }
@@ -241,19 +356,31 @@ struct HttpServer::Impl {
       p.req.prompt = chat ? parse_messages(body) : parse_prompt(body);
       run(p, res, chat);
     } catch (const HttpError& e) {
+      if (!body_read) {  // the rest of the body is not read: the connection cannot carry another request
+        res.set_header("Connection", "close");
+        GuardedHttpServer::close_after_response();
+      }
       send_error(res, e.status, e.message, e.type);
     } catch (const QueueFull& e) {
       send_error(res, 503, e.what(), "server_busy");
     } catch (const Error& e) {
       send_error(res, 400, e.what(), "invalid_request_error");
+    } catch (const std::exception& e) {
+      // Not the client's doing: an internal failure is a 500 and a line in the server's log.
+      std::fprintf(stderr, "kvwise serve: internal error: %s\n", e.what());
+      send_error(res, 500, std::string("internal error: ") + e.what(), "server_error");
     }
   }
 
   // A chunked response's release callback: a response that did not complete cancels its request.
   std::function<void(bool)> cancel_if_unfinished(const std::shared_ptr<Channel>& ch, uint64_t sid) {
+    ++in_flight;
     return [this, ch, sid](bool success) {
-      std::lock_guard<std::mutex> lk(ch->mu);
-      if (!success && !ch->done) sched.cancel(sid);
+      {
+        std::lock_guard<std::mutex> lk(ch->mu);
+        if (!success && !ch->done) sched.cancel(sid);
+      }
+      --in_flight;
     };
   }
 
@@ -282,7 +409,7 @@ struct HttpServer::Impl {
       if (ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_after), [&] { return ch->done; })) {
         const Completion& c = ch->result;
         if (c.finish_reason == "error") return send_error(res, 500, c.error, "server_error");
-        res.set_content(completion_body(c, id, created, chat).dump(), "application/json");
+        res.set_content(dump(completion_body(c, id, created, chat)), "application/json");
         return;
       }
     }
@@ -294,6 +421,13 @@ struct HttpServer::Impl {
             std::unique_lock<std::mutex> lk(ch->mu);
             if (!ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_every), [&] { return ch->done; })) {
               lk.unlock();
+              if (draining) {  // the server is stopping: end with an error rather than a cut connection
+                sched.cancel(sid);
+                const std::string body = error_body(503, "the server is shutting down", "server_shutdown");
+                sink.write(body.data(), body.size());
+                sink.done();
+                return true;
+              }
               if (sink.write(" ", 1)) return true;
               sched.cancel(sid);
               return false;
@@ -301,7 +435,7 @@ struct HttpServer::Impl {
             c = ch->result;
           }
           const std::string body = c.finish_reason == "error" ? error_body(500, c.error, "server_error")
-                                                              : completion_body(c, id, created, chat).dump();
+                                                              : dump(completion_body(c, id, created, chat));
           sink.write(body.data(), body.size());
           sink.done();
           return true;
@@ -348,7 +482,7 @@ struct HttpServer::Impl {
                         {"choices", json::array({choice})}};
           };
           const auto send = [&](const json& j) {
-            const std::string s = "data: " + j.dump() + "\n\n";
+            const std::string s = "data: " + dump(j) + "\n\n";
             return sink.write(s.data(), s.size());
           };
           std::deque<std::string> pieces;
@@ -372,6 +506,14 @@ struct HttpServer::Impl {
           }
           // A client that went away is noticed at the next write (is_writable() also reports a full
           // socket buffer, which is not a disconnect).
+          if (!done && draining) {  // the server is stopping: the stream ends with an error event
+            sched.cancel(sid);
+            send(json{{"error", {{"message", "the server is shutting down"}, {"type", "server_shutdown"}}}});
+            const std::string end = "data: [DONE]\n\n";
+            sink.write(end.data(), end.size());
+            sink.done();
+            return true;
+          }
           if (!done) return true;
           if (result.finish_reason == "error") {
             send(json{{"error", {{"message", result.error}, {"type", "server_error"}}}});
@@ -452,6 +594,17 @@ struct HttpServer::Impl {
              [&](size_t t) { return pm.cache.tiers[t].capacity; });
     per_tier("kvwise_kv_cold_bytes", "KV bytes of cached prefix blocks", "gauge",
              [&](size_t t) { return t == 0 ? pm.memory_bytes : pm.disk_bytes; });
+    if (pm.tier_names.size() > 1) {
+      one("kvwise_prefix_disk_enabled", "1 while the disk tier works (a failed write disables it)", "gauge",
+          pm.disk_enabled ? 1 : 0);
+      one("kvwise_prefix_disk_loaded_blocks_total", "Blocks whose data came back from disk, verified", "counter",
+          static_cast<double>(pm.disk_loaded));
+      one("kvwise_prefix_disk_rejected_blocks_total",
+          "Block files that did not verify (another model, truncated, corrupt): misses", "counter",
+          static_cast<double>(pm.disk_rejected));
+      one("kvwise_prefix_disk_errors_total", "Disk tier reads and writes that failed", "counter",
+          static_cast<double>(pm.disk_errors));
+    }
     return m;
   }
 
@@ -466,22 +619,21 @@ struct HttpServer::Impl {
     });
     srv.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
-      res.set_content(json{{"object", "list"},
-                           {"data", json::array({{{"id", opt.model_name},
-                                                  {"object", "model"},
-                                                  {"created", 0},
-                                                  {"owned_by", "kvwise"},
-                                                  {"meta",
-                                                   {{"n_ctx", engine.ctx()},
-                                                    {"n_vocab", engine.model().config().n_vocab},
-                                                    {"chat_format", chat_format_name(chat_format)}}}}})}}
-                          .dump(),
+      res.set_content(dump(json{{"object", "list"},
+                                {"data", json::array({{{"id", opt.model_name},
+                                                       {"object", "model"},
+                                                       {"created", 0},
+                                                       {"owned_by", "kvwise"},
+                                                       {"meta",
+                                                        {{"n_ctx", engine.ctx()},
+                                                         {"n_vocab", engine.model().config().n_vocab},
+                                                         {"chat_format", chat_format_name(chat_format)}}}}})}}),
                       "application/json");
     });
-    srv.Post("/v1/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, false); });
-    srv.Post("/v1/chat/completions",
-             [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, true); });
+    srv.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res,
+                                       const httplib::ContentReader& reader) { handle(req, res, reader, false); });
+    srv.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
+                                            const httplib::ContentReader& reader) { handle(req, res, reader, true); });
     srv.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       ++http_errors;
       if (!res.body.empty()) return;
@@ -542,7 +694,9 @@ int HttpServer::bind() {
     port = i.srv.bind_to_any_port(i.opt.host.c_str());
     KV_CHECK(port > 0, "cannot bind to {}", i.opt.host);
   } else {
-    KV_CHECK(i.srv.bind_to_port(i.opt.host.c_str(), port), "cannot bind to {}:{}", i.opt.host, port);
+    if (!i.srv.bind_to_port(i.opt.host.c_str(), port))
+      fail("cannot listen on {}:{}: {}", i.opt.host, port,
+           errno == EADDRINUSE ? "address in use (is another server running on that port?)" : std::strerror(errno));
   }
   widen_listen_backlog(port);
   return port;
@@ -553,7 +707,15 @@ void HttpServer::serve() {
 }
 
 void HttpServer::stop() {
-  if (impl_ && impl_->srv.is_running()) impl_->srv.stop();
+  if (!impl_) return;
+  Impl& i = *impl_;
+  if (!i.draining.exchange(true)) {
+    // Streams notice within their 100 ms wait, whole responses within a heartbeat.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (i.in_flight.load() > 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (i.srv.is_running()) i.srv.stop();
 }
 
 }  // namespace kvwise

@@ -1,26 +1,70 @@
 #include "serve/live_prefix_cache.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
+#include <xxhash.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "base/error.h"
+#include "base/private_files.h"
 #include "prefix/block_hash.h"
 
 namespace kvwise {
 
 namespace {
 constexpr size_t kMaxCategories = 64;  // client-named ones beyond this share "other"
+
+// The header of a block file: what the block is, so that a file of another model, block size, KV type
+// or layout, a truncated one or one with other bytes is never taken for it.
+struct BlockFileHeader {
+  char magic[8] = {'K', 'V', 'W', 'B', 'L', 'O', 'C', 'K'};
+  uint32_t version = 1;
+  uint32_t header_bytes = sizeof(BlockFileHeader);
+  uint64_t model = 0;
+  uint64_t key = 0;
+  uint32_t block_tokens = 0, kv_type = 0;
+  uint32_t n_layers = 0, n_kv_heads = 0, head_dim = 0, row_bytes = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t checksum = 0;  // XXH3 of the payload
+};
+static_assert(sizeof(BlockFileHeader) == 72, "no padding: the header is compared as bytes");
+
+bool write_all(int fd, const void* p, size_t n) {
+  const auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, c, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
 }
 
-// Captures completed prompt blocks before the inner observer (a compressor) runs on the layer.
+bool read_all(int fd, void* p, size_t n) {
+  auto* c = static_cast<char*>(p);
+  while (n > 0) {
+    const ssize_t r = ::read(fd, c, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    c += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+}  // namespace
+
+// Captures completed prompt blocks; attached before the compressor, so it sees each layer first.
 class LivePrefixCache::Capture : public SequenceObserver {
  public:
-  Capture(LivePrefixCache* cache, std::vector<std::pair<int, prefix::BlockKey>> blocks,
-          std::shared_ptr<SequenceObserver> inner)
-      : cache_(cache), blocks_(std::move(blocks)), inner_(std::move(inner)) {}
+  Capture(LivePrefixCache* cache, std::vector<std::pair<int, prefix::BlockKey>> blocks)
+      : cache_(cache), blocks_(std::move(blocks)) {}
 
   void after_attention(KvStore& kv, SeqId seq, const Attention& a) override {
     if (!blocks_.empty() && a.T > 0) {
@@ -28,26 +72,27 @@ class LivePrefixCache::Capture : public SequenceObserver {
       const int bt = cache_->block_tokens();
       for (const auto& [b, key] : blocks_) {
         const int32_t block_end = static_cast<int32_t>((b + 1) * bt);
-        // During prefill slot s holds position s: nothing has been dropped before the layer's last
-        // chunk, and this runs before the compressor sees that chunk.
-        if (block_end > begin && block_end <= end && kv.head_len(seq, a.layer, 0) >= block_end &&
-            kv.slot_position(seq, a.layer, 0, b * bt) == b * bt)
+        // During prefill slot s holds position s unless a policy dropped a token before the layer's
+        // last chunk; a block is captured only when every head still holds all of its tokens.
+        if (block_end > begin && block_end <= end && block_intact(kv, seq, a.layer, b * bt, bt))
           cache_->store_layer(kv, seq, a.layer, b, key);
       }
     }
-    if (inner_) inner_->after_attention(kv, seq, a);
   }
-  void on_hidden(SeqId seq, int layer, const float* x, int64_t dim, int T) override {
-    if (inner_) inner_->on_hidden(seq, layer, x, dim, T);
-  }
-  void after_forward(KvStore& kv, SeqId seq) override {
-    if (inner_) inner_->after_forward(kv, seq);
+
+  // Slots [first, first + n) of every head of the layer hold positions first ... first + n - 1.
+  static bool block_intact(const KvStore& kv, SeqId seq, int layer, int first, int n) {
+    for (int h = 0; h < kv.layout().n_kv_heads; ++h) {
+      if (kv.head_len(seq, layer, h) < first + n) return false;
+      for (int i = first; i < first + n; ++i)
+        if (kv.slot_position(seq, layer, h, i) != i) return false;
+    }
+    return true;
   }
 
  private:
   LivePrefixCache* cache_;
   std::vector<std::pair<int, prefix::BlockKey>> blocks_;
-  std::shared_ptr<SequenceObserver> inner_;
 };
 
 LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions& options)
@@ -66,6 +111,10 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
     std::filesystem::create_directories(opt_.disk_dir, ec);
     KV_CHECK(!ec && std::filesystem::is_directory(opt_.disk_dir), "cannot create the prefix cache directory '{}': {}",
              opt_.disk_dir, ec.message());
+    // A directory of this cache's own: two servers sharing --prefix-cache-disk never see each other's
+    // files, and nothing planted in the shared directory is followed.
+    disk_root_ = make_private_dir(opt_.disk_dir, "kvwise-prefix");
+    m_.disk_enabled = true;
     cfg.tiers.push_back({"disk", opt_.disk_blocks, 0});
   }
   cfg.policy = opt_.eviction;
@@ -77,8 +126,7 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
 }
 
 LivePrefixCache::~LivePrefixCache() {
-  std::error_code ec;
-  for (prefix::BlockKey key : disk_) std::filesystem::remove(disk_path(key), ec);
+  if (!disk_root_.empty()) remove_private_dir(disk_root_);
 }
 
 size_t LivePrefixCache::head_offset(int layer, int head) const {
@@ -88,7 +136,72 @@ size_t LivePrefixCache::head_offset(int layer, int head) const {
 }
 
 std::string LivePrefixCache::disk_path(prefix::BlockKey key) const {
-  return fmt::format("{}/{:016x}.kv", opt_.disk_dir, key);
+  return fmt::format("{}/{:016x}.kv", disk_root_, key);
+}
+
+void LivePrefixCache::disable_disk(const std::string& why) {
+  if (!m_.disk_enabled) return;
+  m_.disk_enabled = false;
+  std::fprintf(stderr, "kvwise: the prefix cache's disk tier is disabled: %s\n", why.c_str());
+}
+
+bool LivePrefixCache::write_block(prefix::BlockKey key, const uint8_t* data) {
+  if (!m_.disk_enabled) return false;
+  const std::string path = disk_path(key);
+  ::unlink(path.c_str());  // a stale file of an earlier demotion (the directory is ours alone)
+  const int fd = create_exclusive(path);
+  if (fd < 0) {
+    ++m_.disk_errors;
+    disable_disk(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+    return false;
+  }
+  BlockFileHeader h;
+  h.model = opt_.model_fingerprint;
+  h.key = key;
+  h.block_tokens = static_cast<uint32_t>(opt_.block_tokens);
+  h.kv_type = static_cast<uint32_t>(layout_.type);
+  h.n_layers = static_cast<uint32_t>(layout_.n_layers);
+  h.n_kv_heads = static_cast<uint32_t>(layout_.n_kv_heads);
+  h.head_dim = static_cast<uint32_t>(layout_.head_dim);
+  h.row_bytes = static_cast<uint32_t>(row_bytes_);
+  h.payload_bytes = block_bytes_;
+  h.checksum = XXH3_64bits(data, block_bytes_);
+  const bool ok = write_all(fd, &h, sizeof h) && write_all(fd, data, block_bytes_);
+  const int err = errno;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(path.c_str());
+    ++m_.disk_errors;
+    disable_disk(fmt::format("writing {} failed: {}", path, std::strerror(err)));
+  }
+  return ok;
+}
+
+bool LivePrefixCache::read_block(prefix::BlockKey key, uint8_t* data) {
+  const std::string path = disk_path(key);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    ++m_.disk_errors;
+    return false;
+  }
+  BlockFileHeader h, want;
+  want.model = opt_.model_fingerprint;
+  want.key = key;
+  want.block_tokens = static_cast<uint32_t>(opt_.block_tokens);
+  want.kv_type = static_cast<uint32_t>(layout_.type);
+  want.n_layers = static_cast<uint32_t>(layout_.n_layers);
+  want.n_kv_heads = static_cast<uint32_t>(layout_.n_kv_heads);
+  want.head_dim = static_cast<uint32_t>(layout_.head_dim);
+  want.row_bytes = static_cast<uint32_t>(row_bytes_);
+  want.payload_bytes = block_bytes_;
+  bool ok = read_all(fd, &h, sizeof h) && read_all(fd, data, block_bytes_);
+  char extra = 0;
+  ok = ok && ::read(fd, &extra, 1) == 0;  // nothing after the payload
+  ::close(fd);
+  want.checksum = h.checksum;
+  ok = ok && std::memcmp(&h, &want, sizeof h) == 0 && XXH3_64bits(data, block_bytes_) == h.checksum;
+  if (!ok) ++m_.disk_rejected;
+  return ok;
 }
 
 uint16_t LivePrefixCache::category_id(const std::string& name_in) {
@@ -161,10 +274,9 @@ void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
   m_.loaded_blocks += static_cast<uint64_t>(lease.usable_blocks);
 }
 
-std::shared_ptr<SequenceObserver> LivePrefixCache::capture_observer(const PrefixLease& lease,
-                                                                    std::shared_ptr<SequenceObserver> inner) {
-  if (lease.capture.empty()) return inner;
-  return std::make_shared<Capture>(this, lease.capture, std::move(inner));
+std::shared_ptr<SequenceObserver> LivePrefixCache::capture_observer(const PrefixLease& lease) {
+  if (lease.capture.empty()) return nullptr;
+  return std::make_shared<Capture>(this, lease.capture);
 }
 
 void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key) {
@@ -189,41 +301,31 @@ void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int b
 
 // Runs inside the metadata cache's calls (mu_ held by the caller).
 void LivePrefixCache::on_move(prefix::BlockKey key, int from, int to) {
-  std::error_code ec;
   if (from == 0) {
     auto it = memory_.find(key);
     if (it == memory_.end()) return;
-    if (to == 1 && it->second.ready()) {
-      std::ofstream f(disk_path(key), std::ios::binary | std::ios::trunc);
-      f.write(reinterpret_cast<const char*>(it->second.data.get()), static_cast<std::streamsize>(block_bytes_));
-      if (f.good()) {
-        disk_.insert(key);
-        m_.disk_bytes += block_bytes_;
-      } else {
-        ++m_.disk_errors;  // the block is kept as metadata only: a later hit recomputes it
-      }
+    // A block that fails to reach the disk is kept as metadata only: a later hit recomputes it.
+    if (to == 1 && it->second.ready() && write_block(key, it->second.data.get())) {
+      disk_.insert(key);
+      m_.disk_bytes += block_bytes_;
     }
     m_.memory_bytes -= block_bytes_;
     memory_.erase(it);
   } else if (from == 1) {
     if (!disk_.erase(key)) return;
     m_.disk_bytes -= block_bytes_;
-    const std::string path = disk_path(key);
     if (to == 0) {
       Block blk;
       blk.data = std::make_unique<uint8_t[]>(block_bytes_);
-      std::ifstream f(path, std::ios::binary);
-      f.read(reinterpret_cast<char*>(blk.data.get()), static_cast<std::streamsize>(block_bytes_));
-      if (f.gcount() == static_cast<std::streamsize>(block_bytes_)) {
+      if (read_block(key, blk.data.get())) {
         blk.layer_done.assign(static_cast<size_t>(layout_.n_layers), true);
         blk.layers = layout_.n_layers;
         memory_[key] = std::move(blk);
         m_.memory_bytes += block_bytes_;
-      } else {
-        ++m_.disk_errors;
+        ++m_.disk_loaded;
       }
     }
-    std::filesystem::remove(path, ec);
+    ::unlink(disk_path(key).c_str());
   }
 }
 

@@ -3,7 +3,12 @@
 // captured while the prompt is prefilled (before a compression policy touches the layer) and copied
 // into later sequences that start with the same tokens, which then skip that prefill. The metadata
 // cache decides what stays (eviction policy, pinning, tiers); this class moves the data with it:
-// tier 0 holds blocks in memory, an optional tier 1 holds them as files in a directory.
+// tier 0 holds blocks in memory, an optional tier 1 holds them as files in a private directory that
+// this cache makes (mode 0700) inside the operator's. A block file has a header naming the model
+// (GgufFile::fingerprint), block size, KV type and layout and the block's chain key, and a checksum
+// of its data; anything that does not verify is a miss (counted as rejected), never loaded. A disk
+// that fails a write (vanished, read-only, full) disables the tier with one warning on stderr.
+// Thread-safe: every method takes the cache's mutex.
 #pragma once
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
@@ -24,9 +29,10 @@ namespace kvwise {
 struct LivePrefixOptions {
   int block_tokens = 32;
   size_t memory_blocks = 0;  // tier 0 capacity (0: no prefix cache)
-  std::string disk_dir;      // tier 1 (optional): one file per block in this directory
+  std::string disk_dir;      // tier 1 (optional): one file per block in a private directory made inside this one
   size_t disk_blocks = 0;
-  std::string eviction = "lru";  // any policy of prefix::policy_names() except the offline "belady"
+  uint64_t model_fingerprint = 0;  // GgufFile::fingerprint() of the model whose KV the blocks hold
+  std::string eviction = "lru";    // any policy of prefix::policy_names() except the offline "belady"
   prefix::PolicyOptions policy_options;
 };
 
@@ -48,7 +54,10 @@ struct LivePrefixMetrics {
   uint64_t lookups = 0, lookup_blocks = 0;
   uint64_t cached_tokens = 0;  // prompt tokens whose prefill was skipped
   uint64_t loaded_blocks = 0, captured_blocks = 0;
-  uint64_t disk_errors = 0;
+  uint64_t disk_errors = 0;    // failed writes and reads
+  uint64_t disk_rejected = 0;  // block files that did not verify (another model, truncated, corrupt)
+  uint64_t disk_loaded = 0;    // blocks whose data came back from disk, verified
+  bool disk_enabled = false;
   size_t memory_bytes = 0, disk_bytes = 0;  // KV data held per tier
   size_t block_bytes = 0;
 };
@@ -72,10 +81,10 @@ class LivePrefixCache {
                       int min_compute = 1);
   // Copies the usable blocks into an empty sequence and moves its next position past them.
   void load(KvStore& kv, SeqId seq, const PrefixLease& lease);
-  // An observer for the sequence that captures the prompt blocks it completes, layer by layer, then
-  // hands every event to `inner` (a compressor, or null): a compressed working copy never enters the
-  // cache. The lease must outlive the sequence's prefill.
-  std::shared_ptr<SequenceObserver> capture_observer(const PrefixLease& lease, std::shared_ptr<SequenceObserver> inner);
+  // An observer for the sequence that captures the prompt blocks it completes, layer by layer (null
+  // when there is nothing to capture). Attach it before any compressor (Engine::observe(seq, o, true))
+  // so that a compressed working copy never enters the cache. The lease must outlive the prefill.
+  std::shared_ptr<SequenceObserver> capture_observer(const PrefixLease& lease);
   void release(PrefixLease& lease, double now);
 
   LivePrefixMetrics metrics() const;
@@ -93,12 +102,16 @@ class LivePrefixCache {
   void store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key);
   void on_move(prefix::BlockKey key, int from, int to);
   std::string disk_path(prefix::BlockKey key) const;
+  bool write_block(prefix::BlockKey key, const uint8_t* data);
+  bool read_block(prefix::BlockKey key, uint8_t* data);
+  void disable_disk(const std::string& why);
   uint16_t category_id(const std::string& name);
   size_t head_offset(int layer, int head) const;
 
   KvLayout layout_;
   LivePrefixOptions opt_;
   size_t row_bytes_ = 0, block_bytes_ = 0;
+  std::string disk_root_;  // the private directory of this cache's block files
   mutable std::mutex mu_;
   std::unique_ptr<prefix::PrefixCache> cache_;
   absl::flat_hash_map<prefix::BlockKey, Block> memory_;

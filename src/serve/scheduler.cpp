@@ -2,13 +2,22 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <string_view>
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "base/utf8.h"
 #include "prefix/block_hash.h"
 
 namespace kvwise {
+
+namespace {
+// A failure inside the engine is the server's, not the client's: it is logged for the operator.
+void log_internal_error(const std::string& where, const std::exception& e) {
+  std::fprintf(stderr, "kvwise serve: error in %s: %s\n", where.c_str(), e.what());
+}
+}  // namespace
 
 struct Scheduler::Active {
   uint64_t id = 0;
@@ -88,9 +97,7 @@ void Scheduler::cancel(uint64_t id) {
 
 SchedulerStats Scheduler::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
-  SchedulerStats s = stats_;
-  s.kv_bytes = engine_.kv().pool().bytes_in_use();
-  return s;
+  return stats_;  // kv_bytes is refreshed by the scheduler thread after every step
 }
 
 void Scheduler::wait_idle() {
@@ -114,11 +121,12 @@ void Scheduler::finish(Active& a, const std::string& reason, const std::string& 
   a.result.seconds = now - a.t_submit;
   a.result.queue_seconds = (a.t_admit > 0 ? a.t_admit : now) - a.t_submit;
   a.result.ttft_seconds = a.t_first > 0 ? a.t_first - a.t_submit : 0;
-  a.result.text = a.shown.substr(std::min(a.shown.size(), a.prompt_text_size));
-  if (a.stop_at != std::string::npos) a.result.text.resize(a.stop_at);
-  // Release text held back for a possible stop string that never completed.
-  if (reason != "cancelled" && reason != "error" && a.result.text.size() > a.emitted && a.req.on_token)
-    a.req.on_token(-1, a.result.text.substr(a.emitted));
+  std::string raw = a.shown.substr(std::min(a.shown.size(), a.prompt_text_size));
+  if (a.stop_at != std::string::npos) raw.resize(a.stop_at);
+  // Release text held back for a possible stop string or an unfinished character.
+  if (reason != "cancelled" && reason != "error" && raw.size() > a.emitted && a.req.on_token)
+    a.req.on_token(-1, utf8_sanitize(std::string_view(raw).substr(a.emitted)));
+  a.result.text = utf8_sanitize(raw);
   {
     std::lock_guard<std::mutex> lk(mu_);
     live_.erase(a.id);
@@ -136,22 +144,25 @@ void Scheduler::finish(Active& a, const std::string& reason, const std::string& 
 
 // Loads the prompt's cached leading blocks into the new sequence (its prefill starts after them) and
 // lets the blocks it completes be captured before the compressor changes them.
-void Scheduler::admit_cached_prefix(Active& a, std::shared_ptr<SequenceObserver> compressor) {
+void Scheduler::admit_cached_prefix(Active& a) {
   LivePrefixCache& cache = *opt_.prefix_cache;
   const auto& p = a.req.policy;
-  // A compressing policy scores with its observation window: those queries must be computed.
-  const int min_compute =
-      p && !p->full ? std::max(1, sequence_shape(*p, static_cast<int>(a.req.prompt.size())).window) : 1;
+  // A compressing policy scores with its observation window: those queries must be computed. One
+  // whose statistics need every prompt query (H2O, the gate) computes the whole prompt; its blocks
+  // are still captured for others.
+  const int P = static_cast<int>(a.req.prompt.size());
+  const int min_compute = !p || p->full                 ? 1
+                          : p->needs_every_prompt_query ? P
+                                                        : std::max(1, sequence_shape(*p, P).window);
   a.lease =
       cache.acquire(a.req.prompt, prefix::salt_of(a.req.cache_salt), a.req.kv_category, now_seconds(), min_compute);
   cache.load(engine_.kv(), a.seq, a.lease);
   a.prefilled = static_cast<size_t>(a.lease.cached_tokens());
   a.result.cached_tokens = a.lease.cached_tokens();
-  engine_.observe(a.seq, cache.capture_observer(a.lease, std::move(compressor)));
+  if (auto capture = cache.capture_observer(a.lease)) engine_.observe(a.seq, std::move(capture), true);
 }
 
 void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
-  const Tokenizer& tok = engine_.model().tokenizer();
   const int V = engine_.model().config().n_vocab;
   std::vector<BatchEntry> batch;
   std::vector<Active*> owner;
@@ -176,6 +187,7 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
   try {
     logits = engine_.forward(batch);
   } catch (const std::exception& e) {
+    log_internal_error("forward pass", e);
     for (Active* a : owner) finish(*a, "error", e.what());
     return;
   }
@@ -185,20 +197,36 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
   }
   for (size_t i = 0; i < owner.size(); ++i) {
     Active& a = *owner[i];
-    if (prefill_len[i] > 0) {
-      a.prefilled += prefill_len[i];
+    // Whatever goes wrong with one request (a tokenizer that cannot decode, a callback that throws)
+    // fails that request alone; the others and the server go on.
+    try {
+      advance(a, logits.data() + i * static_cast<size_t>(V), prefill_len[i]);
+    } catch (const std::exception& e) {
+      log_internal_error(fmt::format("request {}", a.id), e);
+      finish(a, "error", fmt::format("internal error: {}", e.what()));
+    }
+  }
+}
+
+// One request's part of a step: count its prefill, or sample, detokenize and stream its next token.
+void Scheduler::advance(Active& a, const float* logits, size_t prefill_len) {
+  const Tokenizer& tok = engine_.model().tokenizer();
+  const int V = engine_.model().config().n_vocab;
+  {
+    if (prefill_len > 0) {
+      a.prefilled += prefill_len;
       {
         std::lock_guard<std::mutex> lk(mu_);
-        stats_.prompt_tokens += static_cast<long>(prefill_len[i]);
+        stats_.prompt_tokens += static_cast<long>(prefill_len);
       }
-      if (a.prefilled < a.req.prompt.size()) continue;
+      if (a.prefilled < a.req.prompt.size()) return;
       a.result.kv_bytes_peak = engine_.kv().bytes_sequence(a.seq);
     }
-    const int32_t next = a.sampler.sample(logits.data() + i * static_cast<size_t>(V), V);
+    const int32_t next = a.sampler.sample(logits, V);
     if (a.t_first == 0) a.t_first = now_seconds();
     if (tok.is_end_of_generation(next) && !a.req.ignore_eos) {
       finish(a, "stop");
-      continue;
+      return;
     }
     a.result.tokens.push_back(next);
     a.all.push_back(next);
@@ -216,20 +244,23 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
         }
     }
     if (a.stop_at != std::string::npos) safe = a.stop_at;
+    // A character that a later token may still complete is held back (a byte-fallback token can end
+    // mid-character); what never becomes UTF-8 is replaced by U+FFFD.
+    if (safe > a.emitted) safe = a.emitted + utf8_complete_prefix(gen.substr(a.emitted, safe - a.emitted));
     std::string piece;
     if (safe > a.emitted) {
-      piece = std::string(gen.substr(a.emitted, safe - a.emitted));
+      piece = utf8_sanitize(gen.substr(a.emitted, safe - a.emitted));
       a.emitted = safe;
     }
     if (a.req.on_token) a.req.on_token(next, piece);
     if (a.stop_at != std::string::npos) {
       finish(a, "stop");
-      continue;
+      return;
     }
     if (static_cast<int>(a.result.tokens.size()) >= a.req.max_tokens ||
         engine_.kv().next_position(a.seq) >= engine_.ctx()) {
       finish(a, "length");
-      continue;
+      return;
     }
     a.next_token = next;
   }
@@ -258,9 +289,7 @@ void Scheduler::run() {
           // Memory admission: a sequence may grow to prompt + max_tokens uncompressed tokens.
           const size_t need =
               engine_.kv().bytes_per_token_full() * (a->req.prompt.size() + static_cast<size_t>(a->req.max_tokens));
-          if (opt_.max_kv_bytes > 0 && !running.empty() &&
-              engine_.kv().pool().bytes_in_use() + need > opt_.max_kv_bytes)
-            break;
+          if (opt_.max_kv_bytes > 0 && !running.empty() && stats_.kv_bytes + need > opt_.max_kv_bytes) break;
           queue_.pop_front();
           running.push_back(a);
         }
@@ -281,8 +310,9 @@ void Scheduler::run() {
         a->seq = engine_.new_sequence();
         const int P = static_cast<int>(a->req.prompt.size());
         a->compressor = attach_policy(engine_, a->seq, a->req.policy, P);
-        if (opt_.prefix_cache) admit_cached_prefix(*a, a->compressor);
+        if (opt_.prefix_cache) admit_cached_prefix(*a);
       } catch (const std::exception& e) {
+        log_internal_error(fmt::format("admitting request {}", a->id), e);
         finish(*a, "error", e.what());
       }
     }
@@ -291,10 +321,14 @@ void Scheduler::run() {
     running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
     if (!running.empty()) step(running);
     running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
+    // Hot KV bytes as the store counts them: pages, low-precision segments and exact rows (the
+    // store is the scheduler thread's, so the HTTP threads read this copy).
+    const size_t kv_bytes = engine_.kv().bytes_total();
     {
       std::lock_guard<std::mutex> lk(mu_);
       running_count_ = static_cast<int>(running.size());
       stats_.running = running_count_;
+      stats_.kv_bytes = kv_bytes;
       if (queue_.empty() && running.empty()) idle_cv_.notify_all();
     }
   }

@@ -65,7 +65,7 @@ struct SchedulerStats {
   long requests = 0, completed = 0, cancelled = 0, failed = 0, rejected = 0;
   long prompt_tokens = 0, generated_tokens = 0;
   long steps = 0;
-  size_t kv_bytes = 0;
+  size_t kv_bytes = 0;  // hot KV bytes of all sequences (pages, low-precision segments, exact rows) after the last step
   double compression_seconds = 0;
 };
 
@@ -93,7 +93,8 @@ class Scheduler {
   struct Active;
   void run();
   void step(std::vector<std::shared_ptr<Active>>& running);
-  void admit_cached_prefix(Active& a, std::shared_ptr<SequenceObserver> compressor);
+  void advance(Active& a, const float* logits, size_t prefill_len);
+  void admit_cached_prefix(Active& a);
   void finish(Active& a, const std::string& reason, const std::string& error = {});
 
   Engine& engine_;

@@ -3,6 +3,8 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -42,30 +44,47 @@ std::ifstream open_or_fail(const std::string& path) {
   return in;
 }
 
-int64_t get_int(simdjson::ondemand::object& o, const char* field) {
-  int64_t v;
-  auto err = o[field].get_int64().get(v);
-  if (err) {
-    double d;
-    if (o[field].get_double().get(d) == simdjson::SUCCESS) return static_cast<int64_t>(d);
-    throw std::runtime_error(std::string("field '") + field + "': " + simdjson::error_message(err));
-  }
+// Lengths and ids are read exactly: a fraction, a negative number or one past 2^31 is a bad line,
+// never cast (a cast of 2^32 + 5 is 5, of NaN undefined).
+constexpr int64_t kMaxLength = (int64_t{1} << 31) - 1;
+
+// Lines are parsed whole (simdjson's DOM API): a field can be looked up after another one failed,
+// which the on-demand API does not allow (a fuzzer found the use after an error).
+using JsonObject = simdjson::dom::object;
+
+simdjson::dom::element field_of(const JsonObject& o, const char* field) {
+  simdjson::dom::element v;
+  if (o[field].get(v)) throw std::runtime_error(std::string("field '") + field + "' is missing");
   return v;
 }
 
-double get_number(simdjson::ondemand::object& o, const char* field) {
+int64_t get_int(const JsonObject& o, const char* field, int64_t lo = INT64_MIN, int64_t hi = INT64_MAX) {
+  const simdjson::dom::element e = field_of(o, field);
+  int64_t v;
+  if (e.get_int64().get(v)) {
+    double d;
+    if (e.get_double().get(d)) throw std::runtime_error(std::string("field '") + field + "': not a number");
+    if (!std::isfinite(d) || d != std::floor(d) || std::abs(d) > 9e15)
+      throw std::runtime_error(fmt::format("field '{}': {} is not an integer", field, d));
+    v = static_cast<int64_t>(d);
+  }
+  if (v < lo || v > hi) throw std::runtime_error(fmt::format("field '{}': {} is outside [{}, {}]", field, v, lo, hi));
+  return v;
+}
+
+double get_number(const JsonObject& o, const char* field) {
   double d;
-  auto err = o[field].get_double().get(d);
-  if (err) throw std::runtime_error(std::string("field '") + field + "': " + simdjson::error_message(err));
+  if (field_of(o, field).get_double().get(d))
+    throw std::runtime_error(std::string("field '") + field + "': not a number");
+  if (!std::isfinite(d) || d < 0) throw std::runtime_error(fmt::format("field '{}': {} is not a time", field, d));
   return d;
 }
 
-std::vector<prefix::BlockKey> get_blocks(simdjson::ondemand::object& o) {
-  simdjson::ondemand::array arr;
-  auto err = o["hash_ids"].get_array().get(arr);
-  if (err) throw std::runtime_error(std::string("field 'hash_ids': ") + simdjson::error_message(err));
+std::vector<prefix::BlockKey> get_blocks(const JsonObject& o) {
+  simdjson::dom::array arr;
+  if (field_of(o, "hash_ids").get_array().get(arr)) throw std::runtime_error("field 'hash_ids': not a list");
   std::vector<prefix::BlockKey> out;
-  for (auto v : arr) {
+  for (simdjson::dom::element v : arr) {
     int64_t x;
     if (v.get_int64().get(x) || x < 0)
       throw std::runtime_error("field 'hash_ids': not a list of non-negative integers");
@@ -74,11 +93,22 @@ std::vector<prefix::BlockKey> get_blocks(simdjson::ondemand::object& o) {
   return out;
 }
 
-// The fields both JSONL schemas share.
-void read_lengths_and_blocks(simdjson::ondemand::object& o, TraceRequest& r) {
-  r.input_tokens = static_cast<uint32_t>(get_int(o, "input_length"));
-  r.output_tokens = static_cast<uint32_t>(get_int(o, "output_length"));
+// The fields both JSONL schemas share. A prompt of n tokens has at most ceil(n / block_tokens) blocks.
+void read_lengths_and_blocks(const JsonObject& o, TraceRequest& r, int block_tokens) {
+  r.input_tokens = static_cast<uint32_t>(get_int(o, "input_length", 0, kMaxLength));
+  r.output_tokens = static_cast<uint32_t>(get_int(o, "output_length", 0, kMaxLength));
   r.blocks = get_blocks(o);
+  const uint64_t most = (static_cast<uint64_t>(r.input_tokens) + static_cast<uint64_t>(block_tokens) - 1) /
+                        static_cast<uint64_t>(block_tokens);
+  if (r.blocks.size() > most)
+    throw std::runtime_error(fmt::format("{} hash ids for {} input tokens (at most {} blocks of {})", r.blocks.size(),
+                                         r.input_tokens, most, block_tokens));
+}
+
+// A trace most of whose lines are bad is the wrong file or the wrong format, not a trace to replay.
+void check_mostly_good(const Trace& t) {
+  KV_CHECK(t.skipped_lines <= t.requests.size(), "{}: {} of {} lines are bad (is --format {} right?)", t.source,
+           t.skipped_lines, t.skipped_lines + t.requests.size(), t.format);
 }
 
 template <typename ParseLine>
@@ -87,7 +117,7 @@ Trace read_jsonl(const std::string& path, OnBadLine on_bad, ParseLine parse_line
   Trace t;
   t.source = path;
   BadLines bad(path, on_bad);
-  simdjson::ondemand::parser parser;
+  simdjson::dom::parser parser;
   std::string line;
   size_t n = 0;
   while (std::getline(in, line)) {
@@ -95,10 +125,10 @@ Trace read_jsonl(const std::string& path, OnBadLine on_bad, ParseLine parse_line
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     simdjson::padded_string padded(line);
     try {
-      simdjson::ondemand::document doc;
-      auto err = parser.iterate(padded).get(doc);
+      simdjson::dom::element doc;
+      auto err = parser.parse(padded).get(doc);
       if (err) throw std::runtime_error(simdjson::error_message(err));
-      simdjson::ondemand::object obj;
+      JsonObject obj;
       err = doc.get_object().get(obj);
       if (err) throw std::runtime_error(std::string("not a JSON object: ") + simdjson::error_message(err));
       TraceRequest r = parse_line(obj);
@@ -115,32 +145,34 @@ Trace read_jsonl(const std::string& path, OnBadLine on_bad, ParseLine parse_line
 }
 
 Trace read_mooncake(const std::string& path, OnBadLine on_bad) {
-  Trace t = read_jsonl(path, on_bad, [](simdjson::ondemand::object& o) {
+  Trace t = read_jsonl(path, on_bad, [](const JsonObject& o) {
     TraceRequest r;
     r.time = get_number(o, "timestamp") / 1000.0;  // milliseconds
-    read_lengths_and_blocks(o, r);
+    read_lengths_and_blocks(o, r, 512);
     return r;
   });
   t.format = "mooncake";
   t.block_tokens = 512;
+  check_mostly_good(t);
   return t;
 }
 
 Trace read_bailian(const std::string& path, OnBadLine on_bad) {
-  Trace t = read_jsonl(path, on_bad, [](simdjson::ondemand::object& o) {
+  Trace t = read_jsonl(path, on_bad, [](const JsonObject& o) {
     TraceRequest r;
     r.chat_id = get_int(o, "chat_id");
     r.parent_chat_id = get_int(o, "parent_chat_id");
     r.time = get_number(o, "timestamp");  // seconds
     std::string_view type;
-    if (o["type"].get_string().get(type)) throw std::runtime_error("field 'type': not a string");
+    if (field_of(o, "type").get_string().get(type)) throw std::runtime_error("field 'type': not a string");
     r.type = std::string(type);
-    r.turn = static_cast<int>(get_int(o, "turn"));
-    read_lengths_and_blocks(o, r);
+    r.turn = static_cast<int>(get_int(o, "turn", 0, kMaxLength));
+    read_lengths_and_blocks(o, r, 16);
     return r;
   });
   t.format = "bailian";
   t.block_tokens = 16;
+  check_mostly_good(t);
   return t;
 }
 
@@ -167,6 +199,8 @@ Trace read_azure(const std::string& path, OnBadLine on_bad, int block_tokens, ui
   double t0 = -1;
   while (std::getline(in, line)) {
     ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // the shipped CSVs have CRLF line ends
+    if (line.empty()) continue;
     if (n == 1 && line.rfind("TIMESTAMP", 0) == 0) continue;
     std::istringstream ss(line);
     std::string ts, ctx, gen;
@@ -180,11 +214,19 @@ Trace read_azure(const std::string& path, OnBadLine on_bad, int block_tokens, ui
       bad.report(n, "bad timestamp '" + ts + "'");
       continue;
     }
-    char* end1;
-    char* end2;
-    const long in_tok = std::strtol(ctx.c_str(), &end1, 10), out_tok = std::strtol(gen.c_str(), &end2, 10);
-    if (*end1 != '\0' || *end2 != '\0' || in_tok <= 0 || out_tok < 0) {
-      bad.report(n, "bad token counts");
+    if (!std::isfinite(s) || s < 0 || s >= 61 || M < 1 || M > 12 || D < 1 || D > 31 || h < 0 || h > 23 || m < 0 ||
+        m > 59) {
+      bad.report(n, "bad timestamp '" + ts + "'");
+      continue;
+    }
+    int64_t in_tok = -1, out_tok = -1;
+    const auto parse_count = [](const std::string& f, int64_t& v) {
+      auto [p, ec] = std::from_chars(f.data(), f.data() + f.size(), v);
+      return ec == std::errc() && p == f.data() + f.size() && !f.empty();
+    };
+    if (!parse_count(ctx, in_tok) || !parse_count(gen, out_tok) || in_tok <= 0 || out_tok < 0 || in_tok > kMaxLength ||
+        out_tok > kMaxLength) {
+      bad.report(n, "bad token counts '" + ctx + "," + gen + "'");
       continue;
     }
     const double secs = ((D * 24.0 + h) * 60.0 + m) * 60.0 + s;  // within one month: enough for offsets
@@ -201,6 +243,7 @@ Trace read_azure(const std::string& path, OnBadLine on_bad, int block_tokens, ui
     t.requests.push_back(std::move(r));
   }
   t.skipped_lines = bad.count();
+  check_mostly_good(t);
   std::stable_sort(t.requests.begin(), t.requests.end(),
                    [](const TraceRequest& a, const TraceRequest& b) { return a.time < b.time; });
   return t;
