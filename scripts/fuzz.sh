@@ -14,16 +14,18 @@ declare -A sources=(
   [policy_spec]="src/compress/policy_spec.cpp"
   [trace_line]="src/sim/trace.cpp"
   [gguf]="src/model/gguf.cpp src/tensor/dtype.cpp"
+  [request]="src/serve/request_fields.cpp"
 )
 declare -A libs=(
   [policy_spec]="-lfmt"
   [trace_line]="-lfmt $(pkg-config --libs simdjson)"
   [gguf]="-lfmt -lxxhash"
+  [request]="-lfmt"
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=0
-for t in policy_spec trace_line gguf; do
+for t in policy_spec trace_line gguf request; do
   bin="$out/fuzz_$t"
   if [ ! -x "$bin" ] || [ -n "$(find fuzz/fuzz_$t.cpp ${sources[$t]} src -newer "$bin" -name '*.[ch]*' -print -quit)" ]; then
     # shellcheck disable=SC2086

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Installs everything kvwise needs from Debian 12 packages and builds it (Release, into build/).
-# Usage: scripts/setup.sh [--sanitize]   (--sanitize: an ASan+UBSan build of the tests in build-asan/)
+# Usage: scripts/setup.sh [--sanitize | --tsan]
+#   --sanitize: an ASan+UBSan build of the tests in build-asan/
+#   --tsan:     a ThreadSanitizer build of the concurrent tests in build-tsan/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git
   libopenblas-dev libopenblas0-pthread libcli11-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
   libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev python3 python3-numpy
-  nodejs)  # nodejs: the OpenAI Node client's integration test (tests/node)
+  nodejs  # the OpenAI Node client's integration test (tests/node)
+  clang libclang-rt-14-dev)  # libFuzzer targets (scripts/fuzz.sh)
 scripts/apt-install.sh "${packages[@]}"
 
 jobs=${KVWISE_JOBS:-2}
-if [ "${1:-}" = "--sanitize" ]; then
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVWISE_SANITIZE=ON >/dev/null
-  cmake --build build-asan -j "$jobs"
-else
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j "$jobs"
-fi
+case "${1:-}" in
+  --sanitize)
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVWISE_SANITIZE=ON >/dev/null
+    cmake --build build-asan -j "$jobs"
+    ;;
+  --tsan)
+    cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVWISE_TSAN=ON >/dev/null
+    cmake --build build-tsan -j "$jobs"
+    ;;
+  *)
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build build -j "$jobs"
+    ;;
+esac

@@ -101,6 +101,32 @@ TEST(Cli, BadInputGivesClearErrors) {
 namespace kvwise {
 namespace {
 
+// The shipped Azure CSVs end their lines with CRLF: every line is a request (before: 1 of 19,366).
+TEST(CliSim, ReadsTheShippedAzureCsvWithCrlfLineEnds) {
+  KVWISE_REQUIRE_DATA();
+  const auto r = test::run_kvwise("sim --trace '" + test::data_dir() +
+                                  "/traces/azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv' --format azure "
+                                  "--policies lru --capacity 1000 --fail-on-bad-line --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["trace"]["requests"], 19366);
+  EXPECT_EQ(j["trace"]["skipped_lines"], 0);
+  for (const auto& run : j["runs"]) {
+    EXPECT_LE(run["block_hit_ratio"].get<double>(), 1.0);
+    EXPECT_LE(run["token_hit_ratio"].get<double>(), 1.0);
+  }
+}
+
+// A file that is mostly not the format it is read as fails instead of replaying its few good lines.
+TEST(CliSim, AMostlyBadTraceFails) {
+  KVWISE_REQUIRE_DATA();
+  const auto r = test::run_kvwise("sim --trace '" + test::data_dir() +
+                                  "/traces/azure_llm_inference_2023/AzureLLMInferenceTrace_conv.csv' --format mooncake "
+                                  "--policies lru --capacity 1000");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("lines are bad"), std::string::npos) << r.err;
+}
+
 TEST(CliSim, ReplaysTheMooncakeTraceWithTiers) {
   KVWISE_REQUIRE_DATA();
   const std::string plots = test::temp_path("plots");

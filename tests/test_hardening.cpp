@@ -229,6 +229,16 @@ TEST(TraceInput, OutOfRangeValuesAreBadLinesNotCasts) {
   }
 }
 
+// Times count from the earliest arrival whatever the line order (a fuzzer found negative times).
+TEST(TraceInput, AzureTimesStartAtTheEarliestLine) {
+  const std::string path = test::temp_path("unordered.csv");
+  test::write_file(path, "2023-11-16 18:15:50.5,396,109\n2023-11-16 18:15:46.5,374,44\n");
+  const sim::Trace t = sim::read_trace(path, "azure", sim::OnBadLine::Fail);
+  ASSERT_EQ(t.requests.size(), 2u);
+  EXPECT_DOUBLE_EQ(t.requests[0].time, 0.0);
+  EXPECT_DOUBLE_EQ(t.requests[1].time, 4.0);
+}
+
 TEST(TraceInput, ARunThatSkipsMostLinesFails) {
   const std::string path = test::temp_path("mostly-bad.csv");
   test::write_file(path, "2023-11-16 18:15:46.68,374,44\nnonsense\nmore nonsense\n");

@@ -246,6 +246,60 @@ TEST_F(HardenedServer, GeneratedBytesThatAreNotUtf8NeverFailAResponse) {
   expect_alive();
 }
 
+// A failure inside the engine (here: the operator's cold directory vanished under a SpeCache request)
+// fails that request with a 500 that names no server file; the server goes on serving.
+TEST_F(HardenedServer, InternalFailuresAre500sAndTheServerGoesOn) {
+  const std::string cold = test::temp_path("vanishing-cold");
+  ServerOptions so;
+  so.policy_files.cold_dir = checked_private_dir(cold);
+  start(so);
+  std::filesystem::remove_all(cold);
+  for (bool stream : {false, true}) {
+    json body = {{"prompt", "hi"}, {"max_tokens", 4}, {"kv_policy", "specache"}};
+    if (stream) body["stream"] = true;
+    auto r = post(body);
+    ASSERT_TRUE(r);
+    if (stream) {
+      EXPECT_EQ(r->status, 200);
+      EXPECT_NE(r->body.find("server_error"), std::string::npos) << r->body;
+      EXPECT_NE(r->body.find("data: [DONE]"), std::string::npos) << r->body;
+    } else {
+      EXPECT_EQ(r->status, 500) << r->body;
+      EXPECT_EQ(json::parse(r->body)["error"]["type"], "server_error");
+    }
+    EXPECT_EQ(r->body.find(cold), std::string::npos) << "a 500 names no server file: " << r->body;
+  }
+  expect_alive();
+}
+
+// CORS stays off: no Access-Control header lets a page of another origin read the answers. The API
+// key is checked (in constant time; here: that a wrong or partial key is refused).
+TEST_F(HardenedServer, NoCorsAndTheApiKeyIsChecked) {
+  ServerOptions so;
+  so.api_key = "sk-right-key";
+  start(so);
+  httplib::Client c("127.0.0.1", port_);
+  httplib::Headers origin = {{"Origin", "https://elsewhere.example"}};
+  auto pre = c.Options("/v1/completions", origin);
+  ASSERT_TRUE(pre);
+  EXPECT_FALSE(pre->has_header("Access-Control-Allow-Origin"));
+  const std::string body = json{{"prompt", "hi"}, {"max_tokens", 2}}.dump();
+  const std::vector<std::string> keys = {"", "Bearer sk-right-ke", "Bearer sk-right-keyX", "Bearer sk-wrong-key"};
+  for (const std::string& key : keys) {
+    httplib::Headers h = origin;
+    if (!key.empty()) h.emplace("Authorization", key);
+    auto r = c.Post("/v1/completions", h, body, "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << key;
+    EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+  }
+  httplib::Headers ok = {{"Authorization", "Bearer sk-right-key"}};
+  auto r = c.Post("/v1/completions", ok, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+}
+
 TEST_F(HardenedServer, ASecondServerOnABusyPortFails) {
   start();
   ServerOptions so;

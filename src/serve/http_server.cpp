@@ -26,6 +26,7 @@
 #include "compress/registry.h"
 #include "serve/chat_template.h"
 #include "serve/http_connection.h"
+#include "serve/request_fields.h"
 
 namespace kvwise {
 
@@ -33,12 +34,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// An error the client caused (or 503 for a full queue): status + OpenAI error body.
-struct HttpError {
-  int status;
-  std::string message;
-  std::string type;
-};
+// What a client learns of a failure inside the server: the details (which may name the operator's
+// files) go to the server's log only.
+constexpr const char* kInternalError = "the request failed inside the server (its log has the details)";
 
 // Everything the server writes is UTF-8: text that is not (a message echoing a client's bytes) has
 // its bad bytes replaced rather than failing the response.
@@ -110,42 +108,6 @@ struct Parsed {
   bool include_usage = false;
 };
 
-[[noreturn]] void bad_field(const char* key, const std::string& what) {
-  throw HttpError{400, fmt::format("'{}' {}", key, what), "invalid_request_error"};
-}
-
-// An integer that fits [lo, hi] exactly: no bools, no fractions, no silent narrowing.
-int64_t exact_integer(const json& v, const char* key, int64_t lo, int64_t hi) {
-  if (!v.is_number_integer()) bad_field(key, "has the wrong type: it must be an integer");
-  const bool big = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
-  const int64_t x = big ? INT64_MAX : v.get<int64_t>();
-  if (big || x < lo || x > hi) bad_field(key, fmt::format("must be in [{}, {}]", lo, hi));
-  return x;
-}
-
-// A field of the body, type-checked: integers by exact_integer within their type's range, numbers
-// finite, booleans only true/false, strings only strings.
-template <typename T>
-T field(const json& body, const char* key, T def) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return def;
-  const json& v = *it;
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!v.is_boolean()) bad_field(key, "has the wrong type: it must be true or false");
-    return v.get<bool>();
-  } else if constexpr (std::is_integral_v<T>) {
-    return static_cast<T>(exact_integer(v, key, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (!v.is_number()) bad_field(key, "has the wrong type: it must be a number");
-    const double x = v.get<double>();
-    if (!std::isfinite(x) || std::abs(x) > 1e30) bad_field(key, "must be a finite number");
-    return static_cast<T>(x);
-  } else {
-    if (!v.is_string()) bad_field(key, "has the wrong type: it must be a string");
-    return v.get<std::string>();
-  }
-}
-
 }  // namespace
 
 struct HttpServer::Impl {
@@ -159,6 +121,9 @@ struct HttpServer::Impl {
   std::atomic<long> http_errors{0};
   std::atomic<bool> draining{false};  // stop() was called: responses in flight end, new ones get 503
   std::atomic<int> in_flight{0};      // chunked responses not yet released
+  std::mutex run_mu;                  // orders serve() against stop()
+  bool stop_requested = false;
+  std::atomic<bool> serving{false};
 
   Impl(Engine& e, Scheduler& s, const ServerOptions& o) : engine(e), sched(s), opt(o), srv(o.request_deadline) {
     chat_format = detect_chat_format(engine.model().file().get_string("tokenizer.chat_template").value_or(""));
@@ -172,57 +137,24 @@ struct HttpServer::Impl {
     return false;
   }
 
-  // Common sampling, length and KV fields of both endpoints.
-  Parsed parse_common(const json& body) {
+  // A checked body made into a scheduler request: tokenized, its policy built from the untrusted spec.
+  Parsed build(RequestFields f, bool chat) {
     Parsed p;
     ServeRequest& r = p.req;
-    r.max_tokens = field<int>(body, "max_tokens", field<int>(body, "max_completion_tokens", 16));
-    if (r.max_tokens > engine.ctx())
-      throw HttpError{400, fmt::format("max_tokens ({}) exceeds the context of {} tokens", r.max_tokens, engine.ctx()),
-                      "invalid_request_error"};
-    r.ignore_eos = field<bool>(body, "ignore_eos", false);
-    if (r.max_tokens < 1) throw HttpError{400, "max_tokens must be at least 1", "invalid_request_error"};
-    r.sampling.temperature = field<float>(body, "temperature", 1.0f);
-    r.sampling.top_p = field<float>(body, "top_p", 1.0f);
-    r.sampling.top_k = field<int>(body, "top_k", 0);
-    r.sampling.seed = static_cast<uint64_t>(field<int64_t>(body, "seed", static_cast<int64_t>(next_id.load())));
-    if (r.sampling.top_k > engine.model().config().n_vocab)
-      throw HttpError{400,
-                      fmt::format("top_k must be at most the vocabulary size ({})", engine.model().config().n_vocab),
-                      "invalid_request_error"};
-    if (r.sampling.temperature < 0 || r.sampling.temperature > 2)
-      throw HttpError{400, "temperature must be in [0, 2]", "invalid_request_error"};
-    if (r.sampling.top_p <= 0 || r.sampling.top_p > 1)
-      throw HttpError{400, "top_p must be in (0, 1]", "invalid_request_error"};
-    if (r.sampling.top_k < 0) throw HttpError{400, "top_k must not be negative", "invalid_request_error"};
-    if (field<int>(body, "n", 1) != 1) throw HttpError{400, "only n = 1 is supported", "invalid_request_error"};
-    if (body.contains("stop") && !body["stop"].is_null()) {
-      const json& stop = body["stop"];
-      if (stop.is_string()) {
-        r.stop.push_back(stop.get<std::string>());
-      } else if (stop.is_array() && stop.size() <= 4 &&
-                 std::all_of(stop.begin(), stop.end(), [](const json& x) { return x.is_string(); })) {
-        for (const json& x : stop) r.stop.push_back(x.get<std::string>());
-      } else {
-        throw HttpError{400, "'stop' must be a string or a list of up to 4 strings", "invalid_request_error"};
-      }
-    }
-    p.stream = field<bool>(body, "stream", false);
-    if (body.contains("stream_options") && body["stream_options"].is_object())
-      p.include_usage = field<bool>(body["stream_options"], "include_usage", false);
-    // kvwise extensions: per-request compression, the workload category WA evicts by, a tenant salt.
-    const std::string spec = field<std::string>(body, "kv_policy", "");
-    if (!spec.empty()) {
-      std::string budget;
-      if (body.contains("kv_budget") && body["kv_budget"].is_number() && !body["kv_budget"].is_boolean())
-        budget = body["kv_budget"].dump();
-      else
-        budget = field<std::string>(body, "kv_budget", "");
-      if (budget.size() > 32) throw HttpError{400, "kv_budget is too long", "invalid_request_error"};
-      r.policy = make_policy(spec, budget.empty() ? Budget{} : Budget::parse(budget), opt.policy_files);
+    r.max_tokens = f.max_tokens;
+    r.ignore_eos = f.ignore_eos;
+    r.sampling = f.sampling;
+    r.stop = std::move(f.stop);
+    r.kv_category = std::move(f.kv_category);
+    r.cache_salt = std::move(f.cache_salt);
+    p.stream = f.stream;
+    p.include_usage = f.include_usage;
+    if (!f.kv_policy.empty()) {
+      r.policy =
+          make_policy(f.kv_policy, f.kv_budget.empty() ? Budget{} : Budget::parse(f.kv_budget), opt.policy_files);
       // Policies that keep every token (uniform quantisation, SpeCache) or decide by themselves (the
       // gate) need no budget.
-      if (!r.policy->full && r.policy->residual < 0 && !r.policy->gate && budget.empty())
+      if (!r.policy->full && r.policy->residual < 0 && !r.policy->gate && f.kv_budget.empty())
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
       // A gate that cannot load is the request's fault: say so now, not as a 500 from the scheduler.
@@ -236,58 +168,14 @@ struct HttpServer::Impl {
     } else {
       r.policy = opt.default_policy;
     }
-    r.kv_category = field<std::string>(body, "kv_category", "");
-    r.cache_salt = field<std::string>(body, "cache_salt", "");
-    if (r.kv_category.size() > 64) throw HttpError{400, "kv_category is longer than 64 bytes", "invalid_request_error"};
-    return p;
-  }
-
-  std::vector<int32_t> parse_prompt(const json& body) {
-    auto it = body.find("prompt");
-    if (it == body.end()) throw HttpError{400, "'prompt' is required", "invalid_request_error"};
     const Tokenizer& tok = engine.model().tokenizer();
-    if (it->is_string()) return tok.encode(it->get<std::string>(), true);
-    if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) return tok.encode((*it)[0].get<std::string>(), true);
-    if (it->is_array() && !it->empty() && (*it)[0].is_number()) {
-      std::vector<int32_t> ids;
-      ids.reserve(it->size());
-      const int64_t n_vocab = engine.model().config().n_vocab;
-      for (const json& x : *it) {
-        const int64_t id = exact_integer(x, "prompt", INT64_MIN, INT64_MAX);
-        if (id < 0 || id >= n_vocab)
-          throw HttpError{400, fmt::format("token id {} is outside the vocabulary (0 to {})", id, n_vocab - 1),
-                          "invalid_request_error"};
-        ids.push_back(static_cast<int32_t>(id));
-      }
-      return ids;
-    }
-    throw HttpError{400, "'prompt' must be a string, a list of one string, or a list of token ids",
-                    "invalid_request_error"};
-  }
-
-  std::vector<int32_t> parse_messages(const json& body) {
-    auto it = body.find("messages");
-    if (it == body.end() || !it->is_array() || it->empty())
-      throw HttpError{400, "'messages' must be a non-empty list", "invalid_request_error"};
-    std::vector<ChatMessage> msgs;
-    for (const json& m : *it) {
-      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
-        throw HttpError{400, "each message needs a string 'role' and a 'content'", "invalid_request_error"};
-      std::string content;
-      if (m["content"].is_string()) {
-        content = m["content"].get<std::string>();
-      } else if (m["content"].is_array()) {  // [{"type": "text", "text": ...}]
-        for (const json& part : m["content"])
-          if (part.is_object() && part.value("type", "") == "text" && part.contains("text") && part["text"].is_string())
-            content += part["text"].get<std::string>();
-          else
-            throw HttpError{400, "only text content parts are supported", "invalid_request_error"};
-      } else {
-        throw HttpError{400, "message content must be a string or a list of text parts", "invalid_request_error"};
-      }
-      msgs.push_back({m["role"].get<std::string>(), content});
-    }
-    return engine.model().tokenizer().encode(render_chat(chat_format, msgs), true);
+    if (chat)
+      r.prompt = tok.encode(render_chat(chat_format, f.messages), true);
+    else if (f.prompt_text)
+      r.prompt = tok.encode(*f.prompt_text, true);
+    else
+      r.prompt = std::move(f.prompt_ids);
+    return p;
   }
 
   json usage(const Completion& c) const {
@@ -345,15 +233,8 @@ struct HttpServer::Impl {
       if (draining) throw HttpError{503, "the server is shutting down", "server_busy"};
       const std::string text = read_body(req, reader);
       body_read = true;
-      json body;
-      try {
-        body = json::parse(text);
-      } catch (const json::exception& e) {
-        throw HttpError{400, std::string("malformed JSON: ") + e.what(), "invalid_request_error"};
-      }
-      if (!body.is_object()) throw HttpError{400, "the body must be a JSON object", "invalid_request_error"};
-      Parsed p = parse_common(body);
-      p.req.prompt = chat ? parse_messages(body) : parse_prompt(body);
+      const RequestLimits limits{engine.model().config().n_vocab, engine.ctx()};
+      Parsed p = build(parse_request_fields(text, chat, limits, static_cast<uint64_t>(next_id.load())), chat);
       run(p, res, chat);
     } catch (const HttpError& e) {
       if (!body_read) {  // the rest of the body is not read: the connection cannot carry another request
@@ -368,7 +249,7 @@ struct HttpServer::Impl {
     } catch (const std::exception& e) {
       // Not the client's doing: an internal failure is a 500 and a line in the server's log.
       std::fprintf(stderr, "kvwise serve: internal error: %s\n", e.what());
-      send_error(res, 500, std::string("internal error: ") + e.what(), "server_error");
+      send_error(res, 500, kInternalError, "server_error");
     }
   }
 
@@ -408,7 +289,7 @@ struct HttpServer::Impl {
       std::unique_lock<std::mutex> lk(ch->mu);
       if (ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_after), [&] { return ch->done; })) {
         const Completion& c = ch->result;
-        if (c.finish_reason == "error") return send_error(res, 500, c.error, "server_error");
+        if (c.finish_reason == "error") return send_error(res, 500, kInternalError, "server_error");
         res.set_content(dump(completion_body(c, id, created, chat)), "application/json");
         return;
       }
@@ -434,7 +315,7 @@ struct HttpServer::Impl {
             }
             c = ch->result;
           }
-          const std::string body = c.finish_reason == "error" ? error_body(500, c.error, "server_error")
+          const std::string body = c.finish_reason == "error" ? error_body(500, kInternalError, "server_error")
                                                               : dump(completion_body(c, id, created, chat));
           sink.write(body.data(), body.size());
           sink.done();
@@ -516,7 +397,7 @@ struct HttpServer::Impl {
           }
           if (!done) return true;
           if (result.finish_reason == "error") {
-            send(json{{"error", {{"message", result.error}, {"type", "server_error"}}}});
+            send(json{{"error", {{"message", kInternalError}, {"type", "server_error"}}}});
           } else {
             send(chunk(chat ? json::object() : json(""), result.finish_reason));
             if (include_usage)
@@ -645,14 +526,14 @@ struct HttpServer::Impl {
         send_error(res, res.status, "request failed", "invalid_request_error");
     });
     srv.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "internal error";
       try {
         std::rethrow_exception(ep);
       } catch (const std::exception& e) {
-        what = e.what();
+        std::fprintf(stderr, "kvwise serve: internal error: %s\n", e.what());
       } catch (...) {
+        std::fprintf(stderr, "kvwise serve: internal error\n");
       }
-      send_error(res, 500, what, "server_error");
+      send_error(res, 500, kInternalError, "server_error");
     });
   }
 };
@@ -703,7 +584,14 @@ int HttpServer::bind() {
 }
 
 void HttpServer::serve() {
-  impl_->srv.listen_after_bind();
+  Impl& i = *impl_;
+  {
+    std::lock_guard<std::mutex> lk(i.run_mu);
+    if (i.stop_requested) return;
+    i.serving = true;
+  }
+  i.srv.listen_after_bind();
+  i.serving = false;
 }
 
 void HttpServer::stop() {
@@ -715,6 +603,13 @@ void HttpServer::stop() {
     while (i.in_flight.load() > 0 && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  {
+    std::lock_guard<std::mutex> lk(i.run_mu);
+    i.stop_requested = true;
+  }
+  // httplib's stop() does nothing until its listen loop runs: a serve() that has begun but not yet
+  // reached the loop is waited for, or it would listen forever.
+  while (i.serving && !i.srv.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (i.srv.is_running()) i.srv.stop();
 }
 

@@ -230,9 +230,9 @@ Trace read_azure(const std::string& path, OnBadLine on_bad, int block_tokens, ui
       continue;
     }
     const double secs = ((D * 24.0 + h) * 60.0 + m) * 60.0 + s;  // within one month: enough for offsets
-    if (t0 < 0) t0 = secs;
+    t0 = t0 < 0 ? secs : std::min(t0, secs);
     TraceRequest r;
-    r.time = secs - t0;
+    r.time = secs;
     r.input_tokens = static_cast<uint32_t>(in_tok);
     r.output_tokens = static_cast<uint32_t>(out_tok);
     const int n_blocks = static_cast<int>((in_tok + block_tokens - 1) / block_tokens);
@@ -244,6 +244,7 @@ Trace read_azure(const std::string& path, OnBadLine on_bad, int block_tokens, ui
   }
   t.skipped_lines = bad.count();
   check_mostly_good(t);
+  for (TraceRequest& r : t.requests) r.time -= t0;  // from the earliest arrival, whatever the line order
   std::stable_sort(t.requests.begin(), t.requests.end(),
                    [](const TraceRequest& a, const TraceRequest& b) { return a.time < b.time; });
   return t;
