@@ -230,10 +230,9 @@ TEST_F(SchedulerOnStories, KvBytesCountLowPrecisionSegments) {
   r.on_token = [&](int32_t token, const std::string&) {
     if (token < 0) return;
     ++n;
-    if (n == 5) {  // the state every later reader of stats() sees until the next step ends
+    if (n == 6) {  // stats() now reflects this step's forward pass, until the next one
       store_bytes = engine_->kv().bytes_total();
       page_bytes = engine_->kv().pool().bytes_in_use();
-    } else if (n == 6) {
       at_token.set_value();
       read_done_future.wait();
     }

@@ -105,12 +105,21 @@ void Scheduler::wait_idle() {
   idle_cv_.wait(lk, [&] { return queue_.empty() && running_count_ == 0; });
 }
 
+// Hot KV bytes as the store counts them: pages, low-precision segments and exact rows. The store is
+// the scheduler thread's; the HTTP threads read this copy.
+void Scheduler::refresh_kv_bytes() {
+  const size_t b = engine_.kv().bytes_total();
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.kv_bytes = b;
+}
+
 void Scheduler::finish(Active& a, const std::string& reason, const std::string& error) {
   if (a.done) return;
   a.done = true;
   if (a.seq >= 0) {
     engine_.free_sequence(a.seq);
     a.seq = -1;
+    refresh_kv_bytes();  // before on_done: the client may use the engine once it has its answer (tests do)
   }
   const double now = now_seconds();
   if (opt_.prefix_cache) opt_.prefix_cache->release(a.lease, now);
@@ -191,6 +200,7 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
     for (Active* a : owner) finish(*a, "error", e.what());
     return;
   }
+  refresh_kv_bytes();
   {
     std::lock_guard<std::mutex> lk(mu_);
     ++stats_.steps;
@@ -321,14 +331,10 @@ void Scheduler::run() {
     running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
     if (!running.empty()) step(running);
     running.erase(std::remove_if(running.begin(), running.end(), [](const auto& a) { return a->done; }), running.end());
-    // Hot KV bytes as the store counts them: pages, low-precision segments and exact rows (the
-    // store is the scheduler thread's, so the HTTP threads read this copy).
-    const size_t kv_bytes = engine_.kv().bytes_total();
     {
       std::lock_guard<std::mutex> lk(mu_);
       running_count_ = static_cast<int>(running.size());
       stats_.running = running_count_;
-      stats_.kv_bytes = kv_bytes;
       if (queue_.empty() && running.empty()) idle_cv_.notify_all();
     }
   }

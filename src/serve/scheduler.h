@@ -65,7 +65,7 @@ struct SchedulerStats {
   long requests = 0, completed = 0, cancelled = 0, failed = 0, rejected = 0;
   long prompt_tokens = 0, generated_tokens = 0;
   long steps = 0;
-  size_t kv_bytes = 0;  // hot KV bytes of all sequences (pages, low-precision segments, exact rows) after the last step
+  size_t kv_bytes = 0;  // hot KV bytes of all sequences (pages, segments, exact rows) after the last step or finish
   double compression_seconds = 0;
 };
 
@@ -96,6 +96,7 @@ class Scheduler {
   void advance(Active& a, const float* logits, size_t prefill_len);
   void admit_cached_prefix(Active& a);
   void finish(Active& a, const std::string& reason, const std::string& error = {});
+  void refresh_kv_bytes();
 
   Engine& engine_;
   SchedulerOptions opt_;
