@@ -41,6 +41,19 @@ struct TempDir {
   ~TempDir() { std::filesystem::remove_all(path); }
 };
 
+// A failed invariant is a bug, not the user's error: the server maps Error to 400 and anything else
+// (InternalError included) to 500.
+TEST(InternalErrors, AreNotUserErrors) {
+  try {
+    KV_ASSERT(1 + 1 == 3, "arithmetic of {} broke", "kvwise");
+    FAIL();
+  } catch (const Error&) {
+    FAIL() << "an InternalError must not be caught as a user Error";
+  } catch (const InternalError& e) {
+    EXPECT_STREQ(e.what(), "internal error: arithmetic of kvwise broke");
+  }
+}
+
 TEST(PolicySpecLimits, DeepNestingIsAnErrorNotAStackOverflow) {
   std::string deep;
   for (int i = 0; i < 30000; ++i) deep += "a(";

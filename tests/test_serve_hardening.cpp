@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -342,6 +343,46 @@ TEST_F(HardenedServer, StopEndsStreamsWithAnErrorEventAndDone) {
     GTEST_SKIP() << "the stream finished before stop() (machine too fast for 60 tokens)";
   EXPECT_NE(body.find("shutting down"), std::string::npos) << body;
   EXPECT_NE(body.find("data: [DONE]"), std::string::npos) << body;
+}
+
+// The real binary: a second `kvwise serve` on a busy port exits with an error, and SIGTERM ends a
+// stream in flight with an error event and [DONE] before the server exits 0.
+TEST(ServeBinary, BusyPortAndSigtermDuringAStream) {
+  test::ServerProcess server = test::start_server("-t 1");
+  ASSERT_GT(server.port, 0);
+  const auto second = test::run_kvwise("serve -t 1 --port " + std::to_string(server.port));
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.err.find("address in use"), std::string::npos) << second.err;
+
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server.port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string payload =
+      json{{"prompt", "Once"}, {"max_tokens", 1000}, {"stream", true}, {"ignore_eos", true}}.dump();
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+      std::to_string(payload.size()) + "\r\n\r\n" + payload;
+  ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  std::string body;
+  char buf[4096];
+  while (body.find("data: ") == std::string::npos) {
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    body.append(buf, static_cast<size_t>(n));
+  }
+  kill(server.pid, SIGTERM);
+  timeval tv{20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) body.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_EQ(test::stop_server(server), 0);
+  if (body.find("\"finish_reason\":\"length\"") != std::string::npos)
+    GTEST_SKIP() << "the stream finished before SIGTERM";
+  EXPECT_NE(body.find("shutting down"), std::string::npos) << body.substr(body.size() > 400 ? body.size() - 400 : 0);
+  EXPECT_NE(body.find("data: [DONE]"), std::string::npos);
 }
 
 }  // namespace

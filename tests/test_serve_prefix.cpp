@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <future>
+#include <set>
 
 #include "base/error.h"
 #include "compress/registry.h"
@@ -268,6 +269,37 @@ TEST_F(LivePrefix, DiskTierThatVanishesIsDisabledNotFatal) {
   EXPECT_GE(m.disk_errors, 1u);
   EXPECT_EQ(run(s, a, 8).tokens, want);
   EXPECT_EQ(c->metrics().disk_loaded, 0u);
+}
+
+// A block enters the cache only if every head still holds all of its tokens: here an observer that
+// runs before the capture drops one token of block 1 from the last KV head of every layer (the old
+// check looked at head 0's first slot only, and took the shifted rows).
+TEST_F(LivePrefix, BlocksWithAnEvictedTokenAreNotCaptured) {
+  struct DropOne : SequenceObserver {
+    void after_attention(KvStore& kv, SeqId seq, const Attention& a) override {
+      const int h = kv.layout().n_kv_heads - 1;
+      if (a.pos[a.T - 1] + 1 < 40 || dropped.count(a.layer)) return;
+      std::vector<int> keep;
+      for (int i = 0; i < kv.head_len(seq, a.layer, h); ++i)
+        if (i != 20) keep.push_back(i);  // position 20: inside block 1 (tokens 16-31)
+      kv.retain(seq, a.layer, h, keep);
+      dropped.insert(a.layer);
+    }
+    std::set<int> dropped;
+  };
+  auto c = cache(64);
+  const auto prompt = doc(0, 100);
+  const SeqId a = engine_->new_sequence();
+  PrefixLease first = c->acquire(prompt, 0, "", 1.0);
+  engine_->observe(a, c->capture_observer(first), true);
+  engine_->observe(a, std::make_shared<DropOne>(), true);  // runs before the capture
+  engine_->prefill(a, prompt);
+  c->release(first, 2.0);
+  engine_->free_sequence(a);
+  // Block 0 is whole; from block 1 on, that head's slots no longer hold the block's positions.
+  EXPECT_EQ(c->metrics().captured_blocks, 1u);
+  const PrefixLease again = c->acquire(prompt, 0, "", 3.0);
+  EXPECT_EQ(again.usable_blocks, 1) << "the unbroken prefix stops at the incomplete block";
 }
 
 TEST_F(LivePrefix, CompressedCopyNeverEntersTheCache) {

@@ -69,7 +69,7 @@ class Regex {
     PCRE2_SIZE off = 0;
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
                           PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr);
-    KV_CHECK(code_ != nullptr, "internal error: pre-tokenizer regex does not compile (code {})", err);
+    KV_ASSERT(code_ != nullptr, "pre-tokenizer regex does not compile (code {})", err);
   }
   ~Regex() { pcre2_code_free(code_); }
   Regex(const Regex&) = delete;

@@ -263,7 +263,9 @@ void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
   const int bt = opt_.block_tokens;
   const size_t rb = row_bytes_;
   for (int b = 0; b < lease.usable_blocks; ++b) {
-    const Block& blk = memory_.at(lease.keys[static_cast<size_t>(b)]);  // pinned since acquire
+    auto it = memory_.find(lease.keys[static_cast<size_t>(b)]);
+    KV_ASSERT(it != memory_.end() && it->second.ready(), "a usable prefix block has no data (pinned since acquire)");
+    const Block& blk = it->second;
     for (int l = 0; l < layout_.n_layers; ++l)
       for (int h = 0; h < layout_.n_kv_heads; ++h) {
         const uint8_t* k = blk.data.get() + head_offset(l, h);
@@ -281,7 +283,7 @@ std::shared_ptr<SequenceObserver> LivePrefixCache::capture_observer(const Prefix
 
 void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key) {
   std::lock_guard<std::mutex> lk(mu_);
-  if (cache_->tier_of(key) != 0) return;  // not resident (cannot happen while pinned; be safe)
+  KV_ASSERT(cache_->tier_of(key) == 0, "prefix block {:016x} left memory while pinned", key);
   Block& blk = memory_[key];
   if (!blk.data) {
     blk.data = std::make_unique<uint8_t[]>(block_bytes_);
