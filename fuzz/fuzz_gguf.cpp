@@ -1,35 +1,16 @@
 // libFuzzer target: the GGUF reader (header, metadata of every type, tensor infos and bounds). The
 // input is written to a file in the fuzzer's own temporary directory; opening it must succeed or raise
 // kvwise::Error, and an opened file's tensors must lie inside it.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "base/error.h"
+#include "fuzz_support.h"
 #include "model/gguf.h"
 
-namespace {
-std::string temp_file() {
-  static std::string path = [] {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/kvwise-fuzz-XXXXXX";
-    if (!mkdtemp(tmpl.data())) std::abort();
-    return tmpl + "/model.gguf";
-  }();
-  return path;
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string path = temp_file();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  const std::string path = kvwise::fuzz::write_input(data, size, "model.gguf");
   try {
     auto f = kvwise::GgufFile::open(path);
     volatile uint64_t sum = 0;

@@ -1,35 +1,16 @@
 // libFuzzer target: the trace readers (Mooncake / Bailian JSONL, Azure CSV). The input is written to a
 // file in the fuzzer's own temporary directory and read in each format; bad lines must be skipped or
 // raise kvwise::Error, and every request read must be consistent (no more blocks than its length allows).
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "base/error.h"
+#include "fuzz_support.h"
 #include "sim/trace.h"
 
-namespace {
-std::string temp_file() {
-  static std::string path = [] {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/kvwise-fuzz-XXXXXX";
-    if (!mkdtemp(tmpl.data())) std::abort();
-    return tmpl + "/trace";
-  }();
-  return path;
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string path = temp_file();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  const std::string path = kvwise::fuzz::write_input(data, size, "trace");
   for (const char* format : {"mooncake", "bailian", "azure"}) {
     for (auto mode : {kvwise::sim::OnBadLine::Skip, kvwise::sim::OnBadLine::Fail}) {
       try {

@@ -120,17 +120,8 @@ class Composition : public ::testing::Test {
       const json j = json::parse(r->body);
       return {j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"]};
     }
-    std::string text;
     int cached = -1;
-    for (size_t at = 0; (at = r->body.find("data: ", at)) != std::string::npos;) {
-      const size_t end = r->body.find("\n\n", at);
-      const std::string data = r->body.substr(at + 6, end - at - 6);
-      at = end;
-      if (data == "[DONE]") continue;
-      const json j = json::parse(data);
-      if (j.contains("usage")) cached = j["usage"]["prompt_tokens_details"]["cached_tokens"];
-      if (!j["choices"].empty()) text += j["choices"][0]["text"].get<std::string>();
-    }
+    const std::string text = test::sse_text(r->body, nullptr, &cached);
     return {text, cached};
   }
 

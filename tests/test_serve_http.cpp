@@ -84,26 +84,7 @@ class Server : public test::StoriesEngineTest {
     Sampler s(SamplerParams{0, 0, 1, 1});
     return generate(*engine_, model_->tokenizer().encode(prompt, true), n, s).text;
   }
-  // Concatenated text of an SSE stream (completions or chat chunks); sets *done on [DONE].
-  static std::string sse_text(const std::string& body, bool* done) {
-    std::string text;
-    *done = false;
-    for (size_t at = 0; (at = body.find("data: ", at)) != std::string::npos;) {
-      const size_t end = body.find("\n\n", at);
-      const std::string data = body.substr(at + 6, end - at - 6);
-      at = end;
-      if (data == "[DONE]") {
-        *done = true;
-        continue;
-      }
-      const json j = json::parse(data);
-      if (j["choices"].empty()) continue;
-      const json& c = j["choices"][0];
-      if (c.contains("text")) text += c["text"].get<std::string>();
-      if (c.contains("delta") && c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
-    }
-    return text;
-  }
+  static std::string sse_text(const std::string& body, bool* done) { return test::sse_text(body, done); }
 
   std::unique_ptr<Scheduler> sched_;
   std::unique_ptr<HttpServer> server_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace kvwise::test {
@@ -105,6 +106,28 @@ RunResult run_command(const std::string& cmd) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = read_file(out);
   return r;
+}
+
+std::string sse_text(const std::string& body, bool* done, int* cached_tokens) {
+  std::string text;
+  if (done) *done = false;
+  if (cached_tokens) *cached_tokens = -1;
+  for (size_t at = 0; (at = body.find("data: ", at)) != std::string::npos;) {
+    const size_t end = body.find("\n\n", at);
+    const std::string data = body.substr(at + 6, end - at - 6);
+    at = end;
+    if (data == "[DONE]") {
+      if (done) *done = true;
+      continue;
+    }
+    const nlohmann::json j = nlohmann::json::parse(data);
+    if (cached_tokens && j.contains("usage")) *cached_tokens = j["usage"]["prompt_tokens_details"]["cached_tokens"];
+    if (!j.contains("choices") || j["choices"].empty()) continue;
+    const nlohmann::json& c = j["choices"][0];
+    if (c.contains("text")) text += c["text"].get<std::string>();
+    if (c.contains("delta") && c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+  }
+  return text;
 }
 
 }  // namespace kvwise::test

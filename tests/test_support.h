@@ -51,6 +51,10 @@ int stop_server(ServerProcess& s);  // SIGTERM, then its exit code (128 + signal
 // Runs a shell command, returning its exit code and stdout.
 RunResult run_command(const std::string& cmd);
 
+// The text of an OpenAI server-sent-event stream (completion or chat chunks), concatenated; *done is set
+// on [DONE] and *cached_tokens (when given) to the usage chunk's cached tokens (-1 without one).
+std::string sse_text(const std::string& body, bool* done = nullptr, int* cached_tokens = nullptr);
+
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
 

@@ -17,9 +17,6 @@
 
 namespace kvwise {
 
-namespace {
-constexpr size_t kMaxCategories = 64;  // client-named ones beyond this share "other"
-
 // The header of a block file: what the block is, so that a file of another model, block size, KV type
 // or layout, a truncated one or one with other bytes is never taken for it.
 struct BlockFileHeader {
@@ -34,6 +31,9 @@ struct BlockFileHeader {
   uint64_t checksum = 0;  // XXH3 of the payload
 };
 static_assert(sizeof(BlockFileHeader) == 72, "no padding: the header is compared as bytes");
+
+namespace {
+constexpr size_t kMaxCategories = 64;  // client-named ones beyond this share "other"
 
 bool write_all(int fd, const void* p, size_t n) {
   const auto* c = static_cast<const char*>(p);
@@ -145,16 +145,8 @@ void LivePrefixCache::disable_disk(const std::string& why) {
   std::fprintf(stderr, "kvwise: the prefix cache's disk tier is disabled: %s\n", why.c_str());
 }
 
-bool LivePrefixCache::write_block(prefix::BlockKey key, const uint8_t* data) {
-  if (!m_.disk_enabled) return false;
-  const std::string path = disk_path(key);
-  ::unlink(path.c_str());  // a stale file of an earlier demotion (the directory is ours alone)
-  const int fd = create_exclusive(path);
-  if (fd < 0) {
-    ++m_.disk_errors;
-    disable_disk(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
-    return false;
-  }
+// What the header of this cache's block `key` must say (the checksum aside).
+BlockFileHeader LivePrefixCache::block_header(prefix::BlockKey key) const {
   BlockFileHeader h;
   h.model = opt_.model_fingerprint;
   h.key = key;
@@ -165,6 +157,20 @@ bool LivePrefixCache::write_block(prefix::BlockKey key, const uint8_t* data) {
   h.head_dim = static_cast<uint32_t>(layout_.head_dim);
   h.row_bytes = static_cast<uint32_t>(row_bytes_);
   h.payload_bytes = block_bytes_;
+  return h;
+}
+
+bool LivePrefixCache::write_block(prefix::BlockKey key, const uint8_t* data) {
+  if (!m_.disk_enabled) return false;
+  const std::string path = disk_path(key);
+  ::unlink(path.c_str());  // a stale file of an earlier demotion (the directory is ours alone)
+  const int fd = create_exclusive(path);
+  if (fd < 0) {
+    ++m_.disk_errors;
+    disable_disk(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+    return false;
+  }
+  BlockFileHeader h = block_header(key);
   h.checksum = XXH3_64bits(data, block_bytes_);
   const bool ok = write_all(fd, &h, sizeof h) && write_all(fd, data, block_bytes_);
   const int err = errno;
@@ -184,16 +190,7 @@ bool LivePrefixCache::read_block(prefix::BlockKey key, uint8_t* data) {
     ++m_.disk_errors;
     return false;
   }
-  BlockFileHeader h, want;
-  want.model = opt_.model_fingerprint;
-  want.key = key;
-  want.block_tokens = static_cast<uint32_t>(opt_.block_tokens);
-  want.kv_type = static_cast<uint32_t>(layout_.type);
-  want.n_layers = static_cast<uint32_t>(layout_.n_layers);
-  want.n_kv_heads = static_cast<uint32_t>(layout_.n_kv_heads);
-  want.head_dim = static_cast<uint32_t>(layout_.head_dim);
-  want.row_bytes = static_cast<uint32_t>(row_bytes_);
-  want.payload_bytes = block_bytes_;
+  BlockFileHeader h, want = block_header(key);
   bool ok = read_all(fd, &h, sizeof h) && read_all(fd, data, block_bytes_);
   char extra = 0;
   ok = ok && ::read(fd, &extra, 1) == 0;  // nothing after the payload

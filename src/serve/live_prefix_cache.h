@@ -26,6 +26,8 @@
 
 namespace kvwise {
 
+struct BlockFileHeader;
+
 struct LivePrefixOptions {
   int block_tokens = 32;
   size_t memory_blocks = 0;  // tier 0 capacity (0: no prefix cache)
@@ -102,6 +104,7 @@ class LivePrefixCache {
   void store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key);
   void on_move(prefix::BlockKey key, int from, int to);
   std::string disk_path(prefix::BlockKey key) const;
+  BlockFileHeader block_header(prefix::BlockKey key) const;
   bool write_block(prefix::BlockKey key, const uint8_t* data);
   bool read_block(prefix::BlockKey key, uint8_t* data);
   void disable_disk(const std::string& why);
