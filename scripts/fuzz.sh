@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
+scripts/apt-install.sh clang libclang-rt-14-dev pkg-config libfmt-dev libsimdjson-dev libxxhash-dev nlohmann-json3-dev
 out=build-fuzz
 mkdir -p "$out"
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc)

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -16,12 +15,10 @@
 #include <ctime>
 #include <deque>
 #include <functional>
-#include <limits>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/error.h"
-#include "base/utf8.h"
 #include "compress/pipeline.h"
 #include "compress/registry.h"
 #include "serve/chat_template.h"
@@ -36,6 +33,7 @@ using json = nlohmann::json;
 
 // What a client learns of a failure inside the server: the details (which may name the operator's
 // files) go to the server's log only.
+constexpr const char* kUnauthorized = "missing or wrong API key (Authorization: Bearer KEY)";
 constexpr const char* kInternalError = "the request failed inside the server (its log has the details)";
 
 // Everything the server writes is UTF-8: text that is not (a message echoing a client's bytes) has
@@ -130,11 +128,8 @@ struct HttpServer::Impl {
     if (opt.model_name.empty()) opt.model_name = engine.model().file().get_string("general.name").value_or("kvwise");
   }
 
-  bool authorized(const httplib::Request& req, httplib::Response& res) {
-    if (opt.api_key.empty()) return true;
-    if (same_secret(req.get_header_value("Authorization"), "Bearer " + opt.api_key)) return true;
-    send_error(res, 401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error");
-    return false;
+  bool authorized(const httplib::Request& req) const {
+    return opt.api_key.empty() || same_secret(req.get_header_value("Authorization"), "Bearer " + opt.api_key);
   }
 
   // A checked body made into a scheduler request: tokenized, its policy built from the untrusted spec.
@@ -228,8 +223,7 @@ struct HttpServer::Impl {
   void handle(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader, bool chat) {
     bool body_read = false;
     try {
-      if (!authorized(req, res))
-        throw HttpError{401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error"};
+      if (!authorized(req)) throw HttpError{401, kUnauthorized, "authentication_error"};
       if (draining) throw HttpError{503, "the server is shutting down", "server_busy"};
       const std::string text = read_body(req, reader);
       body_read = true;
@@ -499,7 +493,7 @@ struct HttpServer::Impl {
       res.set_content(metrics(), "text/plain; version=0.0.4");
     });
     srv.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res)) return;
+      if (!authorized(req)) return send_error(res, 401, kUnauthorized, "authentication_error");
       res.set_content(dump(json{{"object", "list"},
                                 {"data", json::array({{{"id", opt.model_name},
                                                        {"object", "model"},
