@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config git
   libopenblas-dev libopenblas0-pthread libcli11-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
   libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev python3 python3-numpy
-  nodejs)  # nodejs: the OpenAI Node client's integration test (tests/node)
+  nodejs curl)  # nodejs: the OpenAI Node client's integration test (tests/node); curl: the README's examples
 scripts/apt-install.sh "${packages[@]}"
 
 jobs=${KVWISE_JOBS:-2}

@@ -169,7 +169,7 @@ TEST(CliSim, DefaultWorkloadAndBadInput) {
   EXPECT_EQ(bad_tier.exit_code, 1);
   EXPECT_NE(bad_tier.err.find("bad tier"), std::string::npos) << bad_tier.err;
   EXPECT_EQ(test::run_kvwise("sim --trace /nonexistent.jsonl --format mooncake").exit_code, 1);
-  EXPECT_EQ(test::run_kvwise("sim --synthetic-requests 50 --capacity 0").exit_code, 1);
+  EXPECT_EQ(test::run_kvwise("sim --synthetic-requests 50 --capacity 0").exit_code, 2);  // a bad command line
   const std::string junk = test::temp_path("junk.jsonl");
   test::write_file(junk, "{\"timestamp\": 1}\n");
   const auto strict = test::run_kvwise("sim --trace '" + junk + "' --format mooncake --fail-on-bad-line");

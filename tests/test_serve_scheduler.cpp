@@ -92,6 +92,29 @@ TEST_F(SchedulerOnStories, CancellationFreesTheSequence) {
   EXPECT_EQ(sched.stats().cancelled, 1);
 }
 
+// --max-queue counts requests waiting for a busy batch: 0 still admits whatever a free slot takes.
+TEST_F(SchedulerOnStories, MaxQueueZeroAdmitsIntoFreeSlotsOnly) {
+  std::promise<Completion> done;
+  std::promise<void> started;
+  std::atomic<bool> first{true};
+  Scheduler sched(*engine_, {1, 0, 64, 0, nullptr});
+  ServeRequest r;
+  r.prompt = prompt("Once upon a time");
+  r.max_tokens = 200;
+  r.ignore_eos = true;
+  r.sampling = greedy();
+  r.on_token = [&](int32_t, const std::string&) {
+    if (first.exchange(false)) started.set_value();
+  };
+  r.on_done = [&done](const Completion& c) { done.set_value(c); };
+  ASSERT_NO_THROW(sched.submit(std::move(r)));  // idle: the free slot takes it
+  started.get_future().get();
+  ServeRequest extra;
+  extra.prompt = prompt("Hi");
+  EXPECT_THROW(sched.submit(std::move(extra)), QueueFull);  // the only slot is busy and none may wait
+  EXPECT_EQ(done.get_future().get().finish_reason, "length");
+}
+
 TEST_F(SchedulerOnStories, FullQueueAndBadRequestsAreRefused) {
   std::vector<std::promise<Completion>> done(2);  // outlives the scheduler
   std::promise<void> started;

@@ -148,7 +148,7 @@ void add_bench(CLI::App& app) {
       j["params"] = model->weights().parameters;
       j["weight_bytes"] = model->weights().mapped_bytes;
       j["threads"] = eo.threads;
-      j["kv_type"] = o->m.kv_type;
+      j["kv_type"] = kv_type_of(o->m);
       j["kv_policy"] = policy->spec;
       j["kv_budget"] = policy->budget.to_string();
       j["resident_bytes_end"] = rss;
@@ -167,7 +167,7 @@ void add_bench(CLI::App& app) {
       return;
     }
     const std::string kv =
-        policy->full ? o->m.kv_type : o->m.kv_type + " " + policy->spec + "@" + policy->budget.to_string();
+        policy->full ? kv_type_of(o->m) : kv_type_of(o->m) + " " + policy->spec + "@" + policy->budget.to_string();
     std::printf(
         "| model | size | params | threads | kv | test | t/s | hot KV | compression |\n"
         "|---|---:|---:|---:|---|---:|---:|---:|---:|\n");

@@ -11,7 +11,7 @@ void add_generate(CLI::App& app) {
   struct Opts {
     ModelOptions m;
     PolicyOptions pol;
-    std::string prompt;
+    std::string prompt, prompt_file;
     int n = 64;
     SamplerParams s;
     bool json = false;
@@ -20,14 +20,16 @@ void add_generate(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   add_model_options(*cmd, o->m);
   add_policy_options(*cmd, o->pol);
-  cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, i.e. just BOS)");
+  auto* text = cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, i.e. just BOS)");
+  cmd->add_option("-f,--file", o->prompt_file, "read the prompt from this file (llama.cpp's -f)")->excludes(text);
   cmd->add_option("-n,--n-predict", o->n, "tokens to generate")->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--temp", o->s.temperature, "temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--temp,--temperature", o->s.temperature, "temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-k", o->s.top_k, "top-k (0 = off)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", o->s.top_p, "top-p (1 = off)")->check(CLI::Range(0.000001, 1.0));
   cmd->add_option("--seed", o->s.seed, "sampling seed");
   cmd->add_flag("--json", o->json, "print one JSON object: text, token ids, timings, KV bytes");
   cmd->callback([o] {
+    if (!o->prompt_file.empty()) o->prompt = read_text_file(o->prompt_file);
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
     Engine engine(*model, engine_options(o->m));
@@ -35,6 +37,13 @@ void add_generate(CLI::App& app) {
     const std::vector<int32_t> prompt = tok.encode(o->prompt, true);
     KV_CHECK(static_cast<int>(prompt.size()) <= engine.ctx(), "the prompt has {} tokens, more than the context of {}",
              prompt.size(), engine.ctx());
+    // The last position of the context ends generation: say so now rather than stop short silently.
+    const int room = engine.ctx() - static_cast<int>(prompt.size()) + 1;
+    if (o->n > room)
+      std::fprintf(stderr,
+                   "kvwise: warning: -n %d is more than the context leaves (%d tokens, %zu of them the prompt): "
+                   "generation stops after %d tokens (raise -c up to the model's context)\n",
+                   o->n, engine.ctx(), prompt.size(), room);
     Sampler sampler(o->s);
     if (!o->json) {
       std::fputs(o->prompt.c_str(), stdout);
@@ -59,11 +68,12 @@ void add_generate(CLI::App& app) {
       j["prompt_tokens"] = r.prompt_tokens;
       j["tokens"] = r.tokens;
       j["stopped_at_eos"] = r.stopped_at_eos;
+      j["stopped_at_context"] = !r.stopped_at_eos && static_cast<int>(r.tokens.size()) < o->n;
       j["timings"] = {{"prefill_seconds", r.prefill_seconds},
                       {"decode_seconds", r.decode_seconds},
                       {"prefill_tokens_per_second", pp},
                       {"decode_tokens_per_second", tg}};
-      j["kv"] = {{"type", o->m.kv_type},
+      j["kv"] = {{"type", kv_type_of(o->m)},
                  {"bytes_final", r.kv_bytes},
                  {"bytes_peak", r.kv_bytes_peak},
                  {"bytes_after_prefill", r.kv_bytes_prefill},
@@ -77,7 +87,7 @@ void add_generate(CLI::App& app) {
       std::fputs("\n", stdout);
       std::fprintf(stderr, "\nprompt %zu tokens %.1f tok/s | generated %zu tokens %.1f tok/s | KV %s (peak %s, %s)\n",
                    prompt.size(), pp, r.tokens.size(), tg, human_bytes(static_cast<double>(r.kv_bytes)).c_str(),
-                   human_bytes(static_cast<double>(r.kv_bytes_peak)).c_str(), o->m.kv_type.c_str());
+                   human_bytes(static_cast<double>(r.kv_bytes_peak)).c_str(), kv_type_of(o->m).c_str());
       if (comp) std::fprintf(stderr, "%s\n", describe(comp->report(), engine.kv().bytes_per_token_full()).c_str());
     }
   });

@@ -120,6 +120,25 @@ void add_loadgen(CLI::App& app) {
     KV_CHECK(o->scale.vocab > 0, "the server does not report its vocabulary size; pass --vocab");
     o->scale.ctx = ctx;
     const std::vector<LoadRequest> reqs = scale_trace(trace, o->scale);
+    // What the scaling left out, said rather than silently sent less.
+    const size_t considered = std::min(trace.requests.size() - o->scale.first, o->scale.count);
+    if (considered < o->scale.count)
+      std::fprintf(stderr, "kvwise loadgen: warning: --requests %zu but the trace has only %zu from --first %zu\n",
+                   o->scale.count, considered, o->scale.first);
+    if (reqs.size() < considered)
+      std::fprintf(stderr, "kvwise loadgen: note: %zu of %zu trace requests are sent (%s)\n", reqs.size(), considered,
+                   o->scale.sample > 1 ? "--sample keeps one conversation in N; empty requests are skipped"
+                                       : "requests without blocks are skipped");
+    size_t cut_ctx = 0;
+    for (const auto& q : reqs)
+      if (static_cast<long>(q.prompt.size()) + q.max_tokens >= ctx &&
+          static_cast<double>(q.trace_input) * o->scale.block_tokens / trace.block_tokens > q.prompt.size())
+        ++cut_ctx;
+    if (cut_ctx > 0)
+      std::fprintf(stderr,
+                   "kvwise loadgen: warning: %zu prompts were cut to fit the server's context of %d tokens "
+                   "(lower --block-tokens to keep their structure)\n",
+                   cut_ctx, ctx);
     if (!o->write_trace.empty()) sim::write_bailian(scaled_trace(reqs, o->scale.block_tokens), o->write_trace);
     if (o->dry_run) return;
     long prompt = 0;

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/progress.h"
 #include "common.h"
 #include "model/convert.h"
 
@@ -143,8 +144,20 @@ void add_quantize(CLI::App& app) {
   cmd->add_option("output", o->out, "output GGUF")->required();
   cmd->add_option("type", o->type, "f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q6_k")->required();
   cmd->callback([o] {
-    quantize_model(o->in, o->out, o->type);
-    std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+    Progress progress("quantize", 1);
+    const QuantizeSummary s = quantize_model(o->in, o->out, o->type, [&](size_t done, size_t total) {
+      progress.set_total(total);
+      progress.update(done);
+    });
+    progress.finish();
+    std::string mix;
+    for (const auto& [type, n] : s.tensors_per_type) mix += fmt::format("{}{} {}", mix.empty() ? "" : ", ", n, type);
+    std::fprintf(stderr, "wrote %s: %s\n", o->out.c_str(), mix.c_str());
+    if (!s.fell_back.empty())
+      std::fprintf(stderr,
+                   "kvwise quantize: warning: %zu tensor(s) stayed F16 because their rows do not fill whole %s "
+                   "blocks (first: %s)\n",
+                   s.fell_back.size(), o->type.c_str(), s.fell_back.front().c_str());
   });
 }
 

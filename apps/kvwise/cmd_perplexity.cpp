@@ -49,6 +49,11 @@ void add_perplexity(CLI::App& app) {
         perplexity(engine, docs, {o->truncate, policy, o->prompt_share}, [&](size_t done) { progress.update(done); });
     progress.finish();
     const double secs = now_seconds() - t0;
+    KV_CHECK(r.tokens > 0, "no window could be scored: {}", r.skip_reason);
+    if (r.skipped_windows > 0)
+      std::fprintf(stderr,
+                   "kvwise perplexity: skipped %lld window(s) of %zu document(s), too short for the budget: %s\n",
+                   static_cast<long long>(r.skipped_windows), r.skipped_documents.size(), r.skip_reason.c_str());
     if (o->json) {
       nlohmann::json j = {{"model", model->file().path()},
                           {"file", o->file},
@@ -62,7 +67,10 @@ void add_perplexity(CLI::App& app) {
                           {"truncate", o->truncate},
                           {"kv_policy", policy->spec},
                           {"kv_budget", policy->budget.to_string()},
-                          {"kv_prompt_share", o->prompt_share}};
+                          {"kv_prompt_share", o->prompt_share},
+                          {"skipped_windows", r.skipped_windows},
+                          {"skipped_documents", r.skipped_documents},
+                          {"skip_reason", r.skip_reason}};
       std::puts(j.dump(2).c_str());
     } else {
       std::printf("documents %zu  predicted tokens %lld  mean NLL %.4f nats/token  perplexity %.4f  (%.0f tok/s)\n",

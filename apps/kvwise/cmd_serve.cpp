@@ -23,6 +23,8 @@ void add_serve(CLI::App& app) {
     SchedulerOptions sched;
     LivePrefixOptions prefix;
     size_t prefix_bytes = 0;
+    double prefix_share = 0.10;
+    bool no_prefix_cache = false;
     std::vector<std::string> gates, profiles;
   };
   auto o = std::make_shared<Opts>();
@@ -33,22 +35,32 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--port", o->s.port, "port (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->s.api_key, "require Authorization: Bearer KEY on /v1/*");
   cmd->add_option("--model-name", o->s.model_name, "model id reported by /v1/models (default: general.name)");
-  cmd->add_option("--max-batch", o->sched.max_batch, "sequences decoded together")->check(CLI::Range(1, 4096));
-  cmd->add_option("--max-queue", o->sched.max_queue, "waiting requests before 503")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--max-batch,--parallel", o->sched.max_batch,
+                  "sequences running (prefilled and decoded) together; llama.cpp's -np/--parallel")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-queue", o->sched.max_queue,
+                  "requests that may wait while all --max-batch slots are busy; one more gets a 503 (0: none wait)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--max-kv-bytes", o->sched.max_kv_bytes, "admit requests only while hot KV stays below this");
   cmd->add_option("--max-body", o->s.max_body_bytes, "largest request body in bytes (413 above)");
   auto* blocks = cmd->add_option("--prefix-cache-blocks", o->prefix.memory_blocks,
-                                 "prefix cache capacity in blocks (0: no prefix cache)");
+                                 "prefix cache capacity in blocks (0: the --prefix-cache-share default)");
   auto* bytes = cmd->add_option("--prefix-cache-bytes", o->prefix_bytes, "prefix cache capacity in KV bytes");
-  blocks->excludes(bytes);
-  bytes->excludes(blocks);
+  auto* share = cmd->add_option("--prefix-cache-share", o->prefix_share,
+                                "prefix cache capacity as a share of the machine's memory (or its cgroup limit)")
+                    ->check(CLI::Range(0.0001, 0.9));
+  auto* off = cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "compute every prompt in full (no prefix cache)");
+  blocks->excludes(bytes)->excludes(share)->excludes(off);
+  bytes->excludes(share)->excludes(off);
+  share->excludes(off);
   cmd->add_option("--block-tokens", o->prefix.block_tokens, "tokens per prefix-cache block")
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--eviction", o->prefix.eviction,
-                  "prefix cache eviction policy: lru, fifo, lfu, s3fifo, gdsf, arc or wa");
-  cmd->add_option("--prefix-cache-disk", o->prefix.disk_dir,
-                  "directory for a second tier that evicted blocks are demoted to");
+  auto* eviction = cmd->add_option("--eviction", o->prefix.eviction,
+                                   "prefix cache eviction policy: lru, fifo, lfu, s3fifo, gdsf, arc or wa");
+  auto* disk = cmd->add_option("--prefix-cache-disk", o->prefix.disk_dir,
+                               "directory for a second tier that evicted blocks are demoted to");
   cmd->add_option("--prefix-cache-disk-blocks", o->prefix.disk_blocks, "capacity of the disk tier in blocks");
+  off->excludes(eviction)->excludes(disk);
   cmd->add_option("--gate", o->gates, "NAME=FILE: a gate GGUF that requests select by kv_policy gate(name=NAME)");
   cmd->add_option("--profile", o->profiles,
                   "NAME=FILE: a BaKlaVa profile that requests select by kv_policy baklava(profile=NAME)");
@@ -71,6 +83,7 @@ void add_serve(CLI::App& app) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
     const auto policy = resolve_policy(o->pol);
+    check_eviction_name(o->prefix.eviction);
     auto model = Model::load(resolve_model_path(o->m));
     // Operator files that requests refer to by name, checked now so that a bad one stops the start.
     const auto named = [](const std::string& item, const char* flag) {
@@ -92,17 +105,24 @@ void add_serve(CLI::App& app) {
     Engine engine(*model, engine_options(o->m));
     o->sched.prefill_chunk = o->m.prefill_chunk;
     o->s.default_policy = policy;
-    if (o->prefix_bytes > 0 || o->prefix.memory_blocks > 0) {
+    if (!o->no_prefix_cache) {
+      const size_t block = engine.kv().bytes_per_token_full() * static_cast<size_t>(o->prefix.block_tokens);
+      std::string sized = "--prefix-cache-blocks";
       if (o->prefix_bytes > 0) {
-        const size_t block = engine.kv().bytes_per_token_full() * static_cast<size_t>(o->prefix.block_tokens);
         o->prefix.memory_blocks = o->prefix_bytes / block;
+        sized = "--prefix-cache-bytes";
         KV_CHECK(o->prefix.memory_blocks > 0, "--prefix-cache-bytes {} is less than one block ({} bytes)",
                  o->prefix_bytes, block);
+      } else if (o->prefix.memory_blocks == 0) {
+        const size_t memory = machine_memory_bytes();
+        o->prefix.memory_blocks = std::max<size_t>(1, static_cast<size_t>(o->prefix_share * memory) / block);
+        sized = fmt::format("{:.0f}% of {} memory", 100 * o->prefix_share, human_bytes(static_cast<double>(memory)));
       }
       o->prefix.model_fingerprint = model->file().fingerprint();
       o->sched.prefix_cache = std::make_shared<LivePrefixCache>(engine.kv().layout(), o->prefix);
-    } else {
-      KV_CHECK(o->prefix.disk_dir.empty(), "--prefix-cache-disk needs --prefix-cache-blocks or --prefix-cache-bytes");
+      std::fprintf(stderr, "kvwise serve: prefix cache %zu blocks of %d tokens = %s (%s; --no-prefix-cache: off)\n",
+                   o->prefix.memory_blocks, o->prefix.block_tokens,
+                   human_bytes(static_cast<double>(o->prefix.memory_blocks * block)).c_str(), sized.c_str());
     }
     Scheduler scheduler(engine, o->sched);
     HttpServer server(engine, scheduler, o->s);

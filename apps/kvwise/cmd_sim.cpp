@@ -1,5 +1,6 @@
 // kvwise sim: replay a serving trace (or a generated workload) through the prefix cache under each
 // eviction policy and capacity; hit ratios and queueing TTFT side by side with Belady and infinity.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -45,6 +46,49 @@ double prefill_from_bench(const std::string& path) {
   fail("{}: no pp test at depth 0", path);
 }
 
+// Prefill tokens/s of a GGUF model measured now: a 512-token prompt (or the context, if shorter),
+// best of two runs, as `kvwise bench -p 512 -d 0` would report it.
+double measure_prefill(const std::string& path, int threads, double* kv_bytes_per_token) {
+  auto model = Model::load(path);
+  EngineOptions eo;
+  eo.threads = threads > 0 ? threads : default_threads();
+  Engine engine(*model, eo);
+  const int n = std::min(512, engine.ctx());
+  std::vector<int32_t> prompt(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) prompt[static_cast<size_t>(i)] = (i * 7919 + 1) % model->config().n_vocab;
+  double best = 0;
+  for (int rep = 0; rep < 2; ++rep) {
+    const SeqId seq = engine.new_sequence();
+    const double t0 = now_seconds();
+    engine.prefill(seq, prompt, false);
+    best = std::max(best, n / std::max(1e-9, now_seconds() - t0));
+    engine.free_sequence(seq);
+  }
+  *kv_bytes_per_token = static_cast<double>(engine.kv().bytes_per_token_full());
+  return best;
+}
+
+bool is_gguf(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  return f.read(magic, 4) && std::string(magic, 4) == "GGUF";
+}
+
+// Instances that serve the trace's prompt tokens at 80% utilisation with no cache hits at all: the
+// provisioning a deployment without a prefix cache would need, so that queueing TTFT measures what
+// the cache saves rather than an overloaded queue.
+int instances_for_load(const sim::Trace& t, double prefill_tps) {
+  if (t.requests.size() < 2) return 1;
+  double tokens = 0, first = t.requests.front().time, last = first;
+  for (const auto& r : t.requests) {
+    tokens += r.input_tokens;
+    first = std::min(first, r.time);
+    last = std::max(last, r.time);
+  }
+  const double offered = tokens / std::max(1.0, last - first);
+  return std::max(1, static_cast<int>(std::ceil(offered / (0.8 * prefill_tps))));
+}
+
 std::vector<prefix::TierSpec> parse_tiers(const std::string& spec) {
   std::vector<prefix::TierSpec> tiers;
   if (spec.empty()) return tiers;
@@ -77,7 +121,7 @@ void add_sim(CLI::App& app) {
     std::vector<size_t> capacity = {1000, 2000, 5000, 10000};
     std::vector<double> capacity_bytes;
     double prefill_tps = 0, decode_tps = 0;
-    int instances = 1, threads = 0, azure_block_tokens = 512;
+    int instances = 0, threads = 0, azure_block_tokens = 512;
     bool hold = false;
     bool json = false, fail_on_bad = false, holes = false;
     sim::SyntheticOptions syn;
@@ -93,22 +137,32 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--format", o->format, "mooncake, bailian, azure or auto")
       ->check(CLI::IsMember({"auto", "mooncake", "bailian", "azure", "synthetic"}));
   cmd->add_option("--policies", o->policies, "eviction policies, comma separated")->delimiter(',');
-  cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")->delimiter(',');
+  cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")
+      ->delimiter(',')
+      ->check(CLI::Range(1.0, 1e15));
   cmd->add_option("--capacity-bytes", o->capacity_bytes, "first-tier capacities in bytes (uses --model-shape)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(CLI::Range(1.0, 1e18));
   cmd->add_option("--tiers", o->tiers,
                   "lower tiers NAME:BLOCKS:BYTES_PER_S,... (e.g. host:20000:16e9,disk:200000:2e9)");
-  cmd->add_option("--model-shape", o->model_shape,
-                  "KV bytes per token of: smollm-135m, llama-1b, llama2-7b, llama2-13b, "
-                  "llama3-8b, llama3-70b, qwen2-7b, qwen2.5-7b");
-  cmd->add_option("--prefill-tps", o->prefill_tps, "prefill tokens/s of one instance (default 10000, an assumption)");
-  cmd->add_option("--cost-from", o->cost_from, "take the prefill tokens/s from a `kvwise bench --json` file");
+  auto* shape_opt = cmd->add_option("--model-shape", o->model_shape,
+                                    "KV bytes per token of: smollm-135m, llama-1b, llama2-7b, llama2-13b, "
+                                    "llama3-8b, llama3-70b, qwen2-7b, qwen2.5-7b");
+  cmd->add_option("--prefill-tps", o->prefill_tps,
+                  "prefill tokens/s of one instance (0: --cost-from, else an assumed 10000, said so)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cost-from", o->cost_from,
+                  "prefill tokens/s from a `kvwise bench --json` file, or measured now on a GGUF model (whose KV bytes "
+                  "per token then replace --model-shape's unless that is given)");
   cmd->add_option("--decode-tps", o->decode_tps, "decode tokens/s holding an instance (default 0: overlapped)");
-  cmd->add_option("--instances", o->instances, "serving instances sharing one queue")->check(CLI::Range(1, 100000));
+  cmd->add_option("--instances", o->instances,
+                  "serving instances sharing one queue (0: enough for the trace's prompt tokens at 80% load)")
+      ->check(CLI::Range(0, 100000));
   cmd->add_flag("--hold", o->hold,
                 "requests pin their blocks until they finish (by the latency model), as a live server does");
   cmd->add_option("--categories", o->categories, "WA category rule: auto, none, length, turn, turn-length, trace");
-  cmd->add_option("--threads", o->threads, "parallel replays (default: all cores)");
+  cmd->add_option("-t,--threads", o->threads,
+                  "parallel replays, and the threads of a --cost-from measurement (0: all cores)");
   cmd->add_flag("--fail-on-bad-line", o->fail_on_bad, "stop at a malformed trace line instead of skipping it");
   cmd->add_flag("--holes", o->holes, "count every cached block as a hit, not only the unbroken prefix");
   cmd->add_option("--azure-block-tokens", o->azure_block_tokens, "block size for Azure traces' synthetic prefixes");
@@ -133,8 +187,8 @@ void add_sim(CLI::App& app) {
   cmd->add_flag("--gdsf-position-cost", o->gdsf_position_cost, "GDSF: cost of a block = its position in the prompt");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->add_option("--csv", o->csv, "also write CSV to this file");
-  cmd->add_option("--plot", o->plot, "write hit_ratio.svg and qttft.svg into this directory");
-  cmd->callback([o] {
+  cmd->add_option("--plot", o->plot, "write hit_ratio.svg, qttft.svg and sim.json into this directory");
+  cmd->callback([o, shape_opt] {
     sim::Trace trace;
     const double t_read = now_seconds();
     if (o->trace.empty() || o->format == "synthetic") {
@@ -154,26 +208,44 @@ void add_sim(CLI::App& app) {
     for (const auto& p : o->policies) prefix::make_policy(p, {});  // unknown names fail here, clearly
     auto shape = model_shapes().find(o->model_shape);
     KV_CHECK(shape != model_shapes().end(), "unknown model shape '{}'", o->model_shape);
+    double kv_per_token = shape->second;
+    std::string kv_source = o->model_shape;
     sim::SweepOptions s;
     s.policies = o->policies;
-    s.base.latency.kv_bytes_per_token = shape->second;
-    s.base.latency.instances = o->instances;
     s.base.hold_until_done = o->hold;
     s.base.latency.decode_tokens_per_second = o->decode_tps;
     bool assumed_cost = false;
-    if (!o->cost_from.empty())
-      s.base.latency.prefill_tokens_per_second = prefill_from_bench(o->cost_from);
-    else if (o->prefill_tps > 0)
+    std::string cost_source;
+    if (o->prefill_tps > 0) {
       s.base.latency.prefill_tokens_per_second = o->prefill_tps;
-    else
+      cost_source = "--prefill-tps";
+    } else if (!o->cost_from.empty() && is_gguf(o->cost_from)) {
+      double measured_kv = 0;
+      s.base.latency.prefill_tokens_per_second = measure_prefill(o->cost_from, o->threads, &measured_kv);
+      cost_source = "measured now on " + o->cost_from;
+      if (shape_opt->count() == 0) kv_per_token = measured_kv, kv_source = o->cost_from;
+    } else if (!o->cost_from.empty()) {
+      s.base.latency.prefill_tokens_per_second = prefill_from_bench(o->cost_from);
+      cost_source = "kvwise bench " + o->cost_from;
+    } else {
       assumed_cost = true;
+      cost_source = "ASSUMED";
+      std::fprintf(stderr,
+                   "kvwise sim: warning: the prefill cost is assumed (%.0f tokens/s per instance), not measured; "
+                   "latencies are only as real as that: pass --prefill-tps, or --cost-from MODEL.gguf (measured "
+                   "now) or a `kvwise bench --json` file\n",
+                   s.base.latency.prefill_tokens_per_second);
+    }
+    s.base.latency.kv_bytes_per_token = kv_per_token;
+    s.base.latency.instances =
+        o->instances > 0 ? o->instances : instances_for_load(trace, s.base.latency.prefill_tokens_per_second);
     s.base.lower_tiers = parse_tiers(o->tiers);
     s.base.chain = !o->holes;
     s.base.policy_options.wa = o->wa;
     s.base.policy_options.gdsf_position_cost = o->gdsf_position_cost;
     s.base.policy_options.s3fifo_small_ratio = o->s3fifo_small;
     s.base.policy_options.s3fifo_threshold = o->s3fifo_threshold;
-    const double block_bytes = shape->second * trace.block_tokens;
+    const double block_bytes = kv_per_token * trace.block_tokens;
     if (!o->capacity_bytes.empty()) {
       s.capacities.clear();
       for (double b : o->capacity_bytes) s.capacities.push_back(static_cast<size_t>(b / block_bytes));
@@ -190,21 +262,29 @@ void add_sim(CLI::App& app) {
       KV_CHECK(f.good(), "{}: cannot create", o->csv);
       f << sim::to_csv(r);
     }
-    if (!o->plot.empty()) sim::write_plots(r, s, o->plot, trace.format + " trace");
+    auto j = nlohmann::json::parse(sim::to_json(trace, r, s));
+    j["read_seconds"] = read_seconds;
+    j["prefill_cost_assumed"] = assumed_cost;
+    j["prefill_cost_source"] = cost_source;
+    j["instances_sized_to_load"] = o->instances == 0;
+    if (!o->plot.empty()) {
+      sim::write_plots(r, s, o->plot, trace.format + " trace");
+      std::ofstream f(o->plot + "/sim.json");
+      f << j.dump(2) << "\n";
+      KV_CHECK(f.good(), "{}/sim.json: cannot write", o->plot);
+    }
     if (o->json) {
-      auto j = nlohmann::json::parse(sim::to_json(trace, r, s));
-      j["read_seconds"] = read_seconds;
-      j["prefill_cost_assumed"] = assumed_cost;
       std::puts(j.dump(2).c_str());
       return;
     }
     std::printf("trace %s (%s): %zu requests, %d tokens per block, %zu categories", trace.source.c_str(),
                 trace.format.c_str(), trace.requests.size(), trace.block_tokens, trace.category_names.size());
     if (trace.skipped_lines) std::printf(", %zu malformed lines skipped", trace.skipped_lines);
-    std::printf("\nlatency model: %d instance(s), prefill %.0f tokens/s%s, %.0f KV bytes/token (%s), block = %s\n",
-                s.base.latency.instances, s.base.latency.prefill_tokens_per_second,
-                assumed_cost ? " (assumed: pass --prefill-tps or --cost-from)" : "", shape->second,
-                o->model_shape.c_str(), human_bytes(block_bytes).c_str());
+    std::printf("\nlatency model: %d instance(s)%s, prefill %.0f tokens/s (%s), %.0f KV bytes/token (%s), block = %s\n",
+                s.base.latency.instances, o->instances > 0 ? "" : " (sized to the trace's load)",
+                s.base.latency.prefill_tokens_per_second,
+                assumed_cost ? "ASSUMED: pass --prefill-tps or --cost-from" : cost_source.c_str(), kv_per_token,
+                kv_source.c_str(), human_bytes(block_bytes).c_str());
     std::fputs(sim::format_tables(r, s).c_str(), stdout);
     double replay_total = 0;
     for (const auto& x : r.runs) replay_total += x.wall_seconds;

@@ -2,8 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -11,18 +11,27 @@
 #include "base/data_dir.h"
 #include "base/error.h"
 #include "eval/perplexity.h"
+#include "prefix/eviction_policy.h"
 
 namespace kvwise::cli {
 
 void add_model_options(CLI::App& app, ModelOptions& o) {
   app.add_option("-m,--model", o.model,
                  "GGUF model (default: the bundled kvwise-retrieval model, or $KVWISE_MODEL when set)");
-  app.add_option("--data-dir", o.data_dir, "shared data directory (default: $KVWISE_DATA or ../shared)");
-  app.add_option("-t,--threads", o.threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--data-dir", o.data_dir,
+                 "shared data directory (default: $KVWISE_DATA, else ../shared beside the source tree)");
+  app.add_option("-t,--threads", o.threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--kv-type", o.kv_type, "KV cache element type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
-  app.add_option("-c,--ctx", o.ctx, "context size in tokens (default: the model's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--cache-type-k", o.cache_type_k, "llama.cpp's -ctk: the same as --kv-type (f16 or f32)");
+  app.add_option("--cache-type-v", o.cache_type_v, "llama.cpp's -ctv: the same as --kv-type (f16 or f32)");
+  app.add_option("-c,--ctx,--ctx-size", o.ctx, "context size in tokens (0: the model's)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--page-tokens", o.page_tokens, "tokens per KV page")->check(CLI::Range(1, 4096));
   app.add_option("--prefill-chunk", o.prefill_chunk, "tokens per prefill step")->check(CLI::Range(1, 1 << 20));
+  o.flash_attn_option = app.add_option("--flash-attn", o.flash_attn,
+                                       "llama.cpp's -fa [on|off|auto]: accepted and ignored (kvwise's attention is "
+                                       "always one fused pass)")
+                            ->expected(0, 1);
 }
 
 void add_policy_options(CLI::App& app, PolicyOptions& o) {
@@ -32,8 +41,20 @@ void add_policy_options(CLI::App& app, PolicyOptions& o) {
                  "KV budget per head: a ratio of the prompt (0.25, 25%) or tokens (256); window/sinks count inside");
 }
 
+bool policy_reads_budget(const KvPolicy& p) {
+  return !p.full && p.residual < 0;  // uniform low precision and SpeCache keep every token
+}
+
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
   auto p = make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
+  // A budget that nothing reads is a mistake the user should hear about, not a silent no-op.
+  KV_CHECK(!p->full || o.budget.empty(),
+           "--kv-budget {} has no effect on the full cache: give a --kv-policy that evicts (snapkv, pyramidkv, ...)",
+           o.budget);
+  if (!o.budget.empty() && !p->full && !policy_reads_budget(*p))
+    std::fprintf(stderr,
+                 "kvwise: warning: --kv-policy %s keeps every token (in low precision) and ignores --kv-budget\n",
+                 o.spec.c_str());
   // Uniform quantisation and SpeCache keep every token and the gate decides by itself; only the
   // other eviction policies need a budget.
   KV_CHECK(p->full || p->residual >= 0 || p->gate || !o.budget.empty(),
@@ -101,13 +122,18 @@ nlohmann::json to_json(const CompressionReport& r) {
                                                                  : nlohmann::json(nullptr)}};
 }
 
-std::string read_corpus(const std::string& path) {
+std::string read_text_file(const std::string& path) {
   std::ifstream in(path);
   KV_CHECK(in.good(), "{}: cannot open", path);
   std::stringstream ss;
   ss << in.rdbuf();
+  KV_CHECK(!in.bad(), "{}: read error", path);
+  return ss.str();
+}
+
+std::string read_corpus(const std::string& path) {
   std::string out;
-  for (const std::string& d : split_documents(ss.str(), "<|endoftext|>")) out += d + "\n";
+  for (const std::string& d : split_documents(read_text_file(path), "<|endoftext|>")) out += d + "\n";
   return out;
 }
 
@@ -117,14 +143,7 @@ std::string default_corpus(const ModelOptions& o) {
 
 std::string bundled_model_path() {
   if (const char* env = std::getenv("KVWISE_MODEL"); env != nullptr && *env != '\0') return env;
-  // Installed layout first (bin/kvwise -> share/kvwise/), then the source tree the binary was built from.
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    const auto installed = exe.parent_path().parent_path() / "share" / "kvwise" / kBundledModelName;
-    if (std::filesystem::exists(installed, ec)) return installed.string();
-  }
-  return KVWISE_BUNDLED_MODEL;
+  return bundled_file(kBundledModelName);
 }
 
 std::string resolve_model_path(const ModelOptions& o) {
@@ -139,14 +158,58 @@ int default_threads() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+// -ctk/-ctv as llama.cpp users type them: only the types kvwise's paged store holds; quantized KV is a
+// policy here, said so rather than ignored.
+std::string kv_type_of(const ModelOptions& o) {
+  std::string t = o.kv_type;
+  for (const auto& [flag, v] : {std::pair{"-ctk", o.cache_type_k}, std::pair{"-ctv", o.cache_type_v}}) {
+    if (v.empty()) continue;
+    KV_CHECK(v == "f16" || v == "f32",
+             "{} {}: kvwise's KV store holds f16 or f32; low-precision KV is a policy here: --kv-policy kv-int8 "
+             "(or kv-int4, mikv(snapkv)) with --kv-budget",
+             flag, v);
+    t = v;
+  }
+  KV_CHECK(o.cache_type_k.empty() || o.cache_type_v.empty() || o.cache_type_k == o.cache_type_v,
+           "-ctk {} and -ctv {} differ: kvwise keeps K and V in one type", o.cache_type_k, o.cache_type_v);
+  return t;
+}
+
 EngineOptions engine_options(const ModelOptions& o) {
+  if (o.flash_attn_given())
+    std::fprintf(stderr,
+                 "kvwise: note: -fa/--flash-attn is ignored: attention here is always computed in one fused pass "
+                 "(online softmax over KV pages), there is nothing to switch\n");
   EngineOptions e;
   e.threads = o.threads > 0 ? o.threads : default_threads();
-  e.kv_type = o.kv_type == "f32" ? DType::F32 : DType::F16;
+  e.kv_type = kv_type_of(o) == "f32" ? DType::F32 : DType::F16;
   e.ctx = o.ctx;
   e.page_tokens = o.page_tokens;
   e.prefill_chunk = o.prefill_chunk;
   return e;
+}
+
+size_t machine_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  size_t bytes = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : size_t{1} << 32;
+  for (const char* limit : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream f(limit);
+    unsigned long long v = 0;
+    if (f >> v && v > 0 && v < bytes) bytes = static_cast<size_t>(v);  // "max" (no limit) fails to parse
+  }
+  return bytes;
+}
+
+void check_eviction_name(const std::string& name) {
+  std::string known;
+  for (const std::string& n : prefix::policy_names()) {
+    if (n == "belady") continue;
+    if (n == name) return;
+    known += (known.empty() ? "" : ", ") + n;
+  }
+  fail("--eviction {}: {} (online policies: {})", name,
+       name == "belady" ? "the offline optimum needs the future and exists only in kvwise sim" : "unknown policy",
+       known);
 }
 
 size_t resident_bytes() {
@@ -169,6 +232,32 @@ std::string human_bytes(double b) {
 
 bool stdout_is_tty() {
   return isatty(STDOUT_FILENO) != 0;
+}
+
+}  // namespace kvwise::cli
+
+namespace kvwise::cli {
+
+std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                           const std::vector<bool>& right) {
+  std::vector<size_t> w(header.size());
+  for (size_t c = 0; c < header.size(); ++c) w[c] = header[c].size();
+  for (const auto& r : rows)
+    for (size_t c = 0; c < r.size() && c < w.size(); ++c) w[c] = std::max(w[c], r[c].size());
+  const auto line = [&](const std::vector<std::string>& cells) {
+    std::string out = "|";
+    for (size_t c = 0; c < w.size(); ++c) {
+      const std::string cell = c < cells.size() ? cells[c] : "";
+      const std::string pad(w[c] - std::min(w[c], cell.size()), ' ');
+      out += " " + (c < right.size() && right[c] ? pad + cell : cell + pad) + " |";
+    }
+    return out + "\n";
+  };
+  std::string out = line(header) + "|";
+  for (size_t c = 0; c < w.size(); ++c) out += std::string(w[c] + 2, '-') + "|";
+  out += "\n";
+  for (const auto& r : rows) out += line(r);
+  return out;
 }
 
 }  // namespace kvwise::cli

@@ -18,6 +18,11 @@ struct ModelOptions {
   int ctx = 0;
   int page_tokens = 32;
   int prefill_chunk = 512;
+  // llama.cpp's spellings: -ctk/-ctv (K and V share one type here) and -fa (always on here).
+  std::string cache_type_k, cache_type_v;
+  std::string flash_attn;
+  const CLI::Option* flash_attn_option = nullptr;  // given at least once: noted, then ignored
+  bool flash_attn_given() const { return flash_attn_option != nullptr && flash_attn_option->count() > 0; }
 };
 
 void add_model_options(CLI::App& app, ModelOptions& o);
@@ -29,26 +34,41 @@ struct PolicyOptions {
 };
 void add_policy_options(CLI::App& app, PolicyOptions& o);
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o);
+// Whether --kv-budget changes what the policy keeps (the full cache, uniform low precision and
+// SpeCache keep every token).
+bool policy_reads_budget(const KvPolicy& p);
 std::string describe(const CompressionReport& r, size_t bytes_per_token);
 nlohmann::json to_json(const CompressionReport& r);
 // -m, else the bundled model: $KVWISE_MODEL, else share/kvwise/ beside an installed binary, else
-// models/ of the source tree the binary was built from (KVWISE_BUNDLED_MODEL).
+// models/ of the source tree the binary was built from (base/data_dir.h: bundled_file).
 std::string resolve_model_path(const ModelOptions& o);
 std::string bundled_model_path();
 inline constexpr const char* kBundledModelName = "kvwise-retrieval.gguf";
 EngineOptions engine_options(const ModelOptions& o);
+std::string kv_type_of(const ModelOptions& o);  // --kv-type, or -ctk/-ctv when given
 int default_threads();
 
 // A text file with the documents' separator lines ("<|endoftext|>") removed: documents joined by
 // newlines (evaluation text must not contain the separator spelled out as characters).
 std::string read_corpus(const std::string& path);
-std::string default_corpus(const ModelOptions& o);  // the TinyStories sample under the data directory
+std::string read_text_file(const std::string& path);  // whole, or an error naming the path
+std::string default_corpus(const ModelOptions& o);    // the TinyStories sample under the data directory
+
+// The machine's memory, or less when a cgroup limits this process (cgroup v2 memory.max, v1 limit).
+size_t machine_memory_bytes();
+// An online prefix-cache eviction policy name (prefix/eviction_policy.h), or an error listing them.
+void check_eviction_name(const std::string& name);
 
 // Resident set size of this process in bytes (from /proc/self/status).
 size_t resident_bytes();
 std::string human_bytes(double bytes);
 bool stdout_is_tty();
+// A Markdown table with columns padded to their widest cell; numeric columns (right[i]) right-aligned.
+std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
+                           const std::vector<bool>& right = {});
 
+void add_demo(CLI::App& app);
+void add_report(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);

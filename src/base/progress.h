@@ -10,6 +10,7 @@ class Progress {
   Progress(std::string label, size_t total);
   ~Progress();
   void update(size_t done);
+  void set_total(size_t total) { total_ = total; }  // when it is known only once work starts
   void finish();
 
  private:

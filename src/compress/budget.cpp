@@ -24,6 +24,9 @@ Budget Budget::parse(std::string_view text) {
            std::string(text));
   if (percent) x /= 100.0;
   KV_CHECK(x > 0 && std::isfinite(x), "KV budget \"{}\" must be positive", std::string(text));
+  KV_CHECK(!percent || x <= 1.0,
+           "KV budget \"{}\" is more than the whole prompt: a share is at most 100% (or give tokens, like 256)",
+           std::string(text));
   Budget b;
   if (!percent && x > 1.0) {
     KV_CHECK(x == std::floor(x) && x < 1e9, "KV budget \"{}\": a token count must be a whole number",

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
+#include "base/data_dir.h"
 #include "base/error.h"
 #include "model/gguf.h"
 
@@ -43,9 +45,16 @@ void project(const std::vector<float>& w, const float* x, int T, int in, int out
 
 std::string GateModel::default_path(const std::string& model_path) {
   const std::string ext = ".gguf";
-  if (model_path.size() > ext.size() && model_path.compare(model_path.size() - ext.size(), ext.size(), ext) == 0)
-    return model_path.substr(0, model_path.size() - ext.size()) + ".gate.gguf";
-  return model_path + ".gate.gguf";
+  const bool has_ext =
+      model_path.size() > ext.size() && model_path.compare(model_path.size() - ext.size(), ext.size(), ext) == 0;
+  const std::string side = (has_ext ? model_path.substr(0, model_path.size() - ext.size()) : model_path) + ".gate.gguf";
+  // A side file wins; else a gate that ships with kvwise for a model of that file name (the models'
+  // own directories, like ../shared, are not ours to write into).
+  std::error_code ec;
+  if (std::filesystem::exists(side, ec)) return side;
+  const std::string bundled = bundled_file(std::filesystem::path(side).filename().string());
+  if (std::filesystem::exists(bundled, ec)) return bundled;
+  return side;
 }
 
 std::shared_ptr<const GateModel> GateModel::load(const std::string& path, const ModelConfig& c) {

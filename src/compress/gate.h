@@ -41,7 +41,8 @@ class GateModel {
   static std::shared_ptr<const GateModel> load(const std::string& path, const ModelConfig& model);
   // The same, cached by path for the life of the process (a server loads it once).
   static std::shared_ptr<const GateModel> load_cached(const std::string& path, const ModelConfig& model);
-  // foo.gguf -> foo.gate.gguf
+  // foo.gguf -> foo.gate.gguf beside it when that exists, else the bundled gate of that name
+  // (models/stories260K.gate.gguf for any stories260K.gguf), else the side path (for the error).
   static std::string default_path(const std::string& model_path);
 
   int n_layers() const { return n_layers_; }

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/timer.h"
 #include "model/sampler.h"
 
 namespace kvwise {
@@ -92,8 +93,10 @@ NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<con
   NiahOutcome out;
   const SeqId seq = engine.new_sequence();
   try {
+    const double t0 = now_seconds();
     auto comp = attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
     std::vector<float> logits = engine.prefill(seq, c.prompt);
+    out.prefill_seconds = now_seconds() - t0;
     // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
     out.hot_bytes = engine.kv().bytes_sequence(seq) + (comp ? comp->report().gate_cache_bytes : 0);
     std::vector<int32_t> gen;
@@ -102,7 +105,10 @@ NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<con
       if (tok.is_end_of_generation(next)) break;
       gen.push_back(next);
       if (i + 1 == answer_tokens || engine.kv().next_position(seq) >= engine.ctx()) break;
+      const double t1 = now_seconds();
       logits = engine.decode(seq, next);
+      out.decode_seconds += now_seconds() - t1;
+      ++out.decode_steps;
     }
     out.output = tok.decode(gen);
   } catch (...) {

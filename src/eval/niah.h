@@ -45,6 +45,8 @@ struct NiahOutcome {
   bool correct = false;
   std::string output;
   size_t hot_bytes = 0;  // after prefill (and compression)
+  double prefill_seconds = 0, decode_seconds = 0;
+  int decode_steps = 0;  // engine.decode calls timed by decode_seconds
 };
 
 NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens);

@@ -84,6 +84,18 @@ PerplexityResult perplexity(Engine& engine, const std::vector<std::string>& docs
       const size_t end = std::min(ids.size(), start + window - 1);
       chunk.insert(chunk.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
                    ids.begin() + static_cast<std::ptrdiff_t>(end));
+      if (o.policy && !o.policy->full) {
+        const int n = static_cast<int>(chunk.size());
+        try {
+          sequence_shape(*o.policy, std::clamp(static_cast<int>(o.prompt_share * n + 0.5), 1, n));
+        } catch (const Error& e) {
+          if (r.skip_reason.empty()) r.skip_reason = e.what();
+          ++r.skipped_windows;
+          if (r.skipped_documents.empty() || r.skipped_documents.back() != d) r.skipped_documents.push_back(d);
+          if (o.truncate) break;
+          continue;
+        }
+      }
       const std::vector<float> logits = window_logits(engine, chunk, o);
       for (size_t i = 0; i + 1 < chunk.size(); ++i) {
         r.nll_sum -= log_prob(logits.data() + i * static_cast<size_t>(n_vocab), n_vocab, chunk[i + 1]);

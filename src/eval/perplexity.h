@@ -14,6 +14,11 @@ namespace kvwise {
 struct PerplexityResult {
   double nll_sum = 0;
   int64_t tokens = 0;
+  // With a policy: windows whose compressed part cannot hold the policy's protected tokens at that
+  // length (the budget below its sinks + window) are skipped, not scored, and counted here.
+  int64_t skipped_windows = 0;
+  std::vector<size_t> skipped_documents;  // indices of documents with at least one skipped window
+  std::string skip_reason;                // the first such window's error
   double mean_nll() const { return tokens > 0 ? nll_sum / static_cast<double>(tokens) : 0.0; }
 };
 

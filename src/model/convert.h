@@ -1,7 +1,10 @@
 // Model file producers: llama2.c import, random models of real shapes, and re-quantization.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "tensor/dtype.h"
 
@@ -27,6 +30,14 @@ void make_random_model(const ModelShape& shape, const std::string& out_gguf);
 
 // Re-quantizes every 2-D weight of a GGUF file to `type` ("q4_k_m" keeps the sensitive tensors at
 // Q6_K as llama.cpp does); norms and biases stay F32.
-void quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type);
+// Returns what it did: the count of tensors per written type, and the tensors that could not take
+// the asked type because their rows do not fill whole blocks (written as F16 instead). on_tensor(done,
+// total) reports progress.
+struct QuantizeSummary {
+  std::map<std::string, int> tensors_per_type;
+  std::vector<std::string> fell_back;
+};
+QuantizeSummary quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type,
+                               const std::function<void(size_t, size_t)>& on_tensor = {});
 
 }  // namespace kvwise

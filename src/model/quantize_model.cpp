@@ -18,7 +18,9 @@ uint32_t file_type(const std::string& name) {
 }
 }  // namespace
 
-void quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type_name) {
+QuantizeSummary quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type_name,
+                               const std::function<void(size_t, size_t)>& on_tensor) {
+  QuantizeSummary summary;
   std::string name = type_name;
   for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   const uint32_t ftype = file_type(name);
@@ -28,13 +30,17 @@ void quantize_model(const std::string& in_gguf, const std::string& out_gguf, con
   GgufWriter w;
   copy_metadata(*in, w);
   w.set("general.file_type", GgufValue::u32(ftype));
+  size_t done = 0;
   for (const auto& t : in->tensors()) {
     DType target = t.dims.size() == 2 ? base : DType::F32;
     // Q4_K_M: as llama.cpp, the output, value and down projections (the most sensitive) get Q6_K.
     if (k_mix && (t.name == "output.weight" || t.name.find("attn_v.weight") != std::string::npos ||
                   t.name.find("ffn_down.weight") != std::string::npos))
       target = DType::Q6_K;
-    if (t.dims[0] % dtype_info(target).block_elems != 0) target = DType::F16;  // row does not fit the blocks
+    if (t.dims[0] % dtype_info(target).block_elems != 0) {  // row does not fit the blocks
+      summary.fell_back.push_back(t.name);
+      target = DType::F16;
+    }
     if (t.dims.size() != 2 && t.type != DType::F32) target = DType::F32;
     const int64_t cols = t.dims[0], rows = t.elements() / cols;
     const size_t in_rb = row_bytes(t.type, cols), out_rb = row_bytes(target, cols);
@@ -45,8 +51,11 @@ void quantize_model(const std::string& in_gguf, const std::string& out_gguf, con
       quantize_row(target, row.data(), out.data() + static_cast<size_t>(r) * out_rb, cols);
     }
     w.add_tensor(t.name, t.dims, target, std::move(out));
+    ++summary.tensors_per_type[dtype_info(target).name];
+    if (on_tensor) on_tensor(++done, in->tensors().size());
   }
   w.write(out_gguf);
+  return summary;
 }
 
 }  // namespace kvwise

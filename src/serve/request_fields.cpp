@@ -141,6 +141,52 @@ void parse_messages(const json& body, RequestFields& r) {
   }
 }
 
+// No field is ignored silently: a field kvwise does not implement is a 400 that names it, unless it
+// carries the value that means "off" (what OpenAI clients send by default); metadata like `user` is
+// accepted and has no effect.
+void check_fields(const json& body, bool chat) {
+  static const char* const implemented[] = {"model",      "max_tokens",  "max_completion_tokens",
+                                            "ignore_eos", "temperature", "top_p",
+                                            "top_k",      "seed",        "n",
+                                            "stop",       "stream",      "stream_options",
+                                            "kv_policy",  "kv_budget",   "kv_category",
+                                            "cache_salt", "user"};
+  // Fields with the value that changes nothing (null is always that).
+  const auto neutral = [](const std::string& key, const json& v) {
+    if (v.is_null()) return true;
+    if (key == "frequency_penalty" || key == "presence_penalty") return v.is_number() && v.get<double>() == 0.0;
+    if (key == "repeat_penalty") return v.is_number() && v.get<double>() == 1.0;
+    if (key == "logprobs" || key == "echo") return v.is_boolean() && !v.get<bool>();
+    if (key == "best_of") return v.is_number_integer() && v.get<int64_t>() == 1;
+    if (key == "logit_bias") return v.is_object() && v.empty();
+    if (key == "suffix") return v.is_string() && v.get<std::string>().empty();
+    if (key == "parallel_tool_calls" || key == "store") return v.is_boolean();
+    return false;
+  };
+  for (const auto& [key, value] : body.items()) {
+    if (key == (chat ? "messages" : "prompt")) continue;
+    if (std::find_if(std::begin(implemented), std::end(implemented), [&](const char* k) { return key == k; }) !=
+        std::end(implemented))
+      continue;
+    if (neutral(key, value)) continue;
+    const std::string shown = key.size() > 64 ? key.substr(0, 64) + "..." : key;
+    bad(
+        fmt::format("'{}' is not supported by kvwise{}; supported fields: {}, max_tokens, temperature, top_p, top_k, "
+                    "seed, n (1), stop, stream, stream_options, kv_policy, kv_budget, kv_category, cache_salt, user",
+                    shown,
+                    key == (chat ? "prompt" : "messages")
+                        ? (chat ? " on /v1/chat/completions (use messages)" : " on /v1/completions (use prompt)")
+                        : "",
+                    chat ? "messages" : "prompt"));
+  }
+  if (body.contains("stream_options") && !body["stream_options"].is_null() && !body["stream_options"].is_object())
+    bad("'stream_options' must be an object");
+  if (body.contains("stream_options") && body["stream_options"].is_object())
+    for (const auto& [key, value] : body["stream_options"].items())
+      if (key != "include_usage")
+        bad(fmt::format("'stream_options.{}' is not supported (only include_usage)", key.substr(0, 64)));
+}
+
 }  // namespace
 
 RequestFields parse_request_fields(std::string_view text, bool chat, const RequestLimits& limits,
@@ -152,6 +198,7 @@ RequestFields parse_request_fields(std::string_view text, bool chat, const Reque
     bad(std::string("malformed JSON: ") + e.what());
   }
   if (!body.is_object()) bad("the body must be a JSON object");
+  check_fields(body, chat);
   RequestFields r;
   parse_sampling(body, limits, default_seed, r);
   parse_extensions(body, r);

@@ -1,6 +1,8 @@
 // The body of a completion or chat request, checked field by field before anything acts on it: types
 // exactly (no boolean taken as 1, no fraction as an integer), integers within range (nothing
-// narrowed), strings valid UTF-8 (the JSON parser's), sizes bounded. Pure: no model, no files, so a
+// narrowed), strings valid UTF-8 (the JSON parser's), sizes bounded, and no field ignored: one that
+// kvwise does not implement is a 400 unless it holds its "off" value (frequency_penalty 0, logprobs
+// false, ...). Pure: no model, no files, so a
 // fuzzer can drive it. Thread-safe.
 #pragma once
 #include <cstdint>

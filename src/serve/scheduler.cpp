@@ -70,7 +70,10 @@ uint64_t Scheduler::submit(ServeRequest r) {
   const int n_vocab = engine_.model().config().n_vocab;
   for (int32_t t : r.prompt) KV_CHECK(t >= 0 && t < n_vocab, "token id {} is outside the vocabulary", t);
   std::lock_guard<std::mutex> lk(mu_);
-  if (static_cast<int>(queue_.size()) >= opt_.max_queue) {
+  // max_queue counts requests that wait for a batch slot: a request that a free slot will take at
+  // once never counts against it (max_queue 0: refuse only while every slot is busy).
+  const int free_slots = std::max(0, opt_.max_batch - running_count_);
+  if (static_cast<int>(queue_.size()) >= opt_.max_queue + free_slots) {
     ++stats_.rejected;
     throw QueueFull(fmt::format("the server is busy: {} requests are waiting", queue_.size()));
   }

@@ -54,7 +54,7 @@ struct ServeRequest {
 
 struct SchedulerOptions {
   int max_batch = 8;                              // running sequences
-  int max_queue = 64;                             // waiting requests; more are refused
+  int max_queue = 64;                             // requests waiting for a busy batch; more are refused
   int prefill_chunk = 256;                        // prompt tokens per step over all prefilling sequences
   size_t max_kv_bytes = 0;                        // admission limit on hot KV bytes (0: none)
   std::shared_ptr<LivePrefixCache> prefix_cache;  // null: every prompt is computed in full
