@@ -73,7 +73,7 @@ if [[ " $parts " == *" B "* && -f "$model_b" ]]; then
   # llama-server's slots below get the same room.
   load=(--requests 2000 --time-scale 0.5 --ctx 4096 "${scale[@]}" --write-trace "$out/trace-smollm.jsonl")
   echo "B: kvwise, no prefix cache" >&2
-  serve_kvwise -m "$model_b"
+  serve_kvwise -m "$model_b" --no-prefix-cache
   "$kv" loadgen --port $port "${load[@]}" --label "kvwise, no prefix cache" --json "$out/live-smollm-none.json" \
     > "$out/live-smollm-none.txt"
   stop $server
