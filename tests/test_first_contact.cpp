@@ -125,6 +125,10 @@ TEST(CommandLine, LlamaCppFlagsWork) {
   EXPECT_NE(d.err.find("one type"), std::string::npos) << d.err;
   const auto both = run_kvwise("generate -f " + q(prompt) + " -p hi");
   EXPECT_EQ(both.exit_code, 2);
+  const auto ngl = run_kvwise("generate -ngl 99 -n 2 -p hi");
+  EXPECT_EQ(ngl.exit_code, 2);
+  EXPECT_NE(ngl.err.find("CPU only"), std::string::npos) << ngl.err;
+  EXPECT_EQ(run_kvwise("generate -ngl 0 -n 2 -p hi").exit_code, 0);
 }
 
 TEST(NothingSilent, GenerationBeyondTheContextWarns) {

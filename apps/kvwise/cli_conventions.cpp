@@ -13,7 +13,7 @@ namespace kvwise::cli {
 std::vector<std::string> translate_llamacpp_flags(const std::vector<std::string>& args) {
   static const std::map<std::string, std::string> names = {
       {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"}, {"-np", "--parallel"},
-      {"-fa", "--flash-attn"},    {"-cnv", "--conversation"},
+      {"-fa", "--flash-attn"},    {"-ngl", "--n-gpu-layers"},
   };
   std::vector<std::string> out;
   out.reserve(args.size());
@@ -114,6 +114,25 @@ int run_command_line(CLI::App& app, int argc, char** argv) {
     const std::string hint = closest_subcommand(app, args[0]);
     std::fprintf(stderr, "kvwise: error: unknown command '%s'%s\nRun 'kvwise --help' for the list of commands.\n",
                  args[0].c_str(), hint.empty() ? "" : (" (did you mean '" + hint + "'?)").c_str());
+    return 2;
+  }
+  // GPU offload is llama.cpp's; asking for it here must not be read as something else (-ngl would
+  // otherwise parse as -n gl) nor be ignored.
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--n-gpu-layers", 0) != 0 && a.rfind("--gpu-layers", 0) != 0) continue;
+    const size_t eq = a.find('=');
+    const std::string v = eq != std::string::npos ? a.substr(eq + 1) : i + 1 < args.size() ? args[i + 1] : "";
+    if (v == "0") {
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i),
+                 args.begin() + static_cast<std::ptrdiff_t>(eq != std::string::npos ? i + 1 : i + 2));
+      --i;
+      continue;
+    }
+    std::fprintf(stderr,
+                 "kvwise: error: -ngl/--n-gpu-layers %s: kvwise runs on the CPU only, there are no layers to "
+                 "offload (drop the flag, or give 0)\n",
+                 v.c_str());
     return 2;
   }
   std::vector<char*> cargv{argv[0]};

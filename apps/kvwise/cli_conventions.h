@@ -9,7 +9,7 @@ namespace kvwise::cli {
 
 // llama.cpp spells some options as one dash and several letters (-ctk, -np, -fa), which CLI11 would
 // read as a short flag and its value; they become the long names kvwise registers (--cache-type-k,
-// --parallel, --flash-attn). Everything else is returned unchanged.
+// --parallel, --flash-attn, --n-gpu-layers: an error unless 0). Everything else is returned unchanged.
 std::vector<std::string> translate_llamacpp_flags(const std::vector<std::string>& args);
 
 // The closest option name of `cmd` to `typed` (edit distance, or a prefix), or "" when none is close.
