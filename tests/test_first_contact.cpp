@@ -417,3 +417,31 @@ TEST(ReadmeCommands, WhatToTryNextRunsAsWritten) {
 
 }  // namespace
 }  // namespace kvwise
+
+namespace kvwise {
+namespace {
+
+// Long commands draw a progress bar on a terminal (script(1) gives them one) and none in a log.
+TEST(Progress, LongCommandsShowItOnATerminalOnly) {
+  KVWISE_REQUIRE_DATA();
+  const std::string bin = KVWISE_BINARY;
+  const std::string q4 = test::temp_path("tty-q4.gguf");
+  const std::vector<std::pair<std::string, std::string>> commands = {
+      {"sim --synthetic-requests 3000 --capacity 100,200,300 --policies lru,fifo,arc", "sim ["},
+      {"quantize '" + test::stories_gguf() + "' '" + q4 + "' q8_0", "quantize ["},
+      {"perplexity -m '" + test::stories_gguf() + "' -f '" + test::data_dir() +
+           "/data/tinystories_valid_sample/tinystories_valid_first_stories.txt' --truncate",
+       "perplexity ["},
+  };
+  for (const auto& [args, bar] : commands) {
+    const auto tty = test::run_command("script -qec \"" + bin + " " + args + "\" /dev/null");
+    EXPECT_EQ(tty.exit_code, 0) << args << "\n" << tty.out;
+    EXPECT_NE(tty.out.find(bar), std::string::npos) << args << "\n" << tty.out;
+    const auto log = run_kvwise(args);
+    EXPECT_EQ(log.exit_code, 0) << log.err;
+    EXPECT_EQ(log.err.find(bar), std::string::npos) << log.err;
+  }
+}
+
+}  // namespace
+}  // namespace kvwise
