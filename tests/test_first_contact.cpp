@@ -131,6 +131,14 @@ TEST(CommandLine, LlamaCppFlagsWork) {
   EXPECT_EQ(run_kvwise("generate -ngl 0 -n 2 -p hi").exit_code, 0);
 }
 
+// The default thread count is what the process may use (affinity mask, cgroup quota), not the
+// host's core count.
+TEST(CommandLine, DefaultThreadsFollowTheAffinityMask) {
+  const auto r = test::run_command("taskset -c 0 " + std::string(KVWISE_BINARY) + " generate -n 2 -p hi --json");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(json::parse(r.out)["threads"], 1);
+}
+
 TEST(NothingSilent, GenerationBeyondTheContextWarns) {
   const auto r = run_kvwise("generate -c 32 -n 100 -p 'Once upon a time' --temp 0 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -1,8 +1,11 @@
 // The thread pool: every index runs exactly once, for any thread count and task count, repeatedly
 // (the spinning hand-off between jobs must not lose or repeat work).
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -11,7 +14,7 @@ namespace kvwise {
 namespace {
 
 TEST(ThreadPool, EveryIndexOnceAcrossManyJobs) {
-  for (int threads : {1, 2, 3}) {
+  for (int threads : {1, 2, 3, 9}) {  // 9: more threads than this machine's cores: late joiners stay out
     ThreadPool pool(threads);
     for (size_t n : {0u, 1u, 2u, 7u, 1000u}) {
       for (int rep = 0; rep < 20; ++rep) {
@@ -30,6 +33,42 @@ TEST(ThreadPool, EveryIndexOnceAcrossManyJobs) {
       }
     }
   }
+}
+
+TEST(ThreadPool, UsableCoresFollowTheAffinityMask) {
+  const int n = usable_cores();
+  EXPECT_GE(n, 1);
+  EXPECT_LE(n, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof saved, &saved), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &saved)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  EXPECT_EQ(usable_cores(), 1);
+  ASSERT_EQ(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+
+// A task that throws while other threads are parked or late still reaches the caller, and the pool
+// goes on working (oversubscribed).
+TEST(ThreadPool, OversubscribedPoolSurvivesManyShortJobs) {
+  ThreadPool pool(6);
+  std::atomic<long> sum{0};
+  for (int rep = 0; rep < 2000; ++rep)
+    pool.parallel_for(64, [&](size_t b, size_t e, int) { sum.fetch_add(static_cast<long>(e - b)); });
+  EXPECT_EQ(sum.load(), 2000L * 64);
+  EXPECT_THROW(pool.parallel_tasks(10,
+                                   [](size_t i, int) {
+                                     if (i == 3) throw std::runtime_error("task 3");
+                                   }),
+               std::runtime_error);
+  sum = 0;
+  pool.parallel_tasks(100, [&](size_t, int) { sum.fetch_add(1); });
+  EXPECT_EQ(sum.load(), 100);
 }
 
 }  // namespace

@@ -162,7 +162,7 @@ void add_sim(CLI::App& app) {
                 "requests pin their blocks until they finish (by the latency model), as a live server does");
   cmd->add_option("--categories", o->categories, "WA category rule: auto, none, length, turn, turn-length, trace");
   cmd->add_option("-t,--threads", o->threads,
-                  "parallel replays, and the threads of a --cost-from measurement (0: all cores)");
+                  "parallel replays, and the threads of a --cost-from measurement (0: the usable cores)");
   cmd->add_flag("--fail-on-bad-line", o->fail_on_bad, "stop at a malformed trace line instead of skipping it");
   cmd->add_flag("--holes", o->holes, "count every cached block as a hit, not only the unbroken prefix");
   cmd->add_option("--azure-block-tokens", o->azure_block_tokens, "block size for Azure traces' synthetic prefixes");

@@ -10,6 +10,7 @@
 
 #include "base/data_dir.h"
 #include "base/error.h"
+#include "base/thread_pool.h"
 #include "eval/perplexity.h"
 #include "prefix/eviction_policy.h"
 
@@ -20,7 +21,8 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                  "GGUF model (default: the bundled kvwise-retrieval model, or $KVWISE_MODEL when set)");
   app.add_option("--data-dir", o.data_dir,
                  "shared data directory (default: $KVWISE_DATA, else ../shared beside the source tree)");
-  app.add_option("-t,--threads", o.threads, "threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("-t,--threads", o.threads, "threads (0: the usable cores: CPU affinity mask and cgroup quota)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--kv-type", o.kv_type, "KV cache element type: f16 or f32")->check(CLI::IsMember({"f16", "f32"}));
   app.add_option("--cache-type-k", o.cache_type_k, "llama.cpp's -ctk: the same as --kv-type (f16 or f32)");
   app.add_option("--cache-type-v", o.cache_type_v, "llama.cpp's -ctv: the same as --kv-type (f16 or f32)");
@@ -155,7 +157,7 @@ std::string resolve_model_path(const ModelOptions& o) {
 }
 
 int default_threads() {
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return usable_cores();  // the affinity mask and cgroup quota, not the host's core count
 }
 
 // -ctk/-ctv as llama.cpp users type them: only the types kvwise's paged store holds; quantized KV is a

@@ -13,7 +13,7 @@ namespace kvwise::cli {
 struct ModelOptions {
   std::string model;  // empty: the bundled model (resolve_model_path)
   std::string data_dir;
-  int threads = 0;  // 0: all cores
+  int threads = 0;  // 0: usable_cores()
   std::string kv_type = "f16";
   int ctx = 0;
   int page_tokens = 32;

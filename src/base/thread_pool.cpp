@@ -1,6 +1,12 @@
 #include "base/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <string>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -12,7 +18,49 @@
 namespace kvwise {
 
 namespace {
-constexpr int kSpinIterations = 1 << 14;  // ~50-100 µs of pause instructions before sleeping
+constexpr int kPauseSpins = 1 << 11;  // a few µs of pause instructions: the next loop usually comes sooner
+constexpr int kYieldSpins = 1 << 11;  // then sched_yield, which runs a thread the spinner would starve
+                                      // when there are more threads than cores; then sleep
+
+// Waits a bounded while for done() without sleeping: pause, then yield.
+template <typename Done>
+bool spin_until(Done done) {
+  for (int i = 0; i < kPauseSpins; ++i) {
+    if (done()) return true;
+    KVWISE_PAUSE();
+  }
+  for (int i = 0; i < kYieldSpins; ++i) {
+    if (done()) return true;
+    std::this_thread::yield();
+  }
+  return done();
+}
+
+int cgroup_cpu_limit() {
+  // cgroup v2: "max 100000" or "200000 100000".
+  if (std::ifstream f("/sys/fs/cgroup/cpu.max"); f) {
+    std::string quota;
+    double period = 0;
+    if (f >> quota >> period && quota != "max" && period > 0) {
+      const double q = std::atof(quota.c_str());
+      if (q > 0) return static_cast<int>(std::ceil(q / period));
+    }
+  }
+  std::ifstream q("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), p("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  double quota = 0, period = 0;
+  if (q >> quota && p >> period && quota > 0 && period > 0) return static_cast<int>(std::ceil(quota / period));
+  return 0;
+}
+}  // namespace
+
+int usable_cores() {
+  int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) n = std::max(1, CPU_COUNT(&set));
+  const int limit = cgroup_cpu_limit();
+  if (limit > 0) n = std::min(n, limit);
+  return std::max(1, n);
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -46,9 +94,7 @@ void ThreadPool::run_tasks(int worker) {
 void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && ++spins < kSpinIterations) KVWISE_PAUSE();
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
       std::unique_lock<std::mutex> lock(mu_);
       sleeping_.fetch_add(1);
       cv_.wait(lock, [&] { return generation_.load() != seen; });
@@ -56,8 +102,12 @@ void ThreadPool::worker_loop(int id) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    run_tasks(id);
-    pending_.fetch_sub(1, std::memory_order_release);
+    // Join only a job that is still open; the caller closes it once every task is handed out and
+    // then waits for the workers that joined (sequentially consistent: a worker that joins after the
+    // caller saw active_ == 0 also sees open_ == false and touches nothing).
+    active_.fetch_add(1);
+    if (open_.load()) run_tasks(id);
+    active_.fetch_sub(1);
   }
 }
 
@@ -70,7 +120,7 @@ void ThreadPool::parallel_tasks(size_t n_tasks, const std::function<void(size_t,
   job_ = &fn;
   job_n_ = n_tasks;
   next_.store(0, std::memory_order_relaxed);
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  open_.store(true);
   {
     // Publishing under the mutex pairs with the sleepers' predicate check, so no wake-up is lost.
     std::lock_guard<std::mutex> lock(mu_);
@@ -78,7 +128,9 @@ void ThreadPool::parallel_tasks(size_t n_tasks, const std::function<void(size_t,
   }
   if (sleeping_.load() > 0) cv_.notify_all();
   run_tasks(0);
-  while (pending_.load(std::memory_order_acquire) > 0) KVWISE_PAUSE();
+  open_.store(false);
+  while (!spin_until([&] { return active_.load() == 0; })) {
+  }
   job_ = nullptr;
   std::exception_ptr error;
   {

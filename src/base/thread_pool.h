@@ -4,7 +4,11 @@
 // once every worker has left the job (the first one, if several throw). One job at a time: a pool is
 // used by one thread (its engine's); workers are internal.
 // Workers spin briefly before sleeping: a decode step issues hundreds of short parallel loops, and
-// a condition-variable wake-up per loop would cost more than the loop itself.
+// a condition-variable wake-up per loop would cost more than the loop itself. The spin turns into
+// sched_yield after a few microseconds, and a job waits only for the workers that joined it (a
+// worker that was descheduled when the job began and wakes after its tasks are gone stays out), so
+// more threads than free cores costs a little, not a collapse: no loop waits for a thread the OS
+// has not run.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -16,6 +20,10 @@
 #include <vector>
 
 namespace kvwise {
+
+// The cores this process may use: its CPU affinity mask, capped by a cgroup CPU quota (cgroup v2
+// cpu.max, v1 cfs_quota_us / cfs_period_us), rounded up; at least 1.
+int usable_cores();
 
 class ThreadPool {
  public:
@@ -42,7 +50,8 @@ class ThreadPool {
   const std::function<void(size_t, int)>* job_ = nullptr;
   size_t job_n_ = 0;
   std::atomic<size_t> next_{0};
-  std::atomic<int> pending_{0};  // workers still inside the current job
+  std::atomic<bool> open_{false};  // workers may join the current job
+  std::atomic<int> active_{0};     // workers inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};

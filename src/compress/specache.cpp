@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/private_files.h"
+#include "base/thread_pool.h"
 #include "compress/select.h"
 
 namespace kvwise {
@@ -218,8 +219,8 @@ bool SpeCache::use_thread(const ThreadPool* pool) {
   using P = SpeCacheConfig::Prefetch;
   bool thread = cfg_.prefetch == P::Thread;
   if (cfg_.prefetch == P::Auto) {
-    static const unsigned cores = std::thread::hardware_concurrency();  // (reads /sys on every call)
-    thread = cores > static_cast<unsigned>(pool ? pool->size() : 1);
+    static const int cores = usable_cores();  // affinity and cgroup quota (reads /sys and /proc: once)
+    thread = cores > (pool ? pool->size() : 1);
   }
   if (thread && !thread_.joinable()) thread_ = std::thread([this] { worker(); });
   stats_.thread_prefetch = thread;
