@@ -15,7 +15,7 @@ namespace {
 
 TEST(ThreadPool, EveryIndexOnceAcrossManyJobs) {
   for (int threads : {1, 2, 3, 9}) {  // 9: more threads than this machine's cores: late joiners stay out
-    ThreadPool pool(threads);
+    ThreadPool pool(threads, /*cap_to_cores=*/false);
     for (size_t n : {0u, 1u, 2u, 7u, 1000u}) {
       for (int rep = 0; rep < 20; ++rep) {
         std::vector<std::atomic<int>> hits(n);
@@ -33,6 +33,18 @@ TEST(ThreadPool, EveryIndexOnceAcrossManyJobs) {
       }
     }
   }
+}
+
+TEST(ThreadPool, RunsNoMoreThreadsThanUsableCores) {
+  ThreadPool capped(usable_cores() + 3);
+  EXPECT_EQ(capped.size(), usable_cores());
+  EXPECT_EQ(capped.requested(), usable_cores() + 3);
+  std::atomic<int> n{0};
+  capped.parallel_for(100, [&](size_t b, size_t e, int w) {
+    EXPECT_LT(w, capped.size());
+    n.fetch_add(static_cast<int>(e - b));
+  });
+  EXPECT_EQ(n.load(), 100);
 }
 
 TEST(ThreadPool, UsableCoresFollowTheAffinityMask) {
@@ -56,7 +68,7 @@ TEST(ThreadPool, UsableCoresFollowTheAffinityMask) {
 // A task that throws while other threads are parked or late still reaches the caller, and the pool
 // goes on working (oversubscribed).
 TEST(ThreadPool, OversubscribedPoolSurvivesManyShortJobs) {
-  ThreadPool pool(6);
+  ThreadPool pool(6, /*cap_to_cores=*/false);
   std::atomic<long> sum{0};
   for (int rep = 0; rep < 2000; ++rep)
     pool.parallel_for(64, [&](size_t b, size_t e, int) { sum.fetch_add(static_cast<long>(e - b)); });

@@ -108,6 +108,10 @@ std::string closest_subcommand(const CLI::App& app, const std::string& typed) {
 int run_command_line(CLI::App& app, int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   args = translate_llamacpp_flags(args);
+  if (args.empty()) {  // no command: say what there is
+    std::fprintf(stderr, "%s\nkvwise: error: a command is required (try: kvwise demo)\n", app.help().c_str());
+    return 2;
+  }
   CLI::App* cmd = selected_command(app, args);
   // A first word that is no subcommand: name it (CLI11 would only say that one is required).
   if (cmd == &app && !args.empty() && !args[0].empty() && args[0][0] != '-') {

@@ -184,6 +184,17 @@ EngineOptions engine_options(const ModelOptions& o) {
                  "(online softmax over KV pages), there is nothing to switch\n");
   EngineOptions e;
   e.threads = o.threads > 0 ? o.threads : default_threads();
+  // KVWISE_OVERSUBSCRIBE=1 runs every thread asked for (benchmarks of the pool's oversubscribed path).
+  const char* over = std::getenv("KVWISE_OVERSUBSCRIBE");
+  e.cap_threads_to_cores = over == nullptr || std::string(over) != "1";
+  if (e.cap_threads_to_cores && e.threads > usable_cores()) {
+    // More threads than the process may run at once add no throughput (the pool would run only
+    // usable_cores() anyway): say so, and report the number that works.
+    std::fprintf(
+        stderr, "kvwise: note: -t %d is more than the %d usable cores (affinity mask, cgroup quota); %d threads work\n",
+        e.threads, usable_cores(), usable_cores());
+    e.threads = usable_cores();
+  }
   e.kv_type = kv_type_of(o) == "f32" ? DType::F32 : DType::F16;
   e.ctx = o.ctx;
   e.page_tokens = o.page_tokens;

@@ -63,7 +63,10 @@ int usable_cores() {
   return std::max(1, n);
 }
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
+ThreadPool::ThreadPool(int n_threads, bool cap_to_cores)
+    : requested_(std::max(1, n_threads)),
+      n_threads_(cap_to_cores ? std::min(requested_, usable_cores()) : requested_),
+      oversubscribed_(n_threads_ > usable_cores()) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -142,7 +145,10 @@ void ThreadPool::parallel_tasks(size_t n_tasks, const std::function<void(size_t,
 
 void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn) {
   if (n == 0) return;
-  const size_t chunks = std::min<size_t>(n, static_cast<size_t>(n_threads_));
+  // One range per thread, unless there are more threads than cores: then the threads that do run
+  // share finer ranges between them instead of waiting for one the OS runs later.
+  const size_t per_thread = oversubscribed_ ? 4 : 1;
+  const size_t chunks = std::min<size_t>(n, per_thread * static_cast<size_t>(n_threads_));
   parallel_tasks(chunks, [&](size_t c, int worker) {
     const size_t begin = n * c / chunks, end = n * (c + 1) / chunks;
     fn(begin, end, worker);

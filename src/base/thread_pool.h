@@ -27,14 +27,19 @@ int usable_cores();
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int n_threads);
+  // More threads than usable_cores() cannot add throughput, so by default the pool runs only that
+  // many (requested() says what was asked); cap_to_cores = false keeps them all (tests of the
+  // oversubscribed hand-off).
+  explicit ThreadPool(int n_threads, bool cap_to_cores = true);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return n_threads_; }
+  int size() const { return n_threads_; }  // threads that work (the caller's included)
+  int requested() const { return requested_; }
 
-  // Calls fn(begin, end, worker) on disjoint ranges covering [0, n); at most size() ranges at once.
+  // Calls fn(begin, end, worker) on disjoint ranges covering [0, n); at most size() ranges at once
+  // (one per thread; four per thread when the pool has more threads than usable cores).
   void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn);
   // Like parallel_for, but each index is its own task, handed out dynamically (uneven work).
   void parallel_tasks(size_t n_tasks, const std::function<void(size_t, int)>& fn);
@@ -43,7 +48,9 @@ class ThreadPool {
   void worker_loop(int id);
   void run_tasks(int worker);
 
+  int requested_;
   int n_threads_;
+  bool oversubscribed_;  // more threads than usable_cores()
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -40,7 +40,7 @@ Engine::Engine(const Model& model, const EngineOptions& options)
     : model_(model),
       options_(options),
       ctx_(options.ctx > 0 ? options.ctx : model.config().ctx_len),
-      pool_(options.threads),
+      pool_(options.threads, options.cap_threads_to_cores),
       kv_(KvLayout{model.config().n_layers, model.config().n_heads, model.config().n_kv_heads, model.config().head_dim,
                    options.kv_type, options.page_tokens}) {
   KV_CHECK(options.prefill_chunk > 0, "prefill chunk must be positive");

@@ -17,6 +17,7 @@ namespace kvwise {
 
 struct EngineOptions {
   int threads = 1;
+  bool cap_threads_to_cores = true;  // run at most usable_cores() threads (ThreadPool)
   DType kv_type = DType::F16;
   int page_tokens = 32;
   int prefill_chunk = 512;
