@@ -352,6 +352,9 @@ TEST(ServeDefaults, EvictionMistakesStopTheStart) {
   const auto b = run_kvwise("serve --port 0 --eviction belady");
   EXPECT_EQ(b.exit_code, 1);
   EXPECT_NE(b.err.find("needs the future"), std::string::npos) << b.err;
+  const auto zero = run_kvwise("serve --port 0 --prefix-cache-blocks 0");  // once "no cache": now said
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_NE(zero.err.find("--prefix-cache-blocks"), std::string::npos) << zero.err;
   const auto c = run_kvwise("serve --port 0 --no-prefix-cache --eviction lru");
   EXPECT_EQ(c.exit_code, 2);
   EXPECT_NE(c.err.find("excludes"), std::string::npos) << c.err;

@@ -44,7 +44,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--max-kv-bytes", o->sched.max_kv_bytes, "admit requests only while hot KV stays below this");
   cmd->add_option("--max-body", o->s.max_body_bytes, "largest request body in bytes (413 above)");
   auto* blocks = cmd->add_option("--prefix-cache-blocks", o->prefix.memory_blocks,
-                                 "prefix cache capacity in blocks (0: the --prefix-cache-share default)");
+                                 "prefix cache capacity in blocks (default: --prefix-cache-share of the memory; "
+                                 "--no-prefix-cache for none)")
+                     ->check(CLI::Range(size_t{1}, size_t{1} << 40));
   auto* bytes = cmd->add_option("--prefix-cache-bytes", o->prefix_bytes, "prefix cache capacity in KV bytes");
   auto* share = cmd->add_option("--prefix-cache-share", o->prefix_share,
                                 "prefix cache capacity as a share of the machine's memory (or its cgroup limit)")
