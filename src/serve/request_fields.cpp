@@ -163,7 +163,9 @@ void check_fields(const json& body, bool chat) {
     if (key == "parallel_tool_calls" || key == "store") return v.is_boolean();
     return false;
   };
-  for (const auto& [key, value] : body.items()) {
+  for (const auto& item : body.items()) {  // (no structured binding: a lambda below uses the key)
+    const std::string& key = item.key();
+    const json& value = item.value();
     if (key == (chat ? "messages" : "prompt")) continue;
     if (std::find_if(std::begin(implemented), std::end(implemented), [&](const char* k) { return key == k; }) !=
         std::end(implemented))
