@@ -21,7 +21,7 @@ esac
 [ $# -gt 0 ] && [[ "$mode" == --* ]] && shift
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 # OpenBLAS's own threads are not instrumented: under TSan the engine's pool does all the work.
 [ "$mode" = "--tsan" ] && export OPENBLAS_NUM_THREADS=1
 ctest --test-dir "$dir" -j "${KVWISE_JOBS:-2}" --output-on-failure --timeout 900 "$@"
