@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "bandwidth.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/timer.h"
@@ -60,6 +61,7 @@ void add_bench(CLI::App& app) {
     std::vector<int> depth = {0};
     int reps = 3;
     bool json = false;
+    bool bandwidth = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "prefill (pp) and decode (tg) tokens/s at context depths");
@@ -70,6 +72,9 @@ void add_bench(CLI::App& app) {
   cmd->add_option("-d,--depth", o->depth, "context depths, comma separated")->delimiter(',');
   cmd->add_option("-r,--repetitions", o->reps, "repetitions per test")->check(CLI::Range(1, 100));
   cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_flag("--bandwidth", o->bandwidth,
+                "also measure this machine's memory read and copy bandwidth with the same threads, the bound of "
+                "decode's effective weight bandwidth (weight bytes per token x t/s)");
   cmd->callback([o] {
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
@@ -142,6 +147,12 @@ void add_bench(CLI::App& app) {
     progress.finish();
     const auto& cfg = model->config();
     const size_t rss = resident_bytes();
+    const double per_token = static_cast<double>(model->weights().bytes_per_token);
+    Bandwidth bw;
+    if (o->bandwidth) bw = measure_bandwidth(eo.threads);
+    const auto weight_gbps = [&](const BenchRow& r) {
+      return r.test.rfind("tg", 0) == 0 ? per_token * r.tokens_per_second() / 1e9 : 0.0;
+    };
     if (o->json) {
       nlohmann::json j;
       j["model"] = model->file().path();
@@ -152,6 +163,9 @@ void add_bench(CLI::App& app) {
       j["kv_policy"] = policy->spec;
       j["kv_budget"] = policy->budget.to_string();
       j["resident_bytes_end"] = rss;
+      j["packed_weight_bytes"] = model->weights().packed_bytes;
+      j["weight_bytes_per_token"] = model->weights().bytes_per_token;
+      if (o->bandwidth) j["machine_bandwidth"] = {{"read_gbps", bw.read_gbps}, {"copy_gbps", bw.copy_gbps}};
       for (const auto& r : rows)
         j["results"].push_back({{"test", r.test},
                                 {"depth", r.depth},
@@ -162,6 +176,7 @@ void add_bench(CLI::App& app) {
                                 {"compress_seconds", r.compress_seconds},
                                 {"depth_prefill_seconds", r.depth_seconds},
                                 {"specache", r.specache},
+                                {"weight_gbps", weight_gbps(r)},
                                 {"seconds", r.seconds}});
       std::puts(j.dump(2).c_str());
       return;
@@ -177,8 +192,17 @@ void add_bench(CLI::App& app) {
                   static_cast<double>(model->weights().parameters) / 1e6, eo.threads, kv.c_str(), r.test.c_str(),
                   r.depth, r.tokens_per_second(), r.stddev_tps(), human_bytes(static_cast<double>(r.kv_bytes)).c_str(),
                   r.compress_seconds * 1e3);
-    std::printf("resident memory at end: %s (weights %s mapped)\n", human_bytes(static_cast<double>(rss)).c_str(),
-                human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str());
+    std::printf("resident memory at end: %s (weights %s mapped, %s of them repacked)\n",
+                human_bytes(static_cast<double>(rss)).c_str(),
+                human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
+                human_bytes(static_cast<double>(model->weights().packed_bytes)).c_str());
+    for (const auto& r : rows)
+      if (weight_gbps(r) > 0)
+        std::printf("%s @ d%d reads weights at %.1f GB/s (%s per token)\n", r.test.c_str(), r.depth, weight_gbps(r),
+                    human_bytes(per_token).c_str());
+    if (o->bandwidth)
+      std::printf("machine bandwidth with %d threads: read %.1f GB/s, copy %.1f GB/s\n", eo.threads, bw.read_gbps,
+                  bw.copy_gbps);
   });
 }
 

@@ -17,6 +17,8 @@ const std::map<std::string, ModelShape>& shapes() {
     m["smollm-135m"] = {"smollm-135m", "llama", 576, 30, 9, 3, 1536, 49152, 32768, 10000.0f, true, DType::F16, 1};
     // Llama-3.2-1B: 2048 wide, 16 layers, 32 heads over 8 KV heads, SwiGLU 8192, tied, 128256 vocab.
     m["llama-1b"] = {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 32768, 500000.0f, true, DType::F16, 1};
+    // Llama-3.1-8B: 4096 wide, 32 layers, 32 heads over 8 KV heads, SwiGLU 14336, untied, 128256 vocab.
+    m["llama-8b"] = {"llama-8b", "llama", 4096, 32, 32, 8, 14336, 128256, 131072, 500000.0f, false, DType::F16, 1};
     // Small shapes for tests: GQA llama, qwen2 (biases, neox RoPE), untied output.
     m["tiny"] = {"tiny", "llama", 64, 2, 4, 2, 160, 384, 1024, 10000.0f, true, DType::F32, 1};
     m["tiny-qwen2"] = {"tiny-qwen2", "qwen2", 64, 2, 4, 2, 160, 384, 1024, 1000000.0f, false, DType::F32, 1};
@@ -132,7 +134,11 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
     mat(p + "ffn_up.weight", s.dim, s.ffn_dim);
     mat(p + "ffn_down.weight", s.ffn_dim, s.dim);
   }
-  w.set("general.file_type", GgufValue::u32(t == DType::F32 ? 0 : t == DType::F16 ? 1 : 7));
+  // llama.cpp's general.file_type for a file whose matrices are all of type t (14: Q4_K "small").
+  const std::map<DType, uint32_t> file_types = {{DType::F32, 0},  {DType::F16, 1},   {DType::Q4_0, 2},
+                                                {DType::Q8_0, 7}, {DType::Q4_K, 14}, {DType::Q6_K, 18},
+                                                {DType::BF16, 32}};
+  w.set("general.file_type", GgufValue::u32(file_types.count(t) ? file_types.at(t) : 7));
   w.write(out_gguf);
 }
 

@@ -28,11 +28,19 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   // Small tensors stored in a non-f32 type are converted once and kept here.
   std::vector<std::vector<float>> owned;
+  // Quantized matrices repacked into 8-row groups (tensor/packed.h); WeightView::packed points here.
+  std::vector<std::vector<uint8_t>> packed;
+  size_t packed_bytes = 0;
   size_t mapped_bytes = 0;
+  // Matrix bytes a decode step reads (every layer matrix and the output projection): what decode's
+  // effective bandwidth is measured against.
+  size_t bytes_per_token = 0;
   int64_t parameters = 0;
 };
 
 // Throws kvwise::Error naming the tensor when one is missing, mis-shaped or of an unsupported type.
+// Quantized matrices with a packed layout are repacked (their mapped pages are then released), unless
+// the environment sets KVWISE_REPACK=0 (for comparisons).
 ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c);
 
 }  // namespace kvwise

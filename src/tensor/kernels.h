@@ -8,6 +8,8 @@
 
 namespace kvwise {
 
+struct QuantizedRow;  // tensor/packed.h
+
 enum class Isa { Scalar, Avx2, Avx512 };
 
 struct Kernels {
@@ -48,6 +50,13 @@ struct Kernels {
   // Per-token values (layout as qk_tokens): out[q * hd + c] += sum_j P[q * ps + j] * value j [c].
   void (*qv_accum)(int bits, const uint8_t* codes, const uint16_t* params, int n, int hd, int group, const float* P,
                    int nq, int ps, float* out);
+
+  // Packed weights (tensor/packed.h) times nx quantized rows: y[i * ldy + (g - g0) * 8 + r] = dot(row
+  // 8g + r, x[i]) for the groups g in [g0, g1). Integer sums per block, scaled once per block.
+  void (*gemm_packed)(DType t, const uint8_t* packed, int64_t cols, const QuantizedRow* x, int nx, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
+  // One row of n activations quantized as QuantizedRow describes (block 32 or 256).
+  void (*quantize_row_q8)(const float* x, int64_t n, int block, int8_t* q, float* d, int16_t* sum16);
 };
 
 const Kernels& kernels_scalar();

@@ -5,6 +5,7 @@
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
+#include "tensor/kernels_packed.h"
 #include "tensor/quant.h"
 #include "tensor/quant_blocks.h"
 
@@ -87,8 +88,9 @@ inline VF vload_u8(const uint8_t* p) {  // W bytes -> W floats
 #undef KVWISE_SIMD_FALLBACK
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{"avx2",      gemv_rows,     kv_scores, kv_accum,  f16_to_f32,  bf16_to_f32,
-                         dequant_row, exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{"avx2",           gemv_rows,           kv_scores, kv_accum,  f16_to_f32,  bf16_to_f32,
+                         dequant_row,      exp_shift_sum,       max_of,    qk_tokens, qk_channels, qv_accum,
+                         gemm_packed_avx2, quantize_row_q8_avx2};
   return k;
 }
 

@@ -5,6 +5,7 @@
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
+#include "tensor/kernels_packed.h"
 #include "tensor/quant.h"
 #include "tensor/quant_blocks.h"
 
@@ -519,8 +520,9 @@ void qv_accum_masks(int bits, const uint8_t* codes, const uint16_t* params, int 
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{"avx512",    gemv_rows,     kv_scores, kv_accum,      f16_to_f32,      bf16_to_f32,
-                         dequant_row, exp_shift_sum, max_of,    qk_tokens_512, qk_channels_512, qv_accum_512};
+  static const Kernels k{"avx512",         gemv_rows,           kv_scores, kv_accum,      f16_to_f32,      bf16_to_f32,
+                         dequant_row,      exp_shift_sum,       max_of,    qk_tokens_512, qk_channels_512, qv_accum_512,
+                         gemm_packed_avx2, quantize_row_q8_avx2};
   return k;
 }
 
@@ -536,7 +538,9 @@ const Kernels& kernels_avx512_masks() {
                          max_of,
                          qk_tokens,
                          qk_channels_masks,
-                         qv_accum_masks};
+                         qv_accum_masks,
+                         gemm_packed_avx2,
+                         quantize_row_q8_avx2};
   return k;
 }
 

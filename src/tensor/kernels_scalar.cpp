@@ -6,6 +6,8 @@
 
 #include "tensor/fp16.h"
 #include "tensor/kernels.h"
+#include "tensor/kernels_packed.h"
+#include "tensor/packed.h"
 #include "tensor/quant.h"
 #include "tensor/quant_blocks.h"
 
@@ -159,8 +161,9 @@ void qv_accum(int bits, const uint8_t* codes, const uint16_t* params, int n, int
 }  // namespace
 
 const Kernels& kernels_scalar() {
-  static const Kernels k{"scalar",           gemv_rows,     kv_scores, kv_accum,  f16_to_f32,  bf16_to_f32,
-                         dequant_row_scalar, exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum};
+  static const Kernels k{
+      "scalar",      gemv_rows, kv_scores, kv_accum,    f16_to_f32, bf16_to_f32,        dequant_row_scalar,
+      exp_shift_sum, max_of,    qk_tokens, qk_channels, qv_accum,   gemm_packed_scalar, quantize_row_q8_reference};
   return k;
 }
 

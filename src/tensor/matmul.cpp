@@ -6,12 +6,67 @@
 #include <vector>
 
 #include "tensor/kernels.h"
+#include "tensor/packed.h"
 
 namespace kvwise {
 
 namespace {
 constexpr int64_t kSmallBatchBlockRows = 64;  // rows of W per block: 64 x 576 f16 = 72 KiB for SmolLM
+
+// The input rows of a product with packed weights, quantized once per block size (32 for Q4_0/Q8_0,
+// 256 for K-quants) and shared by every matrix multiplied with the same input (Q/K/V, gate/up).
+class PackedInput {
+ public:
+  PackedInput(ThreadPool& pool, const float* x, int64_t m, int64_t cols) : pool_(pool), x_(x), m_(m), cols_(cols) {}
+
+  const QuantizedRow* rows(int block) {
+    Slot& s = slots_[block == 32 ? 0 : 1];
+    if (!s.ready) {
+      s.q.resize(m_, cols_, block);
+      const Kernels& k = kernels();
+      auto quantize = [&](size_t a, size_t b, int) {
+        for (size_t i = a; i < b; ++i) s.q.quantize_row(static_cast<int64_t>(i), x_ + i * cols_, k.quantize_row_q8);
+      };
+      if (m_ >= kGemmMinRows)
+        pool_.parallel_for(static_cast<size_t>(m_), quantize);
+      else
+        quantize(0, static_cast<size_t>(m_), 0);
+      s.rows.resize(static_cast<size_t>(m_));
+      for (int64_t i = 0; i < m_; ++i) s.rows[static_cast<size_t>(i)] = s.q.row(i);
+      s.ready = true;
+    }
+    return s.rows.data();
+  }
+
+ private:
+  struct Slot {
+    QuantizedRows& q;
+    std::vector<QuantizedRow>& rows;
+    bool ready = false;
+  };
+  static QuantizedRows& scratch(int i) {
+    thread_local QuantizedRows q[2];
+    return q[i];
+  }
+  static std::vector<QuantizedRow>& row_scratch(int i) {
+    thread_local std::vector<QuantizedRow> r[2];
+    return r[i];
+  }
+  ThreadPool& pool_;
+  const float* x_;
+  int64_t m_, cols_;
+  Slot slots_[2] = {{scratch(0), row_scratch(0)}, {scratch(1), row_scratch(1)}};
+};
+
+// Rows [r0, r1) of a packed matrix, rounded to whole groups the same way for every range, so that
+// adjacent ranges of a parallel loop cover each group exactly once.
+void packed_rows(const Kernels& k, const WeightView& w, const QuantizedRow* xq, int64_t m, float* y, int64_t r0,
+                 int64_t r1) {
+  const int64_t g0 = (r0 + kPackRows - 1) / kPackRows, g1 = (r1 + kPackRows - 1) / kPackRows;
+  if (g0 < g1) k.gemm_packed(w.type, w.packed, w.cols, xq, static_cast<int>(m), y + g0 * kPackRows, w.rows, g0, g1);
 }
+
+}  // namespace
 
 void set_blas_threads(int n) {
   openblas_set_num_threads(std::max(1, n));
@@ -19,6 +74,14 @@ void set_blas_threads(int n) {
 
 void matmul(ThreadPool& pool, const WeightView& w, const float* x, int64_t m, float* y) {
   const Kernels& k = kernels();
+  if (w.packed != nullptr) {
+    PackedInput input(pool, x, m, w.cols);
+    const QuantizedRow* xq = input.rows(activation_block(w.type));
+    pool.parallel_for(static_cast<size_t>(w.rows / kPackRows), [&](size_t a, size_t b, int) {
+      packed_rows(k, w, xq, m, y, static_cast<int64_t>(a) * kPackRows, static_cast<int64_t>(b) * kPackRows);
+    });
+    return;
+  }
   if (m < kGemmMinRows) {
     pool.parallel_for(static_cast<size_t>(w.rows), [&](size_t a, size_t b, int) {
       // A few rows of x share each block of W while it is in cache (a speculative decode step or a
@@ -68,6 +131,9 @@ void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightV
   }
   const Kernels& k = kernels();
   std::vector<std::pair<const WeightView*, float*>> list(products);
+  PackedInput input(pool, x, m, list.front().first->cols);
+  std::vector<const QuantizedRow*> xq;
+  for (const auto& p : list) xq.push_back(p.first->packed ? input.rows(activation_block(p.first->type)) : nullptr);
   std::vector<int64_t> first{0};
   for (const auto& p : list) first.push_back(first.back() + p.first->rows);
   pool.parallel_for(static_cast<size_t>(first.back()), [&](size_t a, size_t b, int) {
@@ -76,6 +142,10 @@ void matmul_many(ThreadPool& pool, std::initializer_list<std::pair<const WeightV
       const int64_t r1 = std::min<int64_t>(static_cast<int64_t>(b), first[i + 1]) - first[i];
       if (r0 >= r1) continue;
       const WeightView& w = *list[i].first;
+      if (w.packed != nullptr) {
+        packed_rows(k, w, xq[i], m, list[i].second, r0, r1);
+        continue;
+      }
       for (int64_t b0 = r0; b0 < r1; b0 += kSmallBatchBlockRows) {
         const int64_t b1 = std::min(r1, b0 + kSmallBatchBlockRows);
         for (int64_t row = 0; row < m; ++row)

@@ -1,5 +1,7 @@
-// Y = X · Wᵀ for weights of any compute type. One input row (decode) runs the quantized GEMV kernels
-// directly on the weights; many rows (prefill) dequantize row tiles of W and call OpenBLAS sgemm.
+// Y = X · Wᵀ for weights of any compute type. Packed quantized weights run integer kernels on int8
+// copies of the input rows, for one row (decode) and many (prefill). Otherwise one input row runs the
+// GEMV kernels directly on the weights, and many rows (prefill) dequantize row tiles of W and call
+// OpenBLAS sgemm. Not reentrant per thread (per-thread scratch), safe from several threads at once.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +19,9 @@ struct WeightView {
   int64_t rows = 0;  // output features
   int64_t cols = 0;  // input features
   size_t row_bytes = 0;
+  // The same matrix in 8-row groups (tensor/packed.h), when it was repacked at load; products then run
+  // the integer kernels on it (decode and prefill alike) and never read data.
+  const uint8_t* packed = nullptr;
 };
 
 // y[i * w.rows + r] = sum_c x[i * w.cols + c] * W[r][c] for i < m.

@@ -29,6 +29,21 @@ void dequant_q4_k(const BlockQ4_K* b, int64_t nb, float* y) {
   }
 }
 
+void dequant_q5_k(const BlockQ5_K* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      q4k_scale_min(j, b[i].scales, &sc, &m);
+      const uint8_t* q = b[i].qs + 32 * (j / 2);
+      for (int l = 0; l < 32; ++l) {
+        const int code = (j % 2 == 0 ? q[l] & 0xF : q[l] >> 4) + (((b[i].qh[l] >> j) & 1) << 4);
+        *y++ = d * sc * code - dmin * m;
+      }
+    }
+  }
+}
+
 void dequant_q6_k(const BlockQ6_K* b, int64_t nb, float* y) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_fp32(b[i].d);
@@ -219,6 +234,9 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     }
     case DType::Q4_K:
       dequant_q4_k(static_cast<const BlockQ4_K*>(src), nb, dst);
+      return;
+    case DType::Q5_K:
+      dequant_q5_k(static_cast<const BlockQ5_K*>(src), nb, dst);
       return;
     case DType::Q6_K:
       dequant_q6_k(static_cast<const BlockQ6_K*>(src), nb, dst);

@@ -27,7 +27,15 @@ struct BlockQ6_K {
   int8_t scales[QK_K / 16];  // 16 sub-blocks of 16
   uint16_t d;
 };
-// The 6-bit scale and min of Q4_K sub-block j. static: the ISA-specific kernels include it too.
+// ggml's Q5_K block: 5-bit codes, qh bit j of byte l is the fifth bit of element 32j + l.
+struct BlockQ5_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[QK_K / 8];
+  uint8_t qs[QK_K / 2];
+};
+static_assert(sizeof(BlockQ5_K) == 176);
+// The 6-bit scale and min of Q4_K (and Q5_K) sub-block j. static: the ISA-specific kernels include it too.
 static inline void q4k_scale_min(int j, const uint8_t* q, int* d, int* m) {
   if (j < 4) {
     *d = q[j] & 63;

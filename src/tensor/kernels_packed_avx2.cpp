@@ -1,0 +1,306 @@
+// AVX2 kernels over packed 8-row weight groups (tensor/packed.h) and the int8 activation quantizer.
+// Compiled with AVX2/FMA/F16C flags; the AVX-512 kernel set uses them too (every AVX-512 CPU has AVX2).
+//
+// Each kernel computes NX activation rows against one group at a time (NX <= 4): the weight bytes are
+// unpacked once per chunk and reused for every row, so one kernel serves decode (NX = 1) and prefill
+// (the integer GEMM). Bounds of the 16-bit partial sums: maddubs of a code c <= 15 with |x| <= 127 is at
+// most 2 * 15 * 127 = 3810 per lane, so 8 of them add up within int16 (30,480); 5-bit codes allow 4
+// (31,496), 6-bit codes 2 (32,004); Q8_0's signed bytes go to 32 bits after every multiply.
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "tensor/kernels_packed.h"
+#include "tensor/packed.h"
+#include "tensor/packed_layout.h"
+
+namespace kvwise {
+namespace {
+
+// Asks for the bytes of the next block ahead of their use: the hardware prefetchers alone leave the
+// kernels with the most arithmetic per byte (Q5_K, Q6_K) waiting on DRAM (measured: 3.5 GB/s vs 12 in cache).
+inline void prefetch_block(const uint8_t* p, size_t bytes) {
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+inline __m256 load_f16x8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i u8x8_to_i32(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256i i8x8_to_i32(const int8_t* p) {
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+template <int NX>
+void q4_0(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* const* y) {
+  const auto* p = reinterpret_cast<const PackedQ4_0*>(group);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    if (b % 4 == 0) prefetch_block(reinterpret_cast<const uint8_t*>(p + b + 8), 4 * sizeof(PackedQ4_0));
+    __m256i s16[NX];
+    for (int i = 0; i < NX; ++i) s16[i] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i w = load256(p[b].qs + 32 * c);
+      const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+      for (int i = 0; i < NX; ++i) {
+        const int8_t* xq = x[i].q + 32 * b + 4 * c;
+        const __m256i t =
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xq)), _mm256_maddubs_epi16(hi, bcast4(xq + 16)));
+        s16[i] = c == 0 ? t : _mm256_add_epi16(s16[i], t);
+      }
+    }
+    const __m256 dw = load_f16x8(p[b].d);
+    for (int i = 0; i < NX; ++i) {
+      const int zero = 8 * (x[i].sum16[2 * b] + x[i].sum16[2 * b + 1]);
+      const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[i], ones), _mm256_set1_epi32(zero));
+      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[i].d[b])), _mm256_cvtepi32_ps(s32), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+template <int NX>
+void q8_0(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* const* y) {
+  const auto* p = reinterpret_cast<const PackedQ8_0*>(group);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    if (b % 2 == 0) prefetch_block(reinterpret_cast<const uint8_t*>(p + b + 4), 2 * sizeof(PackedQ8_0));
+    __m256i s32[NX];
+    for (int i = 0; i < NX; ++i) s32[i] = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+      const __m256i w = load256(p[b].qs + 32 * c);
+      const __m256i aw = _mm256_sign_epi8(w, w);
+      for (int i = 0; i < NX; ++i) {
+        const __m256i xs = _mm256_sign_epi8(bcast4(x[i].q + 32 * b + 4 * c), w);
+        s32[i] = _mm256_add_epi32(s32[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
+      }
+    }
+    const __m256 dw = load_f16x8(p[b].d);
+    for (int i = 0; i < NX; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[i].d[b])), _mm256_cvtepi32_ps(s32[i]), acc[i]);
+  }
+  for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+// Q4_K and Q5_K (Q5 = true adds the fifth bit from qh): per super-block S = sum_j sc_j * <code, x>_j and
+// M = sum_j mn_j * sum(x)_j, then y += d * xd * S - dmin * xd * M.
+template <int NX, bool Q5>
+void k_quant45(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* const* y) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
+  const size_t stride = Q5 ? sizeof(PackedQ5_K) : sizeof(PackedQ4_K);
+  for (int64_t sb = 0; sb < cols / QK_K; ++sb) {
+    const uint8_t* blk = group + static_cast<size_t>(sb) * stride;
+    prefetch_block(blk + 2 * stride, stride);
+    const auto& p = *reinterpret_cast<const PackedQ4_K*>(blk);
+    const uint8_t* qh = Q5 ? reinterpret_cast<const PackedQ5_K*>(blk)->qh : nullptr;
+    __m256i S[NX];
+    for (int i = 0; i < NX; ++i) S[i] = _mm256_setzero_si256();
+    for (int pp = 0; pp < 4; ++pp) {
+      const __m256i bit_lo = _mm256_set1_epi8(static_cast<char>(1 << (2 * pp)));
+      const __m256i bit_hi = _mm256_set1_epi8(static_cast<char>(1 << (2 * pp + 1)));
+      __m256i lo16[NX], hi16[NX], lo32[NX], hi32[NX];
+      for (int i = 0; i < NX; ++i) lo16[i] = hi16[i] = lo32[i] = hi32[i] = _mm256_setzero_si256();
+      for (int c = 0; c < 8; ++c) {
+        const __m256i w = load256(p.qs + pp * 256 + 32 * c);
+        __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+        if constexpr (Q5) {
+          const __m256i h = load256(qh + 32 * c);
+          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit_lo), bit_lo), sixteen));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, bit_hi), bit_hi), sixteen));
+        }
+        for (int i = 0; i < NX; ++i) {
+          const int8_t* xq = x[i].q + sb * QK_K + 64 * pp + 4 * c;
+          const __m256i a = _mm256_maddubs_epi16(lo, bcast4(xq));
+          const __m256i bb = _mm256_maddubs_epi16(hi, bcast4(xq + 32));
+          const bool first = Q5 ? c % 4 == 0 : c == 0;
+          lo16[i] = first ? a : _mm256_add_epi16(lo16[i], a);
+          hi16[i] = first ? bb : _mm256_add_epi16(hi16[i], bb);
+          if (Q5 && c == 3) {
+            lo32[i] = _mm256_madd_epi16(lo16[i], ones);
+            hi32[i] = _mm256_madd_epi16(hi16[i], ones);
+          }
+        }
+      }
+      const __m256i sc_lo = u8x8_to_i32(p.sc[2 * pp]), sc_hi = u8x8_to_i32(p.sc[2 * pp + 1]);
+      for (int i = 0; i < NX; ++i) {
+        __m256i l = _mm256_madd_epi16(lo16[i], ones), h = _mm256_madd_epi16(hi16[i], ones);
+        if constexpr (Q5) {
+          l = _mm256_add_epi32(l, lo32[i]);
+          h = _mm256_add_epi32(h, hi32[i]);
+        }
+        S[i] = _mm256_add_epi32(S[i], _mm256_add_epi32(_mm256_mullo_epi32(l, sc_lo), _mm256_mullo_epi32(h, sc_hi)));
+      }
+    }
+    __m256i M[NX];
+    for (int i = 0; i < NX; ++i) M[i] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i mn = u8x8_to_i32(p.mn[j]);
+      for (int i = 0; i < NX; ++i) {
+        const int16_t* s16 = x[i].sum16 + sb * 16 + 2 * j;
+        M[i] = _mm256_add_epi32(M[i], _mm256_mullo_epi32(mn, _mm256_set1_epi32(s16[0] + s16[1])));
+      }
+    }
+    const __m256 d = load_f16x8(p.d), dmin = load_f16x8(p.dmin);
+    for (int i = 0; i < NX; ++i) {
+      const __m256 xd = _mm256_set1_ps(x[i].d[sb]);
+      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(S[i]), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, xd), _mm256_cvtepi32_ps(M[i]), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+// Q6_K: y += d * xd * sum_g sc_g * (<code, x>_g - 32 * sum(x)_g) over the 16 groups of 16 elements.
+// Element chunk 64i + 4c (i < 4, c < 16) is ql chunk (i odd ? 16 + c : c), low nibble for i < 2, with the
+// bits 2i of qh chunk c; its group is 4i + c / 4.
+template <int NX>
+void q6_k(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* const* y) {
+  const auto* blocks = reinterpret_cast<const PackedQ6_K*>(group);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < cols / QK_K; ++sb) {
+    const PackedQ6_K& p = blocks[sb];
+    prefetch_block(reinterpret_cast<const uint8_t*>(blocks + sb + 2), sizeof(PackedQ6_K));
+    __m256i T[NX];
+    for (int i = 0; i < NX; ++i) T[i] = _mm256_setzero_si256();
+    for (int part = 0; part < 4; ++part) {
+      const uint8_t* ql = p.ql + (part & 1 ? 16 * 32 : 0);
+      const __m128i hshift = _mm_cvtsi32_si128(2 * part);
+      for (int gq = 0; gq < 4; ++gq) {
+        __m256i s16a[NX], s16b[NX];
+        for (int i = 0; i < NX; ++i) s16a[i] = s16b[i] = _mm256_setzero_si256();
+        for (int cc = 0; cc < 4; ++cc) {
+          const int c = 4 * gq + cc;
+          const __m256i l = load256(ql + 32 * c);
+          const __m256i lo4 = part >= 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+          const __m256i hi2 =
+              _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(load256(p.qh + 32 * c), hshift), m3), 4);
+          const __m256i v = _mm256_or_si256(lo4, hi2);
+          for (int i = 0; i < NX; ++i) {
+            const __m256i pr = _mm256_maddubs_epi16(v, bcast4(x[i].q + sb * QK_K + 64 * part + 4 * c));
+            if (cc == 0) s16a[i] = pr;
+            if (cc == 1) s16a[i] = _mm256_add_epi16(s16a[i], pr);
+            if (cc == 2) s16b[i] = pr;
+            if (cc == 3) s16b[i] = _mm256_add_epi16(s16b[i], pr);
+          }
+        }
+        const int g16 = 4 * part + gq;
+        const __m256i sc = i8x8_to_i32(p.sc[g16]);
+        for (int i = 0; i < NX; ++i) {
+          __m256i s32 = _mm256_add_epi32(_mm256_madd_epi16(s16a[i], ones), _mm256_madd_epi16(s16b[i], ones));
+          s32 = _mm256_sub_epi32(s32, _mm256_set1_epi32(32 * x[i].sum16[sb * 16 + g16]));
+          T[i] = _mm256_add_epi32(T[i], _mm256_mullo_epi32(s32, sc));
+        }
+      }
+    }
+    const __m256 d = load_f16x8(p.d);
+    for (int i = 0; i < NX; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[i].d[sb])), _mm256_cvtepi32_ps(T[i]), acc[i]);
+  }
+  for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+// Not std::min/max: templates instantiated in a file with ISA flags could be chosen by the linker for
+// the whole program.
+inline int64_t min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+using GroupKernel = void (*)(const uint8_t*, int64_t, const QuantizedRow*, float* const*);
+
+template <int NX>
+GroupKernel group_kernel(DType t) {
+  switch (t) {
+    case DType::Q4_0:
+      return q4_0<NX>;
+    case DType::Q8_0:
+      return q8_0<NX>;
+    case DType::Q4_K:
+      return k_quant45<NX, false>;
+    case DType::Q5_K:
+      return k_quant45<NX, true>;
+    case DType::Q6_K:
+      return q6_k<NX>;
+    default:
+      return nullptr;
+  }
+}
+
+inline float hmax256(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+}  // namespace
+
+void gemm_packed_avx2(DType t, const uint8_t* packed, int64_t cols, const QuantizedRow* x, int nx, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1) {
+  const GroupKernel kernels[4] = {group_kernel<1>(t), group_kernel<2>(t), group_kernel<3>(t), group_kernel<4>(t)};
+  if (kernels[0] == nullptr) return gemm_packed_scalar(t, packed, cols, x, nx, y, ldy, g0, g1);
+  const size_t gb = packed_group_bytes(t, cols);
+  // Blocks of groups small enough to stay in L2 while every activation row passes over them.
+  const int64_t fit = static_cast<int64_t>((192u << 10) / gb);
+  const int64_t block = nx <= 4 ? g1 - g0 : (fit > 1 ? fit : 1);
+  for (int64_t b0 = g0; b0 < g1; b0 += block) {
+    const int64_t b1 = min64(g1, b0 + block);
+    for (int i0 = 0; i0 < nx; i0 += 4) {
+      const int k = static_cast<int>(min64(4, nx - i0));
+      for (int64_t g = b0; g < b1; ++g) {
+        float* out[4];
+        for (int i = 0; i < k; ++i) out[i] = y + (i0 + i) * ldy + (g - g0) * 8;
+        kernels[k - 1](packed + static_cast<size_t>(g) * gb, cols, x + i0, out);
+      }
+    }
+  }
+}
+
+void quantize_row_q8_avx2(const float* x, int64_t n, int block, int8_t* q, float* d, int16_t* sum16) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < n / block; ++b) {
+    const float* xb = x + b * block;
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < block; j += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
+    const float m = hmax256(amax);
+    d[b] = m / 127.0f;
+    const __m256 id = _mm256_set1_ps(m > 0 ? 127.0f / m : 0.0f);
+    for (int j = 0; j < block; j += 32) {
+      __m256i v[4];
+      for (int k = 0; k < 4; ++k)
+        v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8 * k), id));  // round to nearest even
+      // Pack 32 int32 to int8 in order: packs interleave 128-bit lanes, the permute undoes it.
+      const __m256i p16a = _mm256_packs_epi32(v[0], v[1]), p16b = _mm256_packs_epi32(v[2], v[3]);
+      const __m256i p8 =
+          _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * block + j), p8);
+    }
+  }
+  for (int64_t g = 0; g < n / 16; ++g) {
+    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * g)));
+    const __m256i s = _mm256_madd_epi16(v, _mm256_set1_epi16(1));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    sum16[g] = static_cast<int16_t>(_mm_cvtsi128_si32(t));
+  }
+}
+
+}  // namespace kvwise
