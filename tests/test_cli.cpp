@@ -49,6 +49,27 @@ TEST(Cli, PerplexityInspectBench) {
   EXPECT_EQ(nlohmann::json::parse(b.out)["results"].size(), 4u);
 }
 
+// Quantized matrices are repacked at load (and say so), decode reports the weight bytes it streams per
+// token and their rate, and --bandwidth measures the machine's own for comparison.
+TEST(Cli, BenchReportsRepackedWeightsAndBandwidth) {
+  const std::string q4k = test::temp_path("bench-q4k.gguf");
+  ASSERT_EQ(run_kvwise("make-model --shape tiny-k --type q4_k -o '" + q4k + "'").exit_code, 0);
+  const auto b = run_kvwise("bench -m '" + q4k + "' -p 16 -n 4 -r 1 -t 2 --json --bandwidth --bandwidth-mib 16");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const auto j = nlohmann::json::parse(b.out);
+  EXPECT_GT(j["packed_weight_bytes"].get<size_t>(), 0u);
+  EXPECT_GT(j["weight_bytes_per_token"].get<size_t>(), 0u);
+  EXPECT_LE(j["weight_bytes_per_token"].get<size_t>(), j["weight_bytes"].get<size_t>());
+  EXPECT_GT(j["results"][1]["weight_gbps"].get<double>(), 0.0);
+  EXPECT_EQ(j["results"][0]["weight_gbps"].get<double>(), 0.0);  // prefill is not a weight-streaming rate
+  EXPECT_GT(j["machine_bandwidth"]["read_gbps"].get<double>(), 0.0);
+  EXPECT_GT(j["machine_bandwidth"]["copy_gbps"].get<double>(), 0.0);
+  // Without repacking nothing is packed, and the run still works (the comparison switch).
+  const auto plain = run_kvwise("bench -m '" + q4k + "' -p 16 -n 4 -r 1 --json", "KVWISE_REPACK=0");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(nlohmann::json::parse(plain.out)["packed_weight_bytes"].get<size_t>(), 0u);
+}
+
 TEST(Cli, ModelToolsRoundTrip) {
   KVWISE_REQUIRE_DATA();
   const std::string conv = test::temp_path("cli-conv.gguf"), q8 = test::temp_path("cli-q8.gguf");

@@ -138,7 +138,7 @@ TEST(Packed, SimdKernelsEqualScalarForEveryRowCount) {
   for (DType t : kPackedTypes) {
     const auto m = random_matrix(t, rows, cols, 21);
     const auto p = packed_of(t, m, rows, cols);
-    for (int nx : {1, 2, 3, 4, 5, 9}) {
+    for (int nx : {1, 2, 3, 4, 5, 9, 13}) {
       const auto x = random_vec(static_cast<size_t>(nx * cols), 22 + nx);
       QuantizedRows xq;
       xq.resize(nx, cols, activation_block(t));

@@ -52,11 +52,12 @@ void write_file(const std::string& path, const std::string& data) {
   f << data;
 }
 
-RunResult run_kvwise(const std::string& args) {
+RunResult run_kvwise(const std::string& args, const std::string& env) {
   static int counter = 0;
   const std::string out = temp_path("run" + std::to_string(counter) + ".out");
   const std::string err = temp_path("run" + std::to_string(counter++) + ".err");
-  const std::string cmd = std::string(KVWISE_BINARY) + " " + args + " > '" + out + "' 2> '" + err + "' < /dev/null";
+  const std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + KVWISE_BINARY + " " + args + " > '" +
+                          out + "' 2> '" + err + "' < /dev/null";
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -40,7 +40,8 @@ struct RunResult {
   std::string err;  // stderr
 };
 // Runs the kvwise binary with the given argument string (shell-quoted by the caller).
-RunResult run_kvwise(const std::string& args);
+// env: "NAME=value ..." set for this run only.
+RunResult run_kvwise(const std::string& args, const std::string& env = "");
 // `kvwise serve ARGS --port 0` as a child process; port from its "listening on HOST:PORT" line.
 struct ServerProcess {
   int pid = -1;

@@ -62,6 +62,7 @@ void add_bench(CLI::App& app) {
     int reps = 3;
     bool json = false;
     bool bandwidth = false;
+    int bandwidth_mib = 512;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "prefill (pp) and decode (tg) tokens/s at context depths");
@@ -75,6 +76,8 @@ void add_bench(CLI::App& app) {
   cmd->add_flag("--bandwidth", o->bandwidth,
                 "also measure this machine's memory read and copy bandwidth with the same threads, the bound of "
                 "decode's effective weight bandwidth (weight bytes per token x t/s)");
+  cmd->add_option("--bandwidth-mib", o->bandwidth_mib, "buffer streamed by --bandwidth (far larger than the caches)")
+      ->check(CLI::Range(1, 65536));
   cmd->callback([o] {
     const auto policy = resolve_policy(o->pol);
     auto model = Model::load(resolve_model_path(o->m));
@@ -149,7 +152,7 @@ void add_bench(CLI::App& app) {
     const size_t rss = resident_bytes();
     const double per_token = static_cast<double>(model->weights().bytes_per_token);
     Bandwidth bw;
-    if (o->bandwidth) bw = measure_bandwidth(eo.threads);
+    if (o->bandwidth) bw = measure_bandwidth(eo.threads, static_cast<size_t>(o->bandwidth_mib) << 20);
     const auto weight_gbps = [&](const BenchRow& r) {
       return r.test.rfind("tg", 0) == 0 ? per_token * r.tokens_per_second() / 1e9 : 0.0;
     };

@@ -8,6 +8,7 @@
 // (31,496), 6-bit codes 2 (32,004); Q8_0's signed bytes go to 32 bits after every multiply.
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tensor/kernels_packed.h"
@@ -217,6 +218,125 @@ void q6_k(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* cons
   for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
 }
 
+// Prefill on K-quants: a group's super-blocks are unpacked once into bytes (codes 0..63) with their
+// scales as 16-bit pairs, then every activation row runs one kernel over them, so the bit unpacking is
+// paid once per group instead of once per row. Per super-block and row r:
+//   y_r += xd * (d_r * sum_g sc[g][r] * <code, x>_g - e_r * sum_g off[g][r] * sum(x)_g)
+// over its 16 groups of 16 elements. Q4_K/Q5_K: sc = the sub-block scale, off = its min, e = dmin;
+// Q6_K: sc = the group scale, off = 32 * sc, e = d.
+struct CodeBlock {
+  uint8_t codes[8][8][32];  // [sub-block j][chunk c][4r + k]: code of element 32j + 4c + k of row r
+  int16_t sc[16][16];       // [group g][2r], [2r + 1]: sc[g][r] twice, for madd
+  int16_t off[8][16];       // [pair p][2r + h]: off[2p + h][r]
+  float d[8], e[8];
+};
+
+void unpack_codes(DType t, const uint8_t* group, int64_t nsb, CodeBlock* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    CodeBlock& cb = out[sb];
+    if (t == DType::Q6_K) {
+      const auto& p = reinterpret_cast<const PackedQ6_K*>(group)[sb];
+      for (int e = 0; e < 64; ++e) {
+        const __m256i l = load256(p.ql + 32 * (e % 32));
+        const __m256i lo4 = e < 32 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+        const __m256i h = _mm256_srl_epi16(load256(p.qh + 32 * (e % 16)), _mm_cvtsi32_si128(2 * (e / 16)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cb.codes[e / 8][e % 8]),
+                            _mm256_or_si256(lo4, _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)));
+      }
+      for (int r = 0; r < 8; ++r) {
+        for (int g = 0; g < 16; ++g) cb.sc[g][2 * r] = cb.sc[g][2 * r + 1] = p.sc[g][r];
+        for (int g = 0; g < 16; ++g) cb.off[g / 2][2 * r + g % 2] = static_cast<int16_t>(32 * p.sc[g][r]);
+        cb.d[r] = cb.e[r] = _cvtsh_ss(p.d[r]);
+      }
+      continue;
+    }
+    const bool q5 = t == DType::Q5_K;
+    const uint8_t* blk = group + static_cast<size_t>(sb) * (q5 ? sizeof(PackedQ5_K) : sizeof(PackedQ4_K));
+    const auto& p = *reinterpret_cast<const PackedQ4_K*>(blk);
+    for (int pp = 0; pp < 4; ++pp)
+      for (int c = 0; c < 8; ++c) {
+        const __m256i w = load256(p.qs + pp * 256 + 32 * c);
+        __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+        if (q5) {
+          const __m256i h = load256(reinterpret_cast<const PackedQ5_K*>(blk)->qh + 32 * c);
+          const __m256i hl = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * pp)), one);
+          const __m256i hh = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * pp + 1)), one);
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(hl, 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(hh, 4));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cb.codes[2 * pp][c]), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cb.codes[2 * pp + 1][c]), hi);
+      }
+    for (int r = 0; r < 8; ++r) {
+      for (int g = 0; g < 16; ++g) cb.sc[g][2 * r] = cb.sc[g][2 * r + 1] = p.sc[g / 2][r];
+      for (int g = 0; g < 16; ++g) cb.off[g / 2][2 * r + g % 2] = p.mn[g / 2][r];
+      cb.d[r] = _cvtsh_ss(p.d[r]);
+      cb.e[r] = _cvtsh_ss(p.dmin[r]);
+    }
+  }
+}
+
+// Bounds: codes <= 63, so two maddubs sum within int16 (32,004); madd by a scale <= 127 and the sums
+// over a super-block stay far inside int32.
+template <int NX>
+void codes_rows(const CodeBlock* cb, int64_t nsb, const QuantizedRow* x, float* const* y) {
+  __m256 acc[NX];
+  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const CodeBlock& b = cb[sb];
+    __m256i T[NX], O[NX];
+    for (int i = 0; i < NX; ++i) T[i] = O[i] = _mm256_setzero_si256();
+    for (int g = 0; g < 16; ++g) {
+      const int j = g / 2, c0 = 4 * (g % 2);
+      const __m256i scp = load256(b.sc[g]);
+      const __m256i w0 = load256(b.codes[j][c0]), w1 = load256(b.codes[j][c0 + 1]);
+      const __m256i w2 = load256(b.codes[j][c0 + 2]), w3 = load256(b.codes[j][c0 + 3]);
+      for (int i = 0; i < NX; ++i) {
+        const int8_t* xq = x[i].q + sb * QK_K + 32 * j + 4 * c0;
+        const __m256i a =
+            _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast4(xq)), _mm256_maddubs_epi16(w1, bcast4(xq + 4)));
+        const __m256i bb =
+            _mm256_add_epi16(_mm256_maddubs_epi16(w2, bcast4(xq + 8)), _mm256_maddubs_epi16(w3, bcast4(xq + 12)));
+        T[i] = _mm256_add_epi32(T[i], _mm256_add_epi32(_mm256_madd_epi16(a, scp), _mm256_madd_epi16(bb, scp)));
+      }
+    }
+    for (int pr = 0; pr < 8; ++pr) {
+      const __m256i offp = load256(b.off[pr]);
+      for (int i = 0; i < NX; ++i) {
+        const int16_t* s16 = x[i].sum16 + sb * 16 + 2 * pr;
+        const int32_t pair = static_cast<int32_t>(static_cast<uint16_t>(s16[0]) |
+                                                  (static_cast<uint32_t>(static_cast<uint16_t>(s16[1])) << 16));
+        O[i] = _mm256_add_epi32(O[i], _mm256_madd_epi16(offp, _mm256_set1_epi32(pair)));
+      }
+    }
+    const __m256 d = _mm256_loadu_ps(b.d), e = _mm256_loadu_ps(b.e);
+    for (int i = 0; i < NX; ++i) {
+      const __m256 xd = _mm256_set1_ps(x[i].d[sb]);
+      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(T[i]), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(_mm256_mul_ps(e, xd), _mm256_cvtepi32_ps(O[i]), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+// Per-thread scratch for one group's CodeBlocks (malloc, not std::vector: see min64).
+CodeBlock* code_scratch(int64_t nsb) {
+  struct Scratch {
+    CodeBlock* p = nullptr;
+    int64_t cap = 0;
+    ~Scratch() { free(p); }
+  };
+  thread_local Scratch s;
+  if (s.cap < nsb) {
+    free(s.p);
+    s.p = static_cast<CodeBlock*>(malloc(static_cast<size_t>(nsb) * sizeof(CodeBlock)));
+    if (s.p == nullptr) abort();
+    s.cap = nsb;
+  }
+  return s.p;
+}
+
 // Not std::min/max: templates instantiated in a file with ISA flags could be chosen by the linker for
 // the whole program.
 inline int64_t min64(int64_t a, int64_t b) {
@@ -257,6 +377,22 @@ void gemm_packed_avx2(DType t, const uint8_t* packed, int64_t cols, const Quanti
   const GroupKernel kernels[4] = {group_kernel<1>(t), group_kernel<2>(t), group_kernel<3>(t), group_kernel<4>(t)};
   if (kernels[0] == nullptr) return gemm_packed_scalar(t, packed, cols, x, nx, y, ldy, g0, g1);
   const size_t gb = packed_group_bytes(t, cols);
+  if (nx >= 8 && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K)) {
+    using CodeKernel = void (*)(const CodeBlock*, int64_t, const QuantizedRow*, float* const*);
+    const CodeKernel code_kernels[4] = {codes_rows<1>, codes_rows<2>, codes_rows<3>, codes_rows<4>};
+    const int64_t nsb = cols / QK_K;
+    CodeBlock* cb = code_scratch(nsb);
+    for (int64_t g = g0; g < g1; ++g) {
+      unpack_codes(t, packed + static_cast<size_t>(g) * gb, nsb, cb);
+      for (int i0 = 0; i0 < nx; i0 += 4) {
+        const int k = static_cast<int>(min64(4, nx - i0));
+        float* out[4];
+        for (int i = 0; i < k; ++i) out[i] = y + (i0 + i) * ldy + (g - g0) * 8;
+        code_kernels[k - 1](cb, nsb, x + i0, out);
+      }
+    }
+    return;
+  }
   // Blocks of groups small enough to stay in L2 while every activation row passes over them.
   const int64_t fit = static_cast<int64_t>((192u << 10) / gb);
   const int64_t block = nx <= 4 ? g1 - g0 : (fit > 1 ? fit : 1);
