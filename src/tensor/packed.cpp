@@ -214,6 +214,14 @@ void k4_codes(const PackedQ4_K& p, const uint8_t* qh5, int r, uint8_t* code) {
           if ((qh5[c * 32 + r * 4 + k] >> j) & 1) code[32 * j + 4 * c + k] += 16;
 }
 
+// Super-block b of a packed Q4_K or Q5_K group; *qh gets Q5_K's fifth bits (nullptr for Q4_K).
+const PackedQ4_K* k45_block(DType t, const uint8_t* group, int64_t b, const uint8_t** qh) {
+  if (t != DType::Q5_K) return &reinterpret_cast<const PackedQ4_K*>(group)[b];
+  const auto& p5 = reinterpret_cast<const PackedQ5_K*>(group)[b];
+  *qh = p5.qh;
+  return &p5.lo;
+}
+
 void q6_codes_packed(const PackedQ6_K& p, int r, uint8_t* code) {
   for (int c = 0; c < 32; ++c)
     for (int k = 0; k < 4; ++k) {
@@ -262,15 +270,8 @@ void unpack_group(DType t, const uint8_t* group, int64_t cols, float* dst) {
       case DType::Q4_K:
       case DType::Q5_K:
         for (int64_t b = 0; b < cols / QK_K; ++b) {
-          const PackedQ4_K* p;
           const uint8_t* qh = nullptr;
-          if (t == DType::Q5_K) {
-            const auto& p5 = reinterpret_cast<const PackedQ5_K*>(group)[b];
-            p = &p5.lo;
-            qh = p5.qh;
-          } else {
-            p = &reinterpret_cast<const PackedQ4_K*>(group)[b];
-          }
+          const PackedQ4_K* p = k45_block(t, group, b, &qh);
           k4_codes(*p, qh, r, code);
           const float d = fp16_to_fp32(p->d[r]), dmin = fp16_to_fp32(p->dmin[r]);
           for (int e = 0; e < QK_K; ++e) y[b * QK_K + e] = d * p->sc[e / 32][r] * code[e] - dmin * p->mn[e / 32][r];
@@ -321,15 +322,8 @@ void gemv_packed_reference(DType t, const uint8_t* packed, int64_t cols, const Q
         case DType::Q4_K:
         case DType::Q5_K:
           for (int64_t b = 0; b < cols / QK_K; ++b) {
-            const PackedQ4_K* p;
             const uint8_t* qh = nullptr;
-            if (t == DType::Q5_K) {
-              const auto& p5 = reinterpret_cast<const PackedQ5_K*>(group)[b];
-              p = &p5.lo;
-              qh = p5.qh;
-            } else {
-              p = &reinterpret_cast<const PackedQ4_K*>(group)[b];
-            }
+            const PackedQ4_K* p = k45_block(t, group, b, &qh);
             k4_codes(*p, qh, r, code);
             int64_t s = 0, m = 0;
             for (int j = 0; j < 8; ++j) {
