@@ -62,11 +62,12 @@ void q4_0(const uint8_t* group, int64_t cols, const QuantizedRow* x, float* cons
         s16[i] = c == 0 ? t : _mm256_add_epi16(s16[i], t);
       }
     }
+    // y += dw * (xd * <code, xq> - 8 * xd * sum(xq)): the zero point as one float term per block.
     const __m256 dw = load_f16x8(p[b].d);
     for (int i = 0; i < NX; ++i) {
-      const int zero = 8 * (x[i].sum16[2 * b] + x[i].sum16[2 * b + 1]);
-      const __m256i s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[i], ones), _mm256_set1_epi32(zero));
-      acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[i].d[b])), _mm256_cvtepi32_ps(s32), acc[i]);
+      const __m256 v = _mm256_fmadd_ps(_mm256_set1_ps(x[i].d[b]), _mm256_cvtepi32_ps(_mm256_madd_epi16(s16[i], ones)),
+                                       _mm256_set1_ps(-8.0f * x[i].dsum[b]));
+      acc[i] = _mm256_fmadd_ps(dw, v, acc[i]);
     }
   }
   for (int i = 0; i < NX; ++i) _mm256_storeu_ps(y[i], acc[i]);
@@ -279,12 +280,13 @@ void unpack_codes(DType t, const uint8_t* group, int64_t nsb, CodeBlock* out) {
 
 // Bounds: codes <= 63, so two maddubs sum within int16 (32,004); madd by a scale <= 127 and the sums
 // over a super-block stay far inside int32.
+// cb holds super-blocks [s0, s0 + nsb) of the group; accumulate adds to y (a later column tile).
 template <int NX>
-void codes_rows(const CodeBlock* cb, int64_t nsb, const QuantizedRow* x, float* const* y) {
+void codes_rows(const CodeBlock* cb, int64_t s0, int64_t nsb, const QuantizedRow* x, float* const* y, bool accumulate) {
   __m256 acc[NX];
-  for (int i = 0; i < NX; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    const CodeBlock& b = cb[sb];
+  for (int i = 0; i < NX; ++i) acc[i] = accumulate ? _mm256_loadu_ps(y[i]) : _mm256_setzero_ps();
+  for (int64_t sb = s0; sb < s0 + nsb; ++sb) {
+    const CodeBlock& b = cb[sb - s0];
     __m256i T[NX], O[NX];
     for (int i = 0; i < NX; ++i) T[i] = O[i] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
@@ -378,17 +380,30 @@ void gemm_packed_avx2(DType t, const uint8_t* packed, int64_t cols, const Quanti
   if (kernels[0] == nullptr) return gemm_packed_scalar(t, packed, cols, x, nx, y, ldy, g0, g1);
   const size_t gb = packed_group_bytes(t, cols);
   if (nx >= 8 && (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K)) {
-    using CodeKernel = void (*)(const CodeBlock*, int64_t, const QuantizedRow*, float* const*);
+    using CodeKernel = void (*)(const CodeBlock*, int64_t, int64_t, const QuantizedRow*, float* const*, bool);
     const CodeKernel code_kernels[4] = {codes_rows<1>, codes_rows<2>, codes_rows<3>, codes_rows<4>};
-    const int64_t nsb = cols / QK_K;
-    CodeBlock* cb = code_scratch(nsb);
-    for (int64_t g = g0; g < g1; ++g) {
-      unpack_codes(t, packed + static_cast<size_t>(g) * gb, nsb, cb);
-      for (int i0 = 0; i0 < nx; i0 += 4) {
-        const int k = static_cast<int>(min64(4, nx - i0));
-        float* out[4];
-        for (int i = 0; i < k; ++i) out[i] = y + (i0 + i) * ldy + (g - g0) * 8;
-        code_kernels[k - 1](cb, nsb, x + i0, out);
+    // Tiles of 2,048 columns (4 activation rows of it: 8 KiB, in L1) over blocks of 8 groups whose
+    // unpacked codes (8 x 23 KiB) stay in L2 while every activation row of the chunk passes.
+    const int64_t nsb = cols / QK_K, tile = 8, groups = 8;
+    const size_t sb_bytes = t == DType::Q6_K   ? sizeof(PackedQ6_K)
+                            : t == DType::Q5_K ? sizeof(PackedQ5_K)
+                                               : sizeof(PackedQ4_K);
+    CodeBlock* cb = code_scratch(tile * groups);
+    for (int64_t gb0 = g0; gb0 < g1; gb0 += groups) {
+      const int64_t gb1 = min64(g1, gb0 + groups);
+      for (int64_t s0 = 0; s0 < nsb; s0 += tile) {
+        const int64_t ns = min64(tile, nsb - s0);
+        for (int64_t g = gb0; g < gb1; ++g)
+          unpack_codes(t, packed + static_cast<size_t>(g) * gb + static_cast<size_t>(s0) * sb_bytes, ns,
+                       cb + (g - gb0) * tile);
+        for (int i0 = 0; i0 < nx; i0 += 4) {
+          const int k = static_cast<int>(min64(4, nx - i0));
+          for (int64_t g = gb0; g < gb1; ++g) {
+            float* out[4];
+            for (int i = 0; i < k; ++i) out[i] = y + (i0 + i) * ldy + (g - g0) * 8;
+            code_kernels[k - 1](cb + (g - gb0) * tile, s0, ns, x + i0, out, s0 > 0);
+          }
+        }
       }
     }
     return;

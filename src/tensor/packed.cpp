@@ -73,6 +73,17 @@ void QuantizedRows::resize(int64_t m, int64_t n, int block) {
   q_.resize(static_cast<size_t>(m * n));
   d_.resize(static_cast<size_t>(m * (n / block)));
   sum16_.resize(static_cast<size_t>(m * (n / 16)));
+  dsum_.resize(d_.size());
+}
+
+void QuantizedRows::fill_dsum(int64_t i) {
+  const int64_t nb = n_ / block_, per = block_ / 16;
+  const int16_t* s = sum16_.data() + i * (n_ / 16);
+  for (int64_t b = 0; b < nb; ++b) {
+    int total = 0;
+    for (int64_t g = 0; g < per; ++g) total += s[b * per + g];
+    dsum_[static_cast<size_t>(i * nb + b)] = d_[static_cast<size_t>(i * nb + b)] * static_cast<float>(total);
+  }
 }
 
 void quantize_row_q8_reference(const float* x, int64_t n, int block, int8_t* q, float* d, int16_t* sum16) {
@@ -91,7 +102,12 @@ void quantize_row_q8_reference(const float* x, int64_t n, int block, int8_t* q, 
 }
 
 QuantizedRow QuantizedRows::row(int64_t i) const {
-  return QuantizedRow{q_.data() + i * n_, d_.data() + i * (n_ / block_), sum16_.data() + i * (n_ / 16), n_, block_};
+  return QuantizedRow{q_.data() + i * n_,
+                      d_.data() + i * (n_ / block_),
+                      sum16_.data() + i * (n_ / 16),
+                      dsum_.data() + i * (n_ / block_),
+                      n_,
+                      block_};
 }
 
 bool packable(DType t, int64_t rows, int64_t cols) {

@@ -37,6 +37,7 @@ struct QuantizedRow {
   const int8_t* q = nullptr;
   const float* d = nullptr;
   const int16_t* sum16 = nullptr;
+  const float* dsum = nullptr;  // per block: d * (sum of q), the float zero-point term of Q4_0
   int64_t n = 0;
   int block = 32;
 };
@@ -50,6 +51,7 @@ class QuantizedRows {
   template <typename Quantizer>
   void quantize_row(int64_t i, const float* x, Quantizer&& quantizer) {
     quantizer(x, n_, block_, q_.data() + i * n_, d_.data() + i * (n_ / block_), sum16_.data() + i * (n_ / 16));
+    fill_dsum(i);
   }
   QuantizedRow row(int64_t i) const;
   int64_t rows() const { return m_; }
@@ -58,6 +60,8 @@ class QuantizedRows {
   std::vector<int8_t> q_;
   std::vector<float> d_;
   std::vector<int16_t> sum16_;
+  std::vector<float> dsum_;
+  void fill_dsum(int64_t i);
   int64_t m_ = 0, n_ = 0;
   int block_ = 32;
 };
