@@ -48,16 +48,15 @@ bool repack_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
-// Repacks w into owned memory and gives the mapped pages of its source back to the page cache (the
-// packed copy is what products read; release_source = false keeps them for embedding lookups).
-void repack(ModelWeights& mw, WeightView& w, bool release_source) {
+// Repacks w into owned memory and gives the mapped pages of its source back to the page cache: the
+// packed copy is what products read, and lookups of a tied embedding fault in only their rows.
+void repack(ModelWeights& mw, WeightView& w) {
   if (!packable(w.type, w.rows, w.cols)) return;
   const size_t bytes = static_cast<size_t>(w.rows / kPackRows) * packed_group_bytes(w.type, w.cols);
   mw.packed.emplace_back(bytes);
   pack_rows(w.type, w.data, w.row_bytes, w.rows, w.cols, mw.packed.back().data());
   w.packed = mw.packed.back().data();
   mw.packed_bytes += bytes;
-  if (!release_source) return;
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto begin = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
   const auto end = (reinterpret_cast<uintptr_t>(w.data) + w.row_bytes * static_cast<size_t>(w.rows)) / page * page;
@@ -104,8 +103,8 @@ ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c) {
   if (repack_enabled()) {
     w.packed.reserve(static_cast<size_t>(7 * c.n_layers + 1));  // WeightView::packed points into it
     for (LayerWeights& L : w.layers)
-      for (WeightView* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) repack(w, *m, true);
-    repack(w, w.output, true);  // lookups of a tied embedding fault in only their rows
+      for (WeightView* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) repack(w, *m);
+    repack(w, w.output);
   }
   return w;
 }

@@ -20,8 +20,9 @@ class PackedInput {
   PackedInput(ThreadPool& pool, const float* x, int64_t m, int64_t cols) : pool_(pool), x_(x), m_(m), cols_(cols) {}
 
   const QuantizedRow* rows(int block) {
-    Slot& s = slots_[block == 32 ? 0 : 1];
-    if (!s.ready) {
+    const int i = block == 32 ? 0 : 1;
+    Scratch& s = scratch()[i];
+    if (!ready_[i]) {
       s.q.resize(m_, cols_, block);
       const Kernels& k = kernels();
       auto quantize = [&](size_t a, size_t b, int) {
@@ -32,30 +33,26 @@ class PackedInput {
       else
         quantize(0, static_cast<size_t>(m_), 0);
       s.rows.resize(static_cast<size_t>(m_));
-      for (int64_t i = 0; i < m_; ++i) s.rows[static_cast<size_t>(i)] = s.q.row(i);
-      s.ready = true;
+      for (int64_t r = 0; r < m_; ++r) s.rows[static_cast<size_t>(r)] = s.q.row(r);
+      ready_[i] = true;
     }
     return s.rows.data();
   }
 
  private:
-  struct Slot {
-    QuantizedRows& q;
-    std::vector<QuantizedRow>& rows;
-    bool ready = false;
+  // Per calling thread, one per block size (reused across products: no allocation per decode step).
+  struct Scratch {
+    QuantizedRows q;
+    std::vector<QuantizedRow> rows;
   };
-  static QuantizedRows& scratch(int i) {
-    thread_local QuantizedRows q[2];
-    return q[i];
-  }
-  static std::vector<QuantizedRow>& row_scratch(int i) {
-    thread_local std::vector<QuantizedRow> r[2];
-    return r[i];
+  static Scratch* scratch() {
+    thread_local Scratch s[2];
+    return s;
   }
   ThreadPool& pool_;
   const float* x_;
   int64_t m_, cols_;
-  Slot slots_[2] = {{scratch(0), row_scratch(0)}, {scratch(1), row_scratch(1)}};
+  bool ready_[2] = {false, false};
 };
 
 // Rows [r0, r1) of a packed matrix, rounded to whole groups the same way for every range, so that

@@ -57,6 +57,20 @@ const Block& block_at(const uint8_t* row, int64_t b) {
   return reinterpret_cast<const Block*>(row)[b];
 }
 
+// Q4_0 / Q8_0: each row's f16 scale, and its quant bytes 4 at a time, row after row per chunk.
+template <typename Block, typename Packed>
+void pack_scaled_blocks(const uint8_t* const rows[8], int64_t blocks, uint8_t* out) {
+  constexpr int kChunks = sizeof(Block::qs) / 4;
+  for (int64_t b = 0; b < blocks; ++b) {
+    auto& p = reinterpret_cast<Packed*>(out)[b];
+    for (int r = 0; r < 8; ++r) {
+      const Block& s = block_at<Block>(rows[r], b);
+      p.d[r] = s.d;
+      for (int c = 0; c < kChunks; ++c) std::memcpy(&p.qs[c * 32 + r * 4], s.qs + 4 * c, 4);
+    }
+  }
+}
+
 int64_t isum_dot(const uint8_t* w_codes, const int8_t* x, int n) {
   int64_t s = 0;
   for (int i = 0; i < n; ++i) s += static_cast<int64_t>(w_codes[i]) * x[i];
@@ -155,24 +169,10 @@ void pack_rows(DType t, const uint8_t* src, size_t rb, int64_t rows, int64_t col
     uint8_t* out = dst + static_cast<size_t>(g) * gb;
     switch (t) {
       case DType::Q4_0:
-        for (int64_t b = 0; b < cols / 32; ++b) {
-          auto& p = reinterpret_cast<PackedQ4_0*>(out)[b];
-          for (int r = 0; r < 8; ++r) {
-            const BlockQ4_0& s = block_at<BlockQ4_0>(r8[r], b);
-            p.d[r] = s.d;
-            for (int c = 0; c < 4; ++c) std::memcpy(&p.qs[c * 32 + r * 4], s.qs + 4 * c, 4);
-          }
-        }
+        pack_scaled_blocks<BlockQ4_0, PackedQ4_0>(r8, cols / 32, out);
         break;
       case DType::Q8_0:
-        for (int64_t b = 0; b < cols / 32; ++b) {
-          auto& p = reinterpret_cast<PackedQ8_0*>(out)[b];
-          for (int r = 0; r < 8; ++r) {
-            const BlockQ8_0& s = block_at<BlockQ8_0>(r8[r], b);
-            p.d[r] = s.d;
-            for (int c = 0; c < 8; ++c) std::memcpy(&p.qs[c * 32 + r * 4], s.qs + 4 * c, 4);
-          }
-        }
+        pack_scaled_blocks<BlockQ8_0, PackedQ8_0>(r8, cols / 32, out);
         break;
       case DType::Q4_K:
         for (int64_t b = 0; b < cols / QK_K; ++b)

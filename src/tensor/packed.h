@@ -54,7 +54,6 @@ class QuantizedRows {
     fill_dsum(i);
   }
   QuantizedRow row(int64_t i) const;
-  int64_t rows() const { return m_; }
 
  private:
   std::vector<int8_t> q_;
