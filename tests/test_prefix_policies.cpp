@@ -56,6 +56,7 @@ struct NaiveBlock {
   uint64_t insert_seq, touch_seq, hit_seq;
   double next_use = std::numeric_limits<double>::infinity();
   double gdsf_h = 0;
+  int cls = 0;  // hazard: the class the policy files it under
 };
 
 // Victim choice over all unpinned residents; returns an index into `blocks` or -1.
@@ -101,6 +102,7 @@ class NaiveCache {
       if (it != blocks_.end() && --it->refs == 0) {
         it->last_access = r.time;
         it->touch_seq = ++seq_;
+        on_release(*it);
       }
     }
     return hits;
@@ -111,6 +113,7 @@ class NaiveCache {
     return s;
   }
   std::function<void(NaiveBlock&)> on_insert = [](NaiveBlock&) {};
+  std::function<void(NaiveBlock&)> on_release = [](NaiveBlock&) {};
 
  private:
   std::vector<NaiveBlock>::iterator find(BlockKey k) {
@@ -436,6 +439,110 @@ TEST_P(Policies, ArcMatchesReference) {
   compare("arc", n, GetParam(), 8);
 }
 
+// The learned reuse hazard, recomputed from scratch before every request from the whole history
+// of accesses (no decay, a refit before each request, nothing forgotten): per class, the gaps to
+// each access's next use binned log-spaced; score = P(gap within the next H | survived to the age).
+struct HazardReference {
+  explicit HazardReference(const HazardOptions& options) : o(options) {}
+  HazardOptions o;
+  std::map<BlockKey, std::vector<std::pair<double, int>>> uses;  // key -> (time, class) of each access
+  std::vector<int> current;                                      // the request's classes, by position
+  std::map<BlockKey, int> cls_now;
+  int classes() const { return (o.max_uses + 1) * 2; }
+  int bin(double gap) const {
+    if (!(gap >= 0.5)) return 0;
+    const double scale = o.bins / (std::log(o.window) - std::log(0.5));
+    return std::min(o.bins + 1, 1 + static_cast<int>((std::log(gap) - std::log(0.5)) * scale));
+  }
+  double bin_start(int b) const {
+    const double scale = o.bins / (std::log(o.window) - std::log(0.5));
+    return b == 0 ? 0.0 : std::exp(std::log(0.5) + (b - 1) / scale);
+  }
+  std::vector<std::vector<double>> table;
+  void begin(const Req& r) {
+    std::vector<std::vector<double>> hist(static_cast<size_t>(classes()),
+                                          std::vector<double>(static_cast<size_t>(o.bins + 2)));
+    std::vector<double> total(static_cast<size_t>(classes()));
+    for (const auto& [k, v] : uses)
+      for (size_t i = 0; i < v.size(); ++i) {
+        total[static_cast<size_t>(v[i].second)] += 1;
+        if (i + 1 < v.size())
+          hist[static_cast<size_t>(v[i].second)][static_cast<size_t>(bin(v[i + 1].first - v[i].first))] += 1;
+      }
+    table.assign(static_cast<size_t>(classes()), std::vector<double>(static_cast<size_t>(o.bins + 2)));
+    for (int c = 0; c < classes(); ++c)
+      for (int b = 0; b <= o.bins; ++b) {
+        const int until = std::min(bin(bin_start(b) + o.horizon), o.bins);
+        double within = 0, before = 0;
+        for (int x = 0; x < b; ++x) before += hist[static_cast<size_t>(c)][static_cast<size_t>(x)];
+        for (int x = b; x <= until; ++x) within += hist[static_cast<size_t>(c)][static_cast<size_t>(x)];
+        const double alive = total[static_cast<size_t>(c)] - before;
+        table[static_cast<size_t>(c)][static_cast<size_t>(b)] = alive > 0 ? std::clamp(within / alive, 0.0, 1.0) : 0.0;
+      }
+    current.clear();
+    for (size_t i = 0; i < r.keys.size(); ++i) {
+      auto& v = uses[r.keys[i]];
+      const int u = std::min(static_cast<int>(v.size()), o.max_uses);
+      const int c = i + 1 == r.keys.size() ? o.max_uses + 1 + u : u;
+      v.emplace_back(r.time, c);
+      cls_now[r.keys[i]] = c;
+    }
+  }
+  // Per class, the least recently released unpinned block; the lowest score, then the older access.
+  int choose(std::vector<NaiveBlock>& bs, double now) const {
+    std::map<int, int> head;
+    for (int i = 0; i < static_cast<int>(bs.size()); ++i) {
+      const NaiveBlock& b = bs[static_cast<size_t>(i)];
+      if (b.refs > 0) continue;
+      auto it = head.find(b.cls);
+      if (it == head.end() || b.touch_seq < bs[static_cast<size_t>(it->second)].touch_seq) head[b.cls] = i;
+    }
+    int best = -1;
+    double best_score = 0;
+    for (const auto& [c, i] : head) {
+      const NaiveBlock& b = bs[static_cast<size_t>(i)];
+      const double s = table[static_cast<size_t>(c)][static_cast<size_t>(bin(now - b.last_access))];
+      if (best < 0 || s < best_score ||
+          (s == best_score && b.last_access < bs[static_cast<size_t>(best)].last_access)) {
+        best = i;
+        best_score = s;
+      }
+    }
+    return best;
+  }
+};
+
+TEST_P(Policies, HazardMatchesReference) {
+  PolicyOptions o;
+  o.hazard.horizon = 20;
+  o.hazard.window = 1e5;           // nothing is forgotten within the stream
+  o.hazard.half_life = 1e12;       // no decay
+  o.hazard.refit_interval = 1e-9;  // a refit before every request
+  o.hazard.max_uses = 2;
+  o.hazard.bins = 12;
+  HazardReference ref(o.hazard);
+  NaiveCache n(GetParam(), [&](auto& bs, double now, BlockKey) { return ref.choose(bs, now); });
+  n.on_insert = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
+  n.on_release = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
+  for (uint32_t seed : {21u, 22u}) {
+    const auto reqs = random_requests(seed, 400);
+    PrefixCacheConfig cfg;
+    cfg.policy = "hazard";
+    cfg.policy_options = o;
+    cfg.tiers = {{"t0", GetParam(), 0}};
+    PrefixCache cache(cfg);
+    NaiveCache naive = n;
+    ref = HazardReference(o.hazard);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const auto a = cache.acquire(reqs[i].keys, reqs[i].category, reqs[i].time);
+      cache.release(a, reqs[i].time);
+      ref.begin(reqs[i]);
+      ASSERT_EQ(a.hit_blocks, naive.request(reqs[i], {})) << "seed " << seed << " request " << i;
+      for (const auto& k : naive.resident()) ASSERT_GE(cache.tier_of(k), 0) << "request " << i << " key " << k;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Capacities, Policies, ::testing::Values(3, 8, 20));
 
 TEST(Wa, OneCategoryEqualOffsetsIsLru) {
@@ -492,6 +599,67 @@ TEST(Policies, BeladyIsAtLeastEveryOnlinePolicy) {
       for (const auto& [p, h] : hits) EXPECT_LE(h, hits["belady"]) << p << " seed " << seed << " capacity " << cap;
       EXPECT_LE(hits["belady"], infinite);
     }
+}
+
+// A hot set reused every few seconds under a stream of keys used once: LRU lets the stream flush the
+// hot set; the hazard model learns from the past that first uses are not reused and keeps it.
+TEST(Hazard, LearnsThatFirstUsesAreNotReused) {
+  std::map<std::string, uint64_t> hits;
+  for (const std::string p : {"lru", "hazard"}) {
+    PrefixCacheConfig cfg;
+    cfg.policy = p;
+    cfg.policy_options.hazard.refit_interval = 5;
+    cfg.tiers = {{"t0", 40, 0}};
+    PrefixCache c(cfg);
+    std::mt19937 rng(3);
+    BlockKey fresh = 1000000;
+    double t = 0;
+    for (int i = 0; i < 6000; ++i) {
+      t += 0.2;
+      std::vector<BlockKey> keys;
+      if (i % 3 == 0) {
+        keys = {static_cast<BlockKey>(1 + rng() % 30)};  // the hot set: 30 keys, one in three requests
+      } else {
+        for (int j = 0; j < 4; ++j) keys.push_back(fresh++);  // scans of never-again keys
+      }
+      const auto a = c.acquire(keys, 0, t);
+      c.release(a, t);
+    }
+    hits[p] = c.metrics().block_hits;
+  }
+  EXPECT_GT(hits["hazard"], hits["lru"] * 3 / 2) << "lru " << hits["lru"] << " hazard " << hits["hazard"];
+}
+
+// Keys idle for longer than the window are forgotten: the history follows recent traffic, not the trace.
+TEST(Hazard, HistoryStaysBounded) {
+  PrefixCacheConfig cfg;
+  cfg.policy = "hazard";
+  cfg.policy_options.hazard.window = 50;
+  cfg.tiers = {{"t0", 16, 0}};
+  PrefixCache c(cfg);
+  size_t after_first = 0;
+  BlockKey fresh = 1;
+  for (int i = 0; i < 40000; ++i) {
+    const double t = i * 0.1;  // 1,000 new keys per 50 s window
+    const std::vector<BlockKey> keys{fresh++, fresh++};
+    const auto a = c.acquire(keys, 0, t);
+    c.release(a, t);
+    if (i == 4000) after_first = c.history_bytes();
+  }
+  EXPECT_GT(after_first, 0u);
+  EXPECT_LE(c.history_bytes(), 2 * after_first);  // 10x the keys seen, the same history
+}
+
+TEST(Policies, AllMeansEveryOnlinePolicyAndBelady) {
+  const auto all = expand_policy_names({"lru", "all"});
+  EXPECT_EQ(all.front(), "lru");
+  EXPECT_EQ(std::count(all.begin(), all.end(), "lru"), 1);
+  EXPECT_EQ(all.size(), policy_names().size());
+  EXPECT_EQ(all.back(), "belady");
+  const auto online = online_policy_names();
+  EXPECT_EQ(std::count(online.begin(), online.end(), "belady"), 0);
+  EXPECT_EQ(std::count(online.begin(), online.end(), "hazard"), 1);
+  EXPECT_EQ(online.size() + 1, policy_names().size());
 }
 
 TEST(Policies, UnknownNameIsAClearError) {

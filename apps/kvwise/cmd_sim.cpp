@@ -117,7 +117,7 @@ void add_sim(CLI::App& app) {
   struct Opts {
     std::string trace, format = "auto", categories = "auto", tiers, model_shape = "llama3-8b", cost_from, plot, csv,
                        generate, data_dir;
-    std::vector<std::string> policies = {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"};
+    std::vector<std::string> policies = {"all"};
     std::vector<size_t> capacity = {1000, 2000, 5000, 10000};
     std::vector<double> capacity_bytes;
     double prefill_tps = 0, decode_tps = 0;
@@ -126,6 +126,7 @@ void add_sim(CLI::App& app) {
     bool json = false, fail_on_bad = false, holes = false;
     sim::SyntheticOptions syn;
     prefix::WaOptions wa;
+    prefix::HazardOptions hazard;
     bool gdsf_position_cost = false;
     double s3fifo_small = 0.1;
     int s3fifo_threshold = 1;
@@ -136,7 +137,9 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--trace", o->trace, "trace file (default: a generated workload)");
   cmd->add_option("--format", o->format, "mooncake, bailian, azure or auto")
       ->check(CLI::IsMember({"auto", "mooncake", "bailian", "azure", "synthetic"}));
-  cmd->add_option("--policies", o->policies, "eviction policies, comma separated")->delimiter(',');
+  cmd->add_option("--policies", o->policies,
+                  "eviction policies, comma separated; all (the default) = every registered online policy and belady")
+      ->delimiter(',');
   cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")
       ->delimiter(',')
       ->check(CLI::Range(1.0, 1e15));
@@ -184,6 +187,16 @@ void add_sim(CLI::App& app) {
   cmd->add_flag("--wa-category-follows-use", o->wa.category_follows_last_use,
                 "WA: a block moves to the category of the request that last used it");
   cmd->add_flag("!--wa-ties-by-offset", o->wa.ties_by_age, "WA: equal P evicts the larger offset first, even if newer");
+  cmd->add_option("--hazard-horizon", o->hazard.horizon, "hazard: score = P(reuse within this many seconds)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--hazard-window", o->hazard.window, "hazard: longest binned gap and key history, seconds")
+      ->check(CLI::Range(1.0, 1e7));
+  cmd->add_option("--hazard-half-life", o->hazard.half_life, "hazard: seconds over which the learned counts halve")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--hazard-max-uses", o->hazard.max_uses, "hazard: prior-use counts with a class of their own")
+      ->check(CLI::Range(0, 64));
+  cmd->add_flag("!--hazard-no-last-block", o->hazard.last_block_class,
+                "hazard ablation: the last block of a prompt is not a class of its own");
   cmd->add_flag("--gdsf-position-cost", o->gdsf_position_cost, "GDSF: cost of a block = its position in the prompt");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->add_option("--csv", o->csv, "also write CSV to this file");
@@ -205,6 +218,7 @@ void add_sim(CLI::App& app) {
     KV_CHECK(!trace.requests.empty(), "{}: no requests", o->trace);
     const double read_seconds = now_seconds() - t_read;
     sim::assign_categories(trace, o->categories);
+    o->policies = prefix::expand_policy_names(o->policies);
     for (const auto& p : o->policies) prefix::make_policy(p, {});  // unknown names fail here, clearly
     auto shape = model_shapes().find(o->model_shape);
     KV_CHECK(shape != model_shapes().end(), "unknown model shape '{}'", o->model_shape);
@@ -242,6 +256,7 @@ void add_sim(CLI::App& app) {
     s.base.lower_tiers = parse_tiers(o->tiers);
     s.base.chain = !o->holes;
     s.base.policy_options.wa = o->wa;
+    s.base.policy_options.hazard = o->hazard;
     s.base.policy_options.gdsf_position_cost = o->gdsf_position_cost;
     s.base.policy_options.s3fifo_small_ratio = o->s3fifo_small;
     s.base.policy_options.s3fifo_threshold = o->s3fifo_threshold;

@@ -215,8 +215,7 @@ size_t machine_memory_bytes() {
 
 void check_eviction_name(const std::string& name) {
   std::string known;
-  for (const std::string& n : prefix::policy_names()) {
-    if (n == "belady") continue;
+  for (const std::string& n : prefix::online_policy_names()) {
     if (n == name) return;
     known += (known.empty() ? "" : ", ") + n;
   }

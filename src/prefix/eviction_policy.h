@@ -2,10 +2,11 @@
 // its tier from insertion to eviction and orders them its own way; evict() returns a block that no
 // running request holds (pinned blocks are skipped, so that walk is bounded by the pinned count).
 // Per operation: LRU, FIFO, S3-FIFO, ARC O(1); LFU O(log distinct counts); WA O(categories);
-// GDSF and the offline Belady O(log n).
+// hazard O(classes); GDSF and the offline Belady O(log n).
 #pragma once
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -39,12 +40,29 @@ struct WaOptions {
   std::map<uint16_t, Model> fixed_models;
 };
 
+// Learned reuse hazard ("hazard"): every block access falls into a class (how often its key was used
+// before, capped; whether it is the last block of its prompt). Per class, the policy learns online
+// the distribution of the time to the key's next use from the past accesses it has seen, and scores
+// a resident block by P(used within the next `horizon` s | its class, idle for its age so far). The
+// lowest score is evicted. Learning uses only the past (the replay's own history); nothing is fitted
+// offline. See docs/results/prefix-cache.md for what each knob does on the traces.
+struct HazardOptions {
+  double horizon = 120.0;        // H: the score is the reuse probability within this much time (s)
+  double window = 900.0;         // gaps up to this long are binned; longer ones count as "not within" (s)
+  double half_life = 600.0;      // the histograms halve this often, so the model follows the workload (s)
+  double refit_interval = 10.0;  // how often the score tables are recomputed (s)
+  int max_uses = 4;              // use counts 0..max_uses-1 are classes of their own, more share one
+  bool last_block_class = true;  // the last block of a prompt (partial, rarely reused) is a class
+  int bins = 40;                 // log-spaced age bins from 0.5 s to `window`
+};
+
 struct PolicyOptions {
   size_t capacity = 0;              // blocks in the tier (S3-FIFO and ARC size their queues from it)
   double s3fifo_small_ratio = 0.1;  // S3-FIFO's small queue, as a share of the capacity (the paper's 10 %)
   int s3fifo_threshold = 1;         // hits in the small queue that move a block to main (1-3; libCacheSim: 2)
   bool gdsf_position_cost = false;  // cost of a block = its offset + 1 (recompute grows with position)
   WaOptions wa;
+  HazardOptions hazard;
 };
 
 class EvictionPolicy {
@@ -55,6 +73,10 @@ class EvictionPolicy {
 
   // Every access of a block key by a request, cached or not, in request order (WA fits on these).
   virtual void observe(BlockKey, uint16_t /*category*/, double /*now*/) {}
+  // A request's whole prompt, before its blocks are looked up; by default observe() per block.
+  virtual void observe_request(std::span<const BlockKey> keys, uint16_t category, double now) {
+    for (BlockKey k : keys) observe(k, category, now);
+  }
   // The next time the block's key will be used (offline policies only; +inf when never).
   virtual void set_next_use(BlockId, double) {}
   virtual void on_insert(BlockId b, double now) = 0;   // new resident block (pinned by its request)
@@ -73,8 +95,21 @@ class EvictionPolicy {
   const BlockTable* table_ = nullptr;
 };
 
-// "lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"; throws kvwise::Error otherwise.
+// One entry per policy: its name, what it is, whether it needs the future (offline: simulator only)
+// and its builder. A new policy is its own file plus one line in eviction_policy.cpp's table.
+struct PolicyInfo {
+  std::string name;
+  std::string summary;
+  bool offline = false;
+  std::unique_ptr<EvictionPolicy> (*build)(const PolicyOptions&);
+};
+const std::vector<PolicyInfo>& policy_catalog();
+
+// Any name of policy_catalog(); throws kvwise::Error otherwise, listing the known names.
 std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const PolicyOptions& options);
-std::vector<std::string> policy_names();
+std::vector<std::string> policy_names();         // every policy, online ones first, in catalog order
+std::vector<std::string> online_policy_names();  // those the live server can run
+// Expands "all" into every online policy plus the offline ones (belady); other names pass through.
+std::vector<std::string> expand_policy_names(const std::vector<std::string>& names);
 
 }  // namespace kvwise::prefix

@@ -14,5 +14,6 @@ std::unique_ptr<EvictionPolicy> make_s3fifo(size_t capacity, double small_ratio,
 std::unique_ptr<EvictionPolicy> make_arc(size_t capacity);
 std::unique_ptr<EvictionPolicy> make_belady();
 std::unique_ptr<EvictionPolicy> make_wa(const WaOptions& options);
+std::unique_ptr<EvictionPolicy> make_hazard(const HazardOptions& options);
 
 }  // namespace kvwise::prefix

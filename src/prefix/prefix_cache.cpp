@@ -82,8 +82,7 @@ Admission PrefixCache::acquire(std::span<const BlockKey> keys, uint16_t category
   a.hits_by_tier.assign(tiers_.size(), 0);
   ++metrics_.requests;
   metrics_.blocks += keys.size();
-  for (auto& t : tiers_)
-    for (BlockKey k : keys) t->policy->observe(k, category, now);
+  for (auto& t : tiers_) t->policy->observe_request(keys, category, now);
   Tier& top = *tiers_[0];
   bool usable = true;  // still inside the unbroken prefix
   for (size_t i = 0; i < keys.size(); ++i) {

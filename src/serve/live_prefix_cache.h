@@ -34,7 +34,7 @@ struct LivePrefixOptions {
   std::string disk_dir;      // tier 1 (optional): one file per block in a private directory made inside this one
   size_t disk_blocks = 0;
   uint64_t model_fingerprint = 0;  // GgufFile::fingerprint() of the model whose KV the blocks hold
-  std::string eviction = "lru";    // any policy of prefix::policy_names() except the offline "belady"
+  std::string eviction = "lru";    // any of prefix::online_policy_names()
   prefix::PolicyOptions policy_options;
 };
 
