@@ -1,8 +1,10 @@
 // The real binary on real data: every subcommand's happy path and its errors.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "prefix/eviction_policy.h"
 #include "test_support.h"
 
 namespace kvwise {
@@ -168,6 +170,42 @@ TEST(CliSim, ReplaysTheMooncakeTraceWithTiers) {
   }
   EXPECT_NE(test::read_file(plots + "/hit_ratio.svg").find("<svg"), std::string::npos);
   EXPECT_NE(test::read_file(plots + "/qttft.svg").find("belady"), std::string::npos);
+}
+
+// The default policy list is every registered policy; hazard, the learned one, leads the online
+// policies at 2,000 blocks on the Mooncake trace (docs/results/prefix-cache.md), on both halves too.
+TEST(CliSim, AllPoliciesScoreRangesAndBlockDtypes) {
+  KVWISE_REQUIRE_DATA();
+  const std::string trace = test::data_dir() + "/traces/mooncake-fast25/conversation_trace.jsonl";
+  for (const std::string range : {"0:1", "0.5:1"}) {
+    const auto r = test::run_kvwise("sim --trace '" + trace + "' --capacity 2000 --score-range " + range + " --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    std::map<std::string, nlohmann::json> runs;
+    for (const auto& run : j["runs"]) runs[run["policy"]] = run;
+    EXPECT_EQ(runs.size(), prefix::policy_names().size());
+    for (const auto& n : prefix::policy_names()) ASSERT_TRUE(runs.count(n)) << n;
+    EXPECT_EQ(runs["lru"]["lru_belady_gap_closed"].get<double>(), 0.0);
+    EXPECT_EQ(runs["belady"]["lru_belady_gap_closed"].get<double>(), 1.0);
+    for (const auto& n : prefix::online_policy_names()) {
+      EXPECT_LE(runs[n]["block_hit_ratio"].get<double>(), runs["hazard"]["block_hit_ratio"].get<double>())
+          << n << " " << range;
+      EXPECT_LT(runs[n]["us_per_block_access"].get<double>(), 20.0) << n;
+    }
+    if (range == "0.5:1") {
+      EXPECT_LT(runs["lru"]["blocks"].get<uint64_t>(), 288500u);
+    }
+  }
+  // int4 blocks (4 bits + an f16 scale and zero per 32 channels = 0.3125 of f16): 3.2x the blocks.
+  const auto int4 = test::run_kvwise("sim --trace '" + trace +
+                                     "' --policies lru --capacity-bytes 137438953472 --block-dtype int4 --json");
+  ASSERT_EQ(int4.exit_code, 0) << int4.err;
+  const auto j4 = nlohmann::json::parse(int4.out);
+  EXPECT_EQ(j4["runs"][0]["capacity_blocks"], 6553);  // 128 GiB / (64 MiB x 0.3125)
+  EXPECT_EQ(j4["block_dtype"], "int4");
+  const auto bad = test::run_kvwise("sim --synthetic-requests 50 --score-range 0.9:0.1");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--score-range"), std::string::npos) << bad.err;
 }
 
 TEST(CliSim, DefaultWorkloadAndBadInput) {

@@ -440,56 +440,59 @@ TEST_P(Policies, ArcMatchesReference) {
 }
 
 // The learned reuse hazard, recomputed from scratch before every request from the whole history
-// of accesses (no decay, a refit before each request, nothing forgotten): per class, the gaps to
-// each access's next use binned log-spaced; score = P(gap within the next H | survived to the age).
+// of accesses (no decay, a refit before each request, nothing forgotten): per class (category slot,
+// prior uses capped, last block of its prompt), the gaps to each access's next use binned
+// log-spaced; score = P(gap within the next H | survived to the age). With horizon 0, H is
+// horizon_scale x a running mean of the victims' idle times.
 struct HazardReference {
   explicit HazardReference(const HazardOptions& options) : o(options) {}
   HazardOptions o;
   std::map<BlockKey, std::vector<std::pair<double, int>>> uses;  // key -> (time, class) of each access
-  std::vector<int> current;                                      // the request's classes, by position
   std::map<BlockKey, int> cls_now;
-  int classes() const { return (o.max_uses + 1) * 2; }
-  int bin(double gap) const {
-    if (!(gap >= 0.5)) return 0;
-    const double scale = o.bins / (std::log(o.window) - std::log(0.5));
-    return std::min(o.bins + 1, 1 + static_cast<int>((std::log(gap) - std::log(0.5)) * scale));
-  }
-  double bin_start(int b) const {
-    const double scale = o.bins / (std::log(o.window) - std::log(0.5));
-    return b == 0 ? 0.0 : std::exp(std::log(0.5) + (b - 1) / scale);
-  }
+  std::map<uint16_t, int> slots;  // category -> slot, in order of first appearance
   std::vector<std::vector<double>> table;
+  double eviction_age = 60;
+  int per_category() const { return (o.max_uses + 1) * 2; }
+  int classes() const { return per_category() * std::max(1, o.max_categories); }
+  double scale() const { return o.bins / (std::log(o.window) - std::log(o.min_gap)); }
+  int bin(double gap) const {
+    if (!(gap >= o.min_gap)) return 0;
+    return std::min(o.bins + 1, 1 + static_cast<int>((std::log(gap) - std::log(o.min_gap)) * scale()));
+  }
+  double bin_start(int b) const { return b == 0 ? 0.0 : std::exp(std::log(o.min_gap) + (b - 1) / scale()); }
   void begin(const Req& r) {
-    std::vector<std::vector<double>> hist(static_cast<size_t>(classes()),
-                                          std::vector<double>(static_cast<size_t>(o.bins + 2)));
-    std::vector<double> total(static_cast<size_t>(classes()));
+    const double horizon = o.horizon > 0 ? o.horizon : std::max(o.min_gap, o.horizon_scale * eviction_age);
+    const auto C = static_cast<size_t>(classes()), B = static_cast<size_t>(o.bins + 2);
+    std::vector<std::vector<double>> hist(C, std::vector<double>(B));
+    std::vector<double> total(C);
     for (const auto& [k, v] : uses)
       for (size_t i = 0; i < v.size(); ++i) {
         total[static_cast<size_t>(v[i].second)] += 1;
         if (i + 1 < v.size())
           hist[static_cast<size_t>(v[i].second)][static_cast<size_t>(bin(v[i + 1].first - v[i].first))] += 1;
       }
-    table.assign(static_cast<size_t>(classes()), std::vector<double>(static_cast<size_t>(o.bins + 2)));
-    for (int c = 0; c < classes(); ++c)
+    table.assign(C, std::vector<double>(B));
+    for (size_t c = 0; c < C; ++c)
       for (int b = 0; b <= o.bins; ++b) {
-        const int until = std::min(bin(bin_start(b) + o.horizon), o.bins);
+        const int until = std::min(bin(bin_start(b) + horizon), o.bins);
         double within = 0, before = 0;
-        for (int x = 0; x < b; ++x) before += hist[static_cast<size_t>(c)][static_cast<size_t>(x)];
-        for (int x = b; x <= until; ++x) within += hist[static_cast<size_t>(c)][static_cast<size_t>(x)];
-        const double alive = total[static_cast<size_t>(c)] - before;
-        table[static_cast<size_t>(c)][static_cast<size_t>(b)] = alive > 0 ? std::clamp(within / alive, 0.0, 1.0) : 0.0;
+        for (int x = 0; x < b; ++x) before += hist[c][static_cast<size_t>(x)];
+        for (int x = b; x <= until; ++x) within += hist[c][static_cast<size_t>(x)];
+        const double alive = total[c] - before;
+        table[c][static_cast<size_t>(b)] = alive > 0 ? std::clamp(within / alive, 0.0, 1.0) : 0.0;
       }
-    current.clear();
+    if (!slots.count(r.category)) slots[r.category] = std::min(static_cast<int>(slots.size()), o.max_categories - 1);
+    const int slot = o.max_categories <= 1 ? 0 : slots[r.category];
     for (size_t i = 0; i < r.keys.size(); ++i) {
       auto& v = uses[r.keys[i]];
       const int u = std::min(static_cast<int>(v.size()), o.max_uses);
-      const int c = i + 1 == r.keys.size() ? o.max_uses + 1 + u : u;
+      const int c = slot * per_category() + (i + 1 == r.keys.size() ? o.max_uses + 1 + u : u);
       v.emplace_back(r.time, c);
       cls_now[r.keys[i]] = c;
     }
   }
   // Per class, the least recently released unpinned block; the lowest score, then the older access.
-  int choose(std::vector<NaiveBlock>& bs, double now) const {
+  int choose(std::vector<NaiveBlock>& bs, double now) {
     std::map<int, int> head;
     for (int i = 0; i < static_cast<int>(bs.size()); ++i) {
       const NaiveBlock& b = bs[static_cast<size_t>(i)];
@@ -508,37 +511,40 @@ struct HazardReference {
         best_score = s;
       }
     }
+    if (best >= 0)
+      eviction_age += 0.001 * (std::max(0.0, now - bs[static_cast<size_t>(best)].last_access) - eviction_age);
     return best;
   }
 };
 
 TEST_P(Policies, HazardMatchesReference) {
-  PolicyOptions o;
-  o.hazard.horizon = 20;
-  o.hazard.window = 1e5;           // nothing is forgotten within the stream
-  o.hazard.half_life = 1e12;       // no decay
-  o.hazard.refit_interval = 1e-9;  // a refit before every request
-  o.hazard.max_uses = 2;
-  o.hazard.bins = 12;
-  HazardReference ref(o.hazard);
-  NaiveCache n(GetParam(), [&](auto& bs, double now, BlockKey) { return ref.choose(bs, now); });
-  n.on_insert = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
-  n.on_release = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
-  for (uint32_t seed : {21u, 22u}) {
-    const auto reqs = random_requests(seed, 400);
-    PrefixCacheConfig cfg;
-    cfg.policy = "hazard";
-    cfg.policy_options = o;
-    cfg.tiers = {{"t0", GetParam(), 0}};
-    PrefixCache cache(cfg);
-    NaiveCache naive = n;
-    ref = HazardReference(o.hazard);
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      const auto a = cache.acquire(reqs[i].keys, reqs[i].category, reqs[i].time);
-      cache.release(a, reqs[i].time);
-      ref.begin(reqs[i]);
-      ASSERT_EQ(a.hit_blocks, naive.request(reqs[i], {})) << "seed " << seed << " request " << i;
-      for (const auto& k : naive.resident()) ASSERT_GE(cache.tier_of(k), 0) << "request " << i << " key " << k;
+  for (const double horizon : {20.0, 0.0}) {  // fixed, and adapting to the victims' idle times
+    PolicyOptions o;
+    o.hazard.horizon = horizon;
+    o.hazard.window = 1e5;           // nothing is forgotten within the stream
+    o.hazard.half_life = 1e12;       // no decay
+    o.hazard.refit_interval = 1e-9;  // a refit before every request
+    o.hazard.max_categories = 2;     // three categories in the stream: two share a slot
+    o.hazard.bins = 12;
+    for (uint32_t seed : {21u, 22u}) {
+      HazardReference ref(o.hazard);
+      NaiveCache naive(GetParam(), [&](auto& bs, double now, BlockKey) { return ref.choose(bs, now); });
+      naive.on_insert = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
+      naive.on_release = [&](NaiveBlock& b) { b.cls = ref.cls_now[b.key]; };
+      const auto reqs = random_requests(seed, 400);
+      PrefixCacheConfig cfg;
+      cfg.policy = "hazard";
+      cfg.policy_options = o;
+      cfg.tiers = {{"t0", GetParam(), 0}};
+      PrefixCache cache(cfg);
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        const auto a = cache.acquire(reqs[i].keys, reqs[i].category, reqs[i].time);
+        cache.release(a, reqs[i].time);
+        ref.begin(reqs[i]);
+        ASSERT_EQ(a.hit_blocks, naive.request(reqs[i], {}))
+            << "horizon " << horizon << " seed " << seed << " request " << i;
+        for (const auto& k : naive.resident()) ASSERT_GE(cache.tier_of(k), 0) << "request " << i << " key " << k;
+      }
     }
   }
 }

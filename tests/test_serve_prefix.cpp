@@ -156,7 +156,7 @@ TEST_F(LivePrefix, RepeatedPromptHasLowerTimeToFirstToken) {
 }
 
 TEST_F(LivePrefix, TinyCapacityEvictsAndStaysCorrect) {
-  for (const std::string policy : {"lru", "wa", "s3fifo"}) {
+  for (const std::string& policy : prefix::online_policy_names()) {  // every registered online policy
     auto c = cache(8, 16, {}, 0, policy);
     Scheduler s(*engine_, with(c));
     for (int round = 0; round < 2; ++round)

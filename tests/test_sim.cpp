@@ -136,6 +136,63 @@ TEST(Replay, GoldenNumbersOfAHandWorkedTrace) {
   EXPECT_NEAR(infinite_capacity_hit_ratio(t), 3.0 / 9, 1e-12);
 }
 
+// Scoring a range: the earlier requests warm the cache and are not counted.
+TEST(Replay, ScoreRangeCountsOnlyTheScoredRequests) {
+  Trace t;
+  t.block_tokens = 100;
+  const auto req = [](double time, std::vector<prefix::BlockKey> blocks) {
+    TraceRequest r;
+    r.time = time;
+    r.input_tokens = static_cast<uint32_t>(blocks.size()) * 100;
+    r.output_tokens = 1;
+    r.blocks = std::move(blocks);
+    return r;
+  };
+  t.requests = {req(0.0, {1, 2, 3}), req(1.0, {1, 2, 4}), req(2.0, {1, 5}), req(3.0, {9})};
+  ReplayOptions o;
+  o.capacity_blocks = 10;
+  o.latency.prefill_tokens_per_second = 1e6;
+  const ReplayResult all = replay(t, o);
+  EXPECT_EQ(all.blocks, 9u);
+  EXPECT_EQ(all.block_hits, 3u);
+  o.score_from = 0.25;   // r0 only warms the cache
+  o.score_until = 0.75;  // r3 is not replayed
+  const ReplayResult part = replay(t, o);
+  EXPECT_EQ(part.requests, 2u);
+  EXPECT_EQ(part.blocks, 5u);
+  EXPECT_EQ(part.block_hits, 3u);  // 1, 2 of r1 and 1 of r2
+  EXPECT_EQ(part.replayed_blocks, 8u);
+  EXPECT_DOUBLE_EQ(part.tokens, 500.0);
+  EXPECT_NEAR(infinite_capacity_hit_ratio(t, true, 0.25, 0.75), 3.0 / 5, 1e-12);
+  o.score_from = 0.8;
+  o.score_until = 0.5;
+  EXPECT_THROW(replay(t, o), Error);
+}
+
+TEST(Sweep, GapClosedIsRelativeToLruAndBelady) {
+  Trace t;
+  t.block_tokens = 16;
+  for (int i = 0; i < 200; ++i) {
+    TraceRequest r;
+    r.time = i;
+    r.input_tokens = 32;
+    r.blocks = {static_cast<prefix::BlockKey>(i % 7), static_cast<prefix::BlockKey>(100 + i % 13)};
+    t.requests.push_back(r);
+  }
+  SweepOptions s;
+  s.policies = {"fifo", "lru", "belady"};
+  s.capacities = {4};
+  s.base.latency.prefill_tokens_per_second = 1e6;
+  const SweepResult r = run_sweep(t, s);
+  const double lru = r.runs[1].block_hit_ratio(), opt = r.runs[2].block_hit_ratio();
+  ASSERT_GT(opt, lru);
+  EXPECT_NEAR(gap_closed(r, s, 0, 0), (r.runs[0].block_hit_ratio() - lru) / (opt - lru), 1e-12);
+  EXPECT_EQ(gap_closed(r, s, 0, 1), 0.0);
+  EXPECT_EQ(gap_closed(r, s, 0, 2), 1.0);
+  s.policies = {"fifo", "lru"};
+  EXPECT_TRUE(std::isnan(gap_closed(run_sweep(t, s), s, 0, 0)));  // no belady in the sweep
+}
+
 TEST(Replay, HoldingBlocksUntilDonePinsThemLikeALiveServer) {
   // Two instances, capacity 3 blocks: r1 starts while r0 (3 s of prefill) still runs.
   Trace t;

@@ -36,7 +36,7 @@ struct DemoOptions {
   int cases = 6;
   std::string trace;
   std::vector<size_t> capacities = {500, 1000, 2000, 5000, 10000};
-  std::vector<std::string> eviction = {"lru", "fifo", "lfu", "s3fifo", "gdsf", "arc", "wa", "belady"};
+  std::vector<std::string> eviction = {"all"};  // every registered online policy and belady
 };
 
 std::string one_line(std::string s) {
@@ -233,10 +233,13 @@ void add_demo(CLI::App& app) {
   cmd->add_option("--capacity", o->capacities, "prefix-cache capacities in blocks, comma separated")
       ->delimiter(',')
       ->check(CLI::Range(1.0, 1e12));
-  cmd->add_option("--eviction", o->eviction, "eviction policies of part two, comma separated")->delimiter(',');
+  cmd->add_option("--eviction", o->eviction,
+                  "eviction policies of part two, comma separated (all: every registered policy)")
+      ->delimiter(',');
   cmd->callback([o] {
     const double t0 = now_seconds();
     Budget::parse(o->budget);
+    o->eviction = prefix::expand_policy_names(o->eviction);
     for (const auto& p : o->eviction) prefix::make_policy(p, {});
     std::filesystem::create_directories(o->out);
     auto model = Model::load(resolve_model_path(o->m));

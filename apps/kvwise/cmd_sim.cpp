@@ -89,6 +89,14 @@ int instances_for_load(const sim::Trace& t, double prefill_tps) {
   return std::max(1, static_cast<int>(std::ceil(offered / (0.8 * prefill_tps))));
 }
 
+// Bytes of a cached block in `dtype` over its f16 bytes: b/8 bytes of codes per value plus an f16 scale
+// and zero (4 bytes) per group of `group` channels, against 2 bytes per value.
+double prefix_block_bytes_ratio(const std::string& dtype, int group) {
+  if (dtype == "f16") return 1.0;
+  const double bits = dtype == "int8" ? 8 : 4;
+  return (bits / 8 + 4.0 / group) / 2.0;
+}
+
 std::vector<prefix::TierSpec> parse_tiers(const std::string& spec) {
   std::vector<prefix::TierSpec> tiers;
   if (spec.empty()) return tiers;
@@ -123,6 +131,8 @@ void add_sim(CLI::App& app) {
     double prefill_tps = 0, decode_tps = 0;
     int instances = 0, threads = 0, azure_block_tokens = 512;
     bool hold = false;
+    std::string score_range = "0:1", block_dtype = "f16";
+    int block_group = 32;
     bool json = false, fail_on_bad = false, holes = false;
     sim::SyntheticOptions syn;
     prefix::WaOptions wa;
@@ -161,6 +171,15 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--instances", o->instances,
                   "serving instances sharing one queue (0: enough for the trace's prompt tokens at 80% load)")
       ->check(CLI::Range(0, 100000));
+  cmd->add_option("--score-range", o->score_range,
+                  "FROM:UNTIL fractions of the requests: replay up to UNTIL, count only from FROM on (e.g. 0:0.5 to "
+                  "tune, 0.5:1 to score what was tuned there)");
+  cmd->add_option("--block-dtype", o->block_dtype,
+                  "KV precision of a cached block: f16, or int8/int4 (per-token groups with an f16 scale and zero, "
+                  "as kvwise serve --prefix-cache-dtype stores them); sizes --capacity-bytes and the block bytes")
+      ->check(CLI::IsMember({"f16", "int8", "int4"}));
+  cmd->add_option("--block-group", o->block_group, "channels per quantisation group of --block-dtype int8/int4")
+      ->check(CLI::IsMember({8, 16, 32, 64, 128}));
   cmd->add_flag("--hold", o->hold,
                 "requests pin their blocks until they finish (by the latency model), as a live server does");
   cmd->add_option("--categories", o->categories, "WA category rule: auto, none, length, turn, turn-length, trace");
@@ -187,14 +206,24 @@ void add_sim(CLI::App& app) {
   cmd->add_flag("--wa-category-follows-use", o->wa.category_follows_last_use,
                 "WA: a block moves to the category of the request that last used it");
   cmd->add_flag("!--wa-ties-by-offset", o->wa.ties_by_age, "WA: equal P evicts the larger offset first, even if newer");
-  cmd->add_option("--hazard-horizon", o->hazard.horizon, "hazard: score = P(reuse within this many seconds)")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--hazard-horizon", o->hazard.horizon,
+                  "hazard: score = P(reuse within this many seconds); 0 (default): adapts to the cache")
+      ->check(CLI::Range(0.0, 1e9));
   cmd->add_option("--hazard-window", o->hazard.window, "hazard: longest binned gap and key history, seconds")
       ->check(CLI::Range(1.0, 1e7));
   cmd->add_option("--hazard-half-life", o->hazard.half_life, "hazard: seconds over which the learned counts halve")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--hazard-min-gap", o->hazard.min_gap, "hazard: shortest binned gap, seconds")
+      ->check(CLI::Range(1e-6, 1e6));
+  cmd->add_option("--hazard-bins", o->hazard.bins, "hazard: log-spaced gap bins")->check(CLI::Range(4, 1000));
   cmd->add_option("--hazard-max-uses", o->hazard.max_uses, "hazard: prior-use counts with a class of their own")
       ->check(CLI::Range(0, 64));
+  cmd->add_option("--hazard-max-categories", o->hazard.max_categories,
+                  "hazard: request categories with classes of their own (0: categories ignored)")
+      ->check(CLI::Range(0, 256));
+  cmd->add_option("--hazard-horizon-scale", o->hazard.horizon_scale,
+                  "hazard: with --hazard-horizon 0, H = this x the mean idle time of evicted blocks")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("!--hazard-no-last-block", o->hazard.last_block_class,
                 "hazard ablation: the last block of a prompt is not a class of its own");
   cmd->add_flag("--gdsf-position-cost", o->gdsf_position_cost, "GDSF: cost of a block = its position in the prompt");
@@ -250,6 +279,16 @@ void add_sim(CLI::App& app) {
                    "now) or a `kvwise bench --json` file\n",
                    s.base.latency.prefill_tokens_per_second);
     }
+    {
+      double from = 0, until = 1;
+      char extra = 0;
+      KV_CHECK(std::sscanf(o->score_range.c_str(), "%lf:%lf%c", &from, &until, &extra) == 2 && from >= 0 &&
+                   from < until && until <= 1,
+               "--score-range {}: expected FROM:UNTIL with 0 <= FROM < UNTIL <= 1, e.g. 0.5:1", o->score_range);
+      s.base.score_from = from;
+      s.base.score_until = until;
+    }
+    kv_per_token *= prefix_block_bytes_ratio(o->block_dtype, o->block_group);
     s.base.latency.kv_bytes_per_token = kv_per_token;
     s.base.latency.instances =
         o->instances > 0 ? o->instances : instances_for_load(trace, s.base.latency.prefill_tokens_per_second);
@@ -282,6 +321,8 @@ void add_sim(CLI::App& app) {
     j["prefill_cost_assumed"] = assumed_cost;
     j["prefill_cost_source"] = cost_source;
     j["instances_sized_to_load"] = o->instances == 0;
+    j["block_dtype"] = o->block_dtype;
+    j["block_group"] = o->block_group;
     if (!o->plot.empty()) {
       sim::write_plots(r, s, o->plot, trace.format + " trace");
       std::ofstream f(o->plot + "/sim.json");

@@ -47,13 +47,19 @@ struct WaOptions {
 // lowest score is evicted. Learning uses only the past (the replay's own history); nothing is fitted
 // offline. See docs/results/prefix-cache.md for what each knob does on the traces.
 struct HazardOptions {
-  double horizon = 120.0;        // H: the score is the reuse probability within this much time (s)
+  double horizon = 0;  // H: the score is the reuse probability within this much time (s);
+                       // 0: horizon_scale x the mean idle time of evicted blocks (adapts)
+  double horizon_scale = 2.0;
   double window = 900.0;         // gaps up to this long are binned; longer ones count as "not within" (s)
   double half_life = 600.0;      // the histograms halve this often, so the model follows the workload (s)
   double refit_interval = 10.0;  // how often the score tables are recomputed (s)
-  int max_uses = 4;              // use counts 0..max_uses-1 are classes of their own, more share one
+  int max_uses = 2;              // use counts 0..max_uses-1 are classes of their own, more share one
   bool last_block_class = true;  // the last block of a prompt (partial, rarely reused) is a class
-  int bins = 40;                 // log-spaced age bins from 0.5 s to `window`
+  // The request's category (kvwise sim --categories, the server's per-request category) is part of
+  // the class too; categories beyond the first `max_categories` seen share one slot. 0: ignored.
+  int max_categories = 16;
+  int bins = 40;         // log-spaced age bins from min_gap to `window`
+  double min_gap = 0.5;  // seconds; shorter gaps share the first bin
 };
 
 struct PolicyOptions {

@@ -37,9 +37,10 @@ class Hazard final : public EvictionPolicy {
  public:
   explicit Hazard(const HazardOptions& o)
       : o_(o),
-        classes_(static_cast<size_t>(std::max(1, o.max_uses + 1)) * (o.last_block_class ? 2 : 1)),
+        per_category_(static_cast<size_t>(std::max(1, o.max_uses + 1)) * (o.last_block_class ? 2 : 1)),
+        classes_(per_category_ * static_cast<size_t>(std::max(1, o.max_categories))),
         bins_(std::max(4, o.bins)) {
-    log_lo_ = std::log(0.5);
+    log_lo_ = std::log(o_.min_gap);
     bin_scale_ = static_cast<double>(bins_) / (std::log(std::max(1.0, o_.window)) - log_lo_);
     hist_.assign(classes_ * static_cast<size_t>(bins_ + 2), 0.0);
     total_.assign(classes_, 0.0);
@@ -48,13 +49,14 @@ class Hazard final : public EvictionPolicy {
   }
   std::string name() const override { return "hazard"; }
 
-  void observe_request(std::span<const BlockKey> keys, uint16_t, double now) override {
+  void observe_request(std::span<const BlockKey> keys, uint16_t category, double now) override {
     if (now >= next_decay_) decay(now);
     if (now >= next_refit_) refit(now);
+    const size_t slot = category_slot(category);
     for (size_t i = 0; i < keys.size(); ++i) {
       Seen& s = seen_[keys[i]];
       if (s.uses > 0) hist_[index(s.cls, bin(now - s.last))] += 1.0;
-      s.cls = class_of(s.uses, i + 1 == keys.size());
+      s.cls = static_cast<uint16_t>(slot * per_category_ + class_of(s.uses, i + 1 == keys.size()));
       s.uses = static_cast<uint16_t>(std::min<int>(s.uses + 1, 60000));
       s.last = now;
       total_[s.cls] += 1.0;
@@ -84,7 +86,11 @@ class Hazard final : public EvictionPolicy {
         best_score = s;
       }
     }
-    if (best != kNoBlock) lists_[cls_[best]].remove(best);
+    if (best != kNoBlock) {
+      lists_[cls_[best]].remove(best);
+      // The cache's time scale: a running mean of how long victims had been idle.
+      eviction_age_ += 0.001 * (std::max(0.0, now - meta(best).last_access) - eviction_age_);
+    }
     return best;
   }
   void on_remove(BlockId b) override { lists_[cls_[b]].remove(b); }
@@ -101,6 +107,14 @@ class Hazard final : public EvictionPolicy {
     uint16_t cls = 0;  // of the access at `last`
   };
 
+  size_t category_slot(uint16_t category) {
+    if (o_.max_categories <= 1) return 0;
+    auto it = slots_.find(category);
+    if (it != slots_.end()) return it->second;
+    const size_t slot = std::min(slots_.size(), static_cast<size_t>(o_.max_categories - 1));
+    slots_.emplace(category, slot);
+    return slot;
+  }
   uint16_t class_of(int uses, bool last_block) const {
     const int u = std::min(uses, o_.max_uses);
     return static_cast<uint16_t>(o_.last_block_class && last_block ? o_.max_uses + 1 + u : u);
@@ -110,9 +124,9 @@ class Hazard final : public EvictionPolicy {
     auto it = seen_.find(meta(b).key);
     return it == seen_.end() ? 0 : it->second.cls;
   }
-  // Bin 0: gaps under 0.5 s; 1..bins: log-spaced up to the window; bins + 1: longer.
+  // Bin 0: gaps under min_gap; 1..bins: log-spaced up to the window; bins + 1: longer.
   int bin(double gap) const {
-    if (!(gap >= 0.5)) return 0;
+    if (!(gap >= o_.min_gap)) return 0;
     const int b = 1 + static_cast<int>((std::log(gap) - log_lo_) * bin_scale_);
     return std::min(b, bins_ + 1);
   }
@@ -127,17 +141,22 @@ class Hazard final : public EvictionPolicy {
 
   void refit(double now) {
     next_refit_ = now + o_.refit_interval;
-    std::vector<double> cum(static_cast<size_t>(bins_ + 3));
+    horizon_ = o_.horizon > 0 ? o_.horizon : std::max(o_.min_gap, o_.horizon_scale * eviction_age_);
+    const size_t B = static_cast<size_t>(bins_ + 2);
+    std::vector<double> cum(B + 1);
     for (size_t c = 0; c < classes_; ++c) {
       cum[0] = 0;
-      for (int b = 0; b < bins_ + 2; ++b)
-        cum[static_cast<size_t>(b) + 1] = cum[static_cast<size_t>(b)] + hist_[index(c, b)];
+      for (size_t b = 0; b < B; ++b) cum[b + 1] = cum[b] + hist_[c * B + b];
       for (int b = 0; b < bins_ + 2; ++b) {
-        // Gaps beyond the window are "not within H" for every age: the last bin scores 0.
-        const int until = b > bins_ ? b : std::min(bin(bin_start(b) + o_.horizon), bins_);
-        const double within = cum[static_cast<size_t>(until) + 1] - cum[static_cast<size_t>(b)];
-        const double alive = total_[c] - cum[static_cast<size_t>(b)];
-        table_[index(c, b)] = b > bins_ ? 0.0 : (alive > 0 ? std::clamp(within / alive, 0.0, 1.0) : 0.0);
+        const size_t ub = static_cast<size_t>(b);
+        if (b > bins_) {  // gaps beyond the window are "not within H" at every age
+          table_[c * B + ub] = 0.0;
+          continue;
+        }
+        const int until = std::min(bin(bin_start(b) + horizon_), bins_);
+        const double within = cum[static_cast<size_t>(until) + 1] - cum[ub];
+        const double alive = total_[c] - cum[ub];
+        table_[c * B + ub] = alive > 0 ? std::clamp(within / alive, 0.0, 1.0) : 0.0;
       }
     }
     // Keys idle past the window cannot add a binned gap any more: forget them (history stays bounded).
@@ -145,7 +164,8 @@ class Hazard final : public EvictionPolicy {
   }
 
   HazardOptions o_;
-  size_t classes_;
+  size_t per_category_, classes_;
+  absl::flat_hash_map<uint16_t, size_t> slots_;  // request category -> its block of classes
   int bins_;
   double log_lo_ = 0, bin_scale_ = 1;
   std::vector<double> hist_, total_, table_;  // [class][bin]
@@ -154,6 +174,7 @@ class Hazard final : public EvictionPolicy {
   std::vector<uint16_t> cls_;  // the list each resident block is in
   absl::flat_hash_map<BlockKey, Seen> seen_;
   double next_decay_ = 0, next_refit_ = 0;
+  double horizon_ = 0, eviction_age_ = 60;
 };
 
 }  // namespace

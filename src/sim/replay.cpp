@@ -1,6 +1,7 @@
 #include "sim/replay.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <queue>
@@ -28,15 +29,24 @@ LatencyStats latency_stats(std::vector<double> s) {
   return st;
 }
 
-double infinite_capacity_hit_ratio(const Trace& trace, bool chain) {
+std::pair<size_t, size_t> scored_requests(size_t n, double from, double until) {
+  const auto at = [&](double f) { return static_cast<size_t>(std::llround(f * static_cast<double>(n))); };
+  const size_t first = at(from);
+  return {first, std::max(first + 1, std::min(n, at(until)))};
+}
+
+double infinite_capacity_hit_ratio(const Trace& trace, bool chain, double score_from, double score_until) {
   std::unordered_set<prefix::BlockKey> seen;
   uint64_t hits = 0, total = 0;
-  for (const auto& r : trace.requests) {
+  const auto [first, end] = scored_requests(trace.requests.size(), score_from, score_until);
+  for (size_t i = 0; i < end && i < trace.requests.size(); ++i) {
+    const auto& r = trace.requests[i];
     bool usable = true;
     for (auto k : r.blocks) {
       const bool present = seen.count(k) != 0;
-      if (present && (usable || !chain)) ++hits;
       if (!present) usable = false;
+      if (i < first) continue;
+      if (present && (usable || !chain)) ++hits;
       ++total;
     }
     for (auto k : r.blocks) seen.insert(k);
@@ -96,8 +106,16 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
       pending.pop();
     }
   };
-  for (size_t i = 0; i < trace.requests.size(); ++i) {
+  KV_CHECK(o.score_from >= 0 && o.score_from < o.score_until && o.score_until <= 1,
+           "score range {}:{} must satisfy 0 <= from < until <= 1", o.score_from, o.score_until);
+  const size_t n_req = trace.requests.size();
+  const auto [first_scored, end] = scored_requests(n_req, o.score_from, o.score_until);
+  prefix::CacheMetrics before;  // the cache's counters when scoring starts
+  for (size_t i = 0; i < end && i < n_req; ++i) {
     const TraceRequest& r = trace.requests[i];
+    const bool scored = i >= first_scored;
+    if (i == first_scored) before = cache.metrics();
+    res.replayed_blocks += r.blocks.size();
     const double start = std::max(r.time, free_at.top());
     free_at.pop();
     release_until(start);
@@ -108,11 +126,12 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
     for (size_t t = 1; t < a.hits_by_tier.size(); ++t)
       if (cfg.tiers[t].bandwidth > 0)
         transfer += static_cast<double>(a.hits_by_tier[t]) * block_bytes / cfg.tiers[t].bandwidth;
-    for (size_t t = 0; t < a.hits_by_tier.size(); ++t) res.hits_by_tier[t] += a.hits_by_tier[t];
+    if (scored)
+      for (size_t t = 0; t < a.hits_by_tier.size(); ++t) res.hits_by_tier[t] += a.hits_by_tier[t];
     const double uncached = std::max(0.0, static_cast<double>(r.input_tokens) - hit_tokens);
     const double prefill = uncached / o.latency.prefill_tokens_per_second;
     const double first_token = start + transfer + prefill;
-    ttft.push_back(first_token - r.time);
+    if (scored) ttft.push_back(first_token - r.time);
     double busy_until = first_token;
     if (o.latency.decode_tokens_per_second > 0) busy_until += r.output_tokens / o.latency.decode_tokens_per_second;
     free_at.push(busy_until);
@@ -122,22 +141,31 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
     } else {
       cache.release(a, start);
     }
-    res.token_hits += hit_tokens;
-    res.tokens += r.input_tokens;
+    if (scored) {
+      res.token_hits += hit_tokens;
+      res.tokens += r.input_tokens;
+    }
   }
   release_until(std::numeric_limits<double>::infinity());
   const auto& m = cache.metrics();
   res.tier_specs = cfg.tiers;
   res.tier_metrics = m.tiers;
-  res.block_bytes = block_bytes;
-  res.requests = m.requests;
-  res.blocks = m.blocks;
-  res.block_hits = m.block_hits;
-  res.bypassed = m.bypassed;
-  for (const auto& t : m.tiers) {
-    res.insertions += t.insertions;
-    res.evictions += t.evictions;
+  for (size_t t = 0; t < before.tiers.size() && t < res.tier_metrics.size(); ++t) {
+    res.tier_metrics[t].hits -= before.tiers[t].hits;
+    res.tier_metrics[t].insertions -= before.tiers[t].insertions;
+    res.tier_metrics[t].evictions -= before.tiers[t].evictions;
   }
+  res.block_bytes = block_bytes;
+  res.requests = m.requests - before.requests;
+  res.blocks = m.blocks - before.blocks;
+  res.block_hits = m.block_hits - before.block_hits;
+  res.bypassed = m.bypassed - before.bypassed;
+  for (size_t t = 0; t < m.tiers.size(); ++t) {
+    const bool had = t < before.tiers.size();
+    res.insertions += m.tiers[t].insertions - (had ? before.tiers[t].insertions : 0);
+    res.evictions += m.tiers[t].evictions - (had ? before.tiers[t].evictions : 0);
+  }
+  res.history_bytes = cache.history_bytes();
   res.qttft = latency_stats(std::move(ttft));
   size_t resident = 0;
   for (const auto& t : m.tiers) resident += t.resident;

@@ -5,6 +5,7 @@
 // rate is given; with continuous batching decode mostly overlaps, so it is off by default).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prefix/prefix_cache.h"
@@ -30,6 +31,9 @@ struct ReplayOptions {
   // true: a request holds (pins) its blocks until it finishes by the latency model and releases them
   // then, as a live server does; false: blocks are released when the request starts.
   bool hold_until_done = false;
+  // Requests [0, score_until * n) are replayed; only those from score_from * n on are counted (the
+  // earlier ones warm the cache and whatever the policy learns). Fractions of the request count.
+  double score_from = 0, score_until = 1;
 };
 
 struct LatencyStats {
@@ -48,14 +52,23 @@ struct ReplayResult {
   LatencyStats qttft;  // seconds
   double wall_seconds = 0;
   double metadata_bytes_per_block = 0;
+  size_t history_bytes = 0;      // what the policy remembers about keys, resident or not, at the end
+  uint64_t replayed_blocks = 0;  // block accesses replayed, scored or not (the cost denominator)
+  double us_per_block_access() const {
+    return replayed_blocks ? wall_seconds * 1e6 / static_cast<double>(replayed_blocks) : 0;
+  }
   double block_hit_ratio() const { return blocks ? static_cast<double>(block_hits) / static_cast<double>(blocks) : 0; }
   double token_hit_ratio() const { return tokens > 0 ? token_hits / tokens : 0; }
 };
 
 ReplayResult replay(const Trace& trace, const ReplayOptions& options);
 
-// Block hit ratio with unlimited capacity (a block hits when it and its whole prefix were seen).
-double infinite_capacity_hit_ratio(const Trace& trace, bool chain = true);
+// Block hit ratio with unlimited capacity (a block hits when it and its whole prefix were seen), over
+// the requests a score range counts (the earlier ones are seen, not counted).
+double infinite_capacity_hit_ratio(const Trace& trace, bool chain = true, double score_from = 0,
+                                   double score_until = 1);
+// The requests [first, end) that a score range of n requests counts.
+std::pair<size_t, size_t> scored_requests(size_t n, double from, double until);
 
 LatencyStats latency_stats(std::vector<double> samples);
 
