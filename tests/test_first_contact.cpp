@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "base/data_dir.h"
@@ -316,6 +318,42 @@ httplib::Result get(int port, const std::string& path) {
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(30, 0);
   return c.Get(path.c_str());
+}
+
+// The same bytes hold more int4 blocks: capacity = bytes / (block bytes in that dtype), and the
+// server still serves cached prefixes with --eviction hazard.
+TEST(ServeDefaults, PrefixCacheDtypeSizesTheCapacity) {
+  std::map<std::string, double> capacity, block;
+  for (const std::string dtype : {"f16", "int4"}) {
+    test::ServerProcess s =
+        test::start_server("-t 1 --prefix-cache-bytes 4194304 --eviction hazard --prefix-cache-dtype " + dtype);
+    ASSERT_GT(s.port, 0);
+    httplib::Client c("127.0.0.1", s.port);
+    c.set_read_timeout(60, 0);
+    const std::string prompt(300, 'a');
+    for (int i = 0; i < 2; ++i) {
+      auto r = c.Post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 2}}.dump(), "application/json");
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      if (i == 1) {
+        EXPECT_GT(json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
+      }
+    }
+    auto m = get(s.port, "/metrics");
+    ASSERT_TRUE(m);
+    const auto gauge = [&](const std::string& name) {
+      const size_t at = m->body.find("\n" + name + " ");
+      return at == std::string::npos ? -1.0 : std::stod(m->body.substr(at + name.size() + 2));
+    };
+    capacity[dtype] = gauge("kvwise_prefix_capacity_blocks{tier=\"memory\"}");
+    block[dtype] = gauge("kvwise_prefix_block_bytes");
+    EXPECT_NE(m->body.find("kvwise_prefix_block_info{dtype=\"" + dtype + "\"} 1"), std::string::npos);
+    EXPECT_EQ(test::stop_server(s), 0);
+  }
+  ASSERT_GT(block["int4"], 0);
+  EXPECT_LT(block["int4"], block["f16"]);
+  EXPECT_EQ(capacity["f16"], std::floor(4194304 / block["f16"]));
+  EXPECT_EQ(capacity["int4"], std::floor(4194304 / block["int4"]));
 }
 
 TEST(ServeDefaults, PrefixCacheIsOnByDefaultAndCanBeTurnedOff) {

@@ -14,6 +14,7 @@
 #include "eval/attention_error.h"
 #include "eval/fidelity.h"
 #include "eval/niah.h"
+#include "serve/prefix_fidelity.h"
 
 namespace kvwise::cli {
 
@@ -420,12 +421,107 @@ void add_attention(CLI::App& eval) {
 
 }  // namespace
 
+// kvwise eval prefix-cache: the cost of attending to prefix-cache blocks stored in int8/int4.
+void add_prefix_cache(CLI::App& eval) {
+  struct Opts {
+    ModelOptions m;
+    std::string file, plot;
+    std::vector<std::string> dtypes = {"f16", "int8", "int4"};
+    int group = 32, block_tokens = 32;
+    FidelityOptions f;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  o->f.prefix = 256;
+  o->f.segments = 8;
+  CLI::App* cmd = eval.add_subcommand(
+      "prefix-cache", "KL, top-1 agreement and NLL after a cached prefix stored as f16, int8 or int4 blocks");
+  add_model_options(*cmd, o->m);
+  cmd->add_option("-f,--file", o->file, "text (default: the TinyStories sample under the data directory)");
+  cmd->add_option("--dtypes", o->dtypes, "block dtypes, comma separated")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f16", "int8", "int4"}));
+  cmd->add_option("--group", o->group, "channels per quantisation group")->check(CLI::IsMember({8, 16, 32, 64, 128}));
+  cmd->add_option("--block-tokens", o->block_tokens, "tokens per prefix-cache block")->check(CLI::Range(1, 4096));
+  cmd->add_option("--prefix", o->f.prefix, "tokens of each segment served from the cache (whole blocks, BOS included)")
+      ->check(CLI::Range(2, 1 << 24));
+  cmd->add_option("--continuation", o->f.continuation, "tokens computed after the cached prefix")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--segments", o->f.segments, "text segments averaged")->check(CLI::Range(1, 10000));
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_option("--plot", o->plot, "directory for prefix_cache_fidelity.{json,csv}");
+  cmd->callback([o] {
+    prepare_plot_dir(o->plot);
+    const std::string file = o->file.empty() ? default_corpus(o->m) : o->file;
+    auto model = Model::load(resolve_model_path(o->m));
+    Engine engine(*model, engine_options(o->m));
+    const Tokenizer& tok = model->tokenizer();
+    const std::vector<int32_t> text = tok.encode(read_corpus(file), false);
+    const auto segments = fidelity_segments(text, tok.bos() >= 0 ? tok.bos() : text[0], o->f);
+    nlohmann::json j;
+    j["model"] = model->file().path();
+    j["file"] = file;
+    j["prefix"] = o->f.prefix;
+    j["continuation"] = o->f.continuation;
+    j["segments"] = o->f.segments;
+    j["block_tokens"] = o->block_tokens;
+    std::string csv = "dtype,group,block_bytes,blocks_per_f16_bytes,mean_kl,max_kl,top1_agreement,nll,nll_full\n";
+    std::vector<PrefixFidelityCell> cells;
+    Progress progress("prefix-cache", o->dtypes.size());
+    for (const std::string& d : o->dtypes) {
+      LivePrefixOptions lo;
+      lo.block_tokens = o->block_tokens;
+      lo.memory_blocks = 1;
+      lo.dtype = d;
+      lo.group = o->group;
+      cells.push_back(measure_prefix_fidelity(engine, segments, o->f.prefix, lo));
+      progress.update(cells.size());
+      const PrefixFidelityCell& c = cells.back();
+      const double more = static_cast<double>(c.block_bytes_raw) / static_cast<double>(c.block_bytes);
+      j["results"].push_back({{"dtype", c.dtype},
+                              {"group", c.group},
+                              {"block_bytes", c.block_bytes},
+                              {"block_bytes_store", c.block_bytes_raw},
+                              {"blocks_in_the_same_bytes", more},
+                              {"cached_tokens", c.cached_tokens},
+                              {"tokens", c.tokens},
+                              {"mean_kl", c.mean_kl},
+                              {"max_kl", c.max_kl},
+                              {"top1_agreement", c.top1_agreement},
+                              {"nll", c.nll},
+                              {"nll_full", c.nll_full}});
+      csv += fmt::format("{},{},{},{:.4f},{:.6g},{:.6g},{:.4f},{:.5f},{:.5f}\n", c.dtype, c.group, c.block_bytes, more,
+                         c.mean_kl, c.max_kl, c.top1_agreement, c.nll, c.nll_full);
+    }
+    progress.finish();
+    if (!o->plot.empty()) {
+      write_file(o->plot + "/prefix_cache_fidelity.csv", csv);
+      write_file(o->plot + "/prefix_cache_fidelity.json", j.dump(2) + "\n");
+    }
+    if (o->json) {
+      std::puts(j.dump(2).c_str());
+      return;
+    }
+    std::printf("%s: %d segments x (%d cached + %d computed tokens), blocks of %d tokens\n\n",
+                model->file().path().c_str(), o->f.segments, cells.empty() ? 0 : cells[0].cached_tokens,
+                o->f.continuation, o->block_tokens);
+    std::printf("| block dtype | block bytes | blocks in the same bytes | mean KL | max KL | top-1 agree | ΔNLL |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (const auto& c : cells)
+      std::printf("| %s | %s | %.2fx | %.2e | %.2e | %.3f | %+.4f |\n", c.dtype.c_str(),
+                  human_bytes(static_cast<double>(c.block_bytes)).c_str(),
+                  static_cast<double>(c.block_bytes_raw) / static_cast<double>(c.block_bytes), c.mean_kl, c.max_kl,
+                  c.top1_agreement, c.nll - c.nll_full);
+  });
+}
+
 void add_eval(CLI::App& app) {
   CLI::App* eval = app.add_subcommand("eval", "fidelity of KV compression policies against the full cache");
   eval->require_subcommand(1);
   add_fidelity(*eval);
   add_niah(*eval);
   add_attention(*eval);
+  add_prefix_cache(*eval);
 }
 
 }  // namespace kvwise::cli

@@ -11,6 +11,7 @@
 #include "base/progress.h"
 #include "base/timer.h"
 #include "common.h"
+#include "serve/prefix_block_codec.h"
 #include "sim/categories.h"
 #include "sim/sweep.h"
 #include "sim/synthetic.h"
@@ -87,14 +88,6 @@ int instances_for_load(const sim::Trace& t, double prefill_tps) {
   }
   const double offered = tokens / std::max(1.0, last - first);
   return std::max(1, static_cast<int>(std::ceil(offered / (0.8 * prefill_tps))));
-}
-
-// Bytes of a cached block in `dtype` over its f16 bytes: b/8 bytes of codes per value plus an f16 scale
-// and zero (4 bytes) per group of `group` channels, against 2 bytes per value.
-double prefix_block_bytes_ratio(const std::string& dtype, int group) {
-  if (dtype == "f16") return 1.0;
-  const double bits = dtype == "int8" ? 8 : 4;
-  return (bits / 8 + 4.0 / group) / 2.0;
 }
 
 std::vector<prefix::TierSpec> parse_tiers(const std::string& spec) {
@@ -288,7 +281,7 @@ void add_sim(CLI::App& app) {
       s.base.score_from = from;
       s.base.score_until = until;
     }
-    kv_per_token *= prefix_block_bytes_ratio(o->block_dtype, o->block_group);
+    kv_per_token *= PrefixBlockCodec::f16_ratio(o->block_dtype, o->block_group);
     s.base.latency.kv_bytes_per_token = kv_per_token;
     s.base.latency.instances =
         o->instances > 0 ? o->instances : instances_for_load(trace, s.base.latency.prefill_tokens_per_second);

@@ -7,7 +7,6 @@
 
 namespace kvwise {
 
-namespace {
 void log_softmax(const float* logits, int n, float* out) {
   const float mx = *std::max_element(logits, logits + n);
   double sum = 0;
@@ -15,7 +14,12 @@ void log_softmax(const float* logits, int n, float* out) {
   const float lse = mx + static_cast<float>(std::log(sum));
   for (int i = 0; i < n; ++i) out[i] = logits[i] - lse;
 }
-}  // namespace
+
+double kl_divergence(const float* a, const float* b, int n) {
+  double d = 0;
+  for (int i = 0; i < n; ++i) d += std::exp(static_cast<double>(a[i])) * (a[i] - b[i]);
+  return std::max(0.0, d);
+}
 
 std::vector<std::vector<int32_t>> fidelity_segments(const std::vector<int32_t>& text, int32_t bos,
                                                     const FidelityOptions& o) {
@@ -84,9 +88,7 @@ FidelityCell FidelityRunner::run(std::shared_ptr<const KvPolicy> policy) {
     for (int t = 0; t < o_.continuation; ++t) {
       const float* a = ref.log_probs.data() + static_cast<size_t>(t) * static_cast<size_t>(V);
       const float* b = p.log_probs.data() + static_cast<size_t>(t) * static_cast<size_t>(V);
-      double d = 0;
-      for (int i = 0; i < V; ++i) d += std::exp(static_cast<double>(a[i])) * (a[i] - b[i]);
-      kl += std::max(0.0, d);
+      kl += kl_divergence(a, b, V);
       agree += (std::max_element(a, a + V) - a) == (std::max_element(b, b + V) - b);
     }
     c.nll += p.nll;

@@ -32,6 +32,11 @@ struct FidelityCell {
   int tokens = 0;               // predicted tokens per cell
 };
 
+// log(softmax(logits)) over n values.
+void log_softmax(const float* logits, int n, float* out);
+// KL(p || q) in nats of two log-probability rows (clamped at 0 against rounding).
+double kl_divergence(const float* log_p, const float* log_q, int n);
+
 // Token segments [BOS] + text[start..start+prefix-1+continuation] taken evenly over `text`.
 std::vector<std::vector<int32_t>> fidelity_segments(const std::vector<int32_t>& text, int32_t bos,
                                                     const FidelityOptions& o);

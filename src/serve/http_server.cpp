@@ -457,6 +457,10 @@ struct HttpServer::Impl {
     one("kvwise_prefix_cached_tokens_total", "Prompt tokens loaded from the cache instead of computed", "counter",
         static_cast<double>(pm.cached_tokens));
     one("kvwise_prefix_block_bytes", "KV bytes of one cached block", "gauge", static_cast<double>(pm.block_bytes));
+    m += fmt::format(
+        "# HELP kvwise_prefix_block_info How cached blocks hold KV (--prefix-cache-dtype)\n# TYPE "
+        "kvwise_prefix_block_info gauge\nkvwise_prefix_block_info{{dtype=\"{}\"}} 1\n",
+        pm.dtype);
     per_tier("kvwise_prefix_hits_total", "Blocks found (unbroken prefix)", "counter",
              [&](size_t t) { return pm.cache.tiers[t].hits; });
     per_tier("kvwise_prefix_insertions_total", "Blocks inserted", "counter",

@@ -94,14 +94,20 @@ class LivePrefixCache::Capture : public SequenceObserver {
   std::vector<std::pair<int, prefix::BlockKey>> blocks_;
 };
 
+size_t LivePrefixCache::block_bytes_for(const KvLayout& layout, const LivePrefixOptions& o) {
+  const PrefixBlockCodec codec(layout.type, layout.head_dim, o.dtype, o.group);
+  return static_cast<size_t>(layout.n_layers) * static_cast<size_t>(layout.n_kv_heads) * 2 *
+         static_cast<size_t>(std::max(0, o.block_tokens)) * codec.stored_row_bytes();
+}
+
 LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions& options)
-    : layout_(layout), opt_(options) {
+    : layout_(layout), opt_(options), codec_(layout.type, layout.head_dim, options.dtype, options.group) {
   KV_CHECK(opt_.block_tokens > 0, "--block-tokens must be positive");
   KV_CHECK(opt_.memory_blocks > 0, "the prefix cache needs a capacity (--prefix-cache-blocks or --prefix-cache-bytes)");
   KV_CHECK(opt_.eviction != "belady", "the offline policy 'belady' needs the future; it exists only in kvwise sim");
-  KvStore probe(layout);  // row sizes of the store type
-  row_bytes_ = probe.row_bytes();
-  block_bytes_ = probe.bytes_per_token_full() * static_cast<size_t>(opt_.block_tokens);
+  KV_ASSERT(KvStore(layout).row_bytes() == codec_.store_row_bytes(), "the KV store's rows are not head_dim values");
+  row_bytes_ = codec_.stored_row_bytes();
+  block_bytes_ = block_bytes_for(layout, opt_);
   prefix::PrefixCacheConfig cfg;
   cfg.tiers.push_back({"memory", opt_.memory_blocks, 0});
   if (!opt_.disk_dir.empty()) {
@@ -122,6 +128,7 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
   cache_ = std::make_unique<prefix::PrefixCache>(cfg);  // throws on an unknown policy name
   for (const auto& t : cfg.tiers) m_.tier_names.push_back(t.name);
   m_.block_bytes = block_bytes_;
+  m_.dtype = opt_.dtype;
 }
 
 LivePrefixCache::~LivePrefixCache() {
@@ -150,7 +157,7 @@ BlockFileHeader LivePrefixCache::block_header(prefix::BlockKey key) const {
   h.model = opt_.model_fingerprint;
   h.key = key;
   h.block_tokens = static_cast<uint32_t>(opt_.block_tokens);
-  h.kv_type = static_cast<uint32_t>(layout_.type);
+  h.kv_type = codec_.tag();  // the store type, and the bits and group of quantised rows
   h.n_layers = static_cast<uint32_t>(layout_.n_layers);
   h.n_kv_heads = static_cast<uint32_t>(layout_.n_kv_heads);
   h.head_dim = static_cast<uint32_t>(layout_.head_dim);
@@ -258,6 +265,7 @@ void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
   std::lock_guard<std::mutex> lk(mu_);
   const int bt = opt_.block_tokens;
   const size_t rb = row_bytes_;
+  std::vector<uint8_t> rows(codec_.raw() ? 0 : 2 * static_cast<size_t>(bt) * codec_.store_row_bytes());
   for (int b = 0; b < lease.usable_blocks; ++b) {
     auto it = memory_.find(lease.keys[static_cast<size_t>(b)]);
     KV_ASSERT(it != memory_.end() && it->second.ready(), "a usable prefix block has no data (pinned since acquire)");
@@ -265,7 +273,13 @@ void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
     for (int l = 0; l < layout_.n_layers; ++l)
       for (int h = 0; h < layout_.n_kv_heads; ++h) {
         const uint8_t* k = blk.data.get() + head_offset(l, h);
-        kv.append_rows(seq, l, h, k, k + static_cast<size_t>(bt) * rb, bt, b * bt);
+        if (codec_.raw()) {
+          kv.append_rows(seq, l, h, k, k + static_cast<size_t>(bt) * rb, bt, b * bt);
+          continue;
+        }
+        codec_.decode(k, 2 * bt, rows.data());  // K rows then V rows
+        kv.append_rows(seq, l, h, rows.data(), rows.data() + static_cast<size_t>(bt) * codec_.store_row_bytes(), bt,
+                       b * bt);
       }
   }
   kv.set_next_position(seq, lease.usable_blocks * bt);
@@ -288,10 +302,16 @@ void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int b
   }
   if (blk.layer_done[static_cast<size_t>(layer)]) return;  // another sequence with this prefix got here first
   const int bt = opt_.block_tokens;
-  const size_t rb = row_bytes_;
+  const size_t rb = row_bytes_, sr = codec_.store_row_bytes();
+  std::vector<uint8_t> rows(codec_.raw() ? 0 : 2 * static_cast<size_t>(bt) * sr);
   for (int h = 0; h < layout_.n_kv_heads; ++h) {
     uint8_t* k = blk.data.get() + head_offset(layer, h);
-    kv.copy_rows(seq, layer, h, block * bt, bt, k, k + static_cast<size_t>(bt) * rb);
+    if (codec_.raw()) {
+      kv.copy_rows(seq, layer, h, block * bt, bt, k, k + static_cast<size_t>(bt) * rb);
+      continue;
+    }
+    kv.copy_rows(seq, layer, h, block * bt, bt, rows.data(), rows.data() + static_cast<size_t>(bt) * sr);
+    codec_.encode(rows.data(), 2 * bt, k);  // K rows then V rows, as the block lays them out
   }
   blk.layer_done[static_cast<size_t>(layer)] = true;
   if (++blk.layers == layout_.n_layers) ++m_.captured_blocks;

@@ -3,6 +3,7 @@
 // captured while the prompt is prefilled (before a compression policy touches the layer) and copied
 // into later sequences that start with the same tokens, which then skip that prefill. The metadata
 // cache decides what stays (eviction policy, pinning, tiers); this class moves the data with it:
+// blocks hold their rows as the store does or quantised to int8/int4 (LivePrefixOptions::dtype);
 // tier 0 holds blocks in memory, an optional tier 1 holds them as files in a private directory that
 // this cache makes (mode 0700) inside the operator's. A block file has a header naming the model
 // (GgufFile::fingerprint), block size, KV type and layout and the block's chain key, and a checksum
@@ -23,6 +24,7 @@
 #include "kv/kv_store.h"
 #include "model/forward.h"
 #include "prefix/prefix_cache.h"
+#include "serve/prefix_block_codec.h"
 
 namespace kvwise {
 
@@ -36,6 +38,8 @@ struct LivePrefixOptions {
   uint64_t model_fingerprint = 0;  // GgufFile::fingerprint() of the model whose KV the blocks hold
   std::string eviction = "lru";    // any of prefix::online_policy_names()
   prefix::PolicyOptions policy_options;
+  std::string dtype = "f16";  // how blocks hold their rows: f16 (the store's own), int8 or int4 (prefix_block_codec.h)
+  int group = 32;             // channels per quantisation group of int8/int4
 };
 
 // One request's hold on the cache, from lookup until the request ends.
@@ -62,6 +66,7 @@ struct LivePrefixMetrics {
   bool disk_enabled = false;
   size_t memory_bytes = 0, disk_bytes = 0;  // KV data held per tier
   size_t block_bytes = 0;
+  std::string dtype;  // LivePrefixOptions::dtype
 };
 
 class LivePrefixCache {
@@ -73,6 +78,8 @@ class LivePrefixCache {
 
   int block_tokens() const { return opt_.block_tokens; }
   size_t block_bytes() const { return block_bytes_; }
+  // The bytes one block will take with these options (for sizing a capacity given in bytes).
+  static size_t block_bytes_for(const KvLayout& layout, const LivePrefixOptions& options);
 
   // Looks the prompt's blocks up and pins them. The usable prefix is the unbroken run of leading
   // blocks whose data is complete, leaving at least min_compute prompt tokens to compute (at least
@@ -113,8 +120,9 @@ class LivePrefixCache {
 
   KvLayout layout_;
   LivePrefixOptions opt_;
-  size_t row_bytes_ = 0, block_bytes_ = 0;
-  std::string disk_root_;  // the private directory of this cache's block files
+  PrefixBlockCodec codec_;
+  size_t row_bytes_ = 0, block_bytes_ = 0;  // row_bytes_: one row inside a block (codec_.stored_row_bytes())
+  std::string disk_root_;                   // the private directory of this cache's block files
   mutable std::mutex mu_;
   std::unique_ptr<prefix::PrefixCache> cache_;
   absl::flat_hash_map<prefix::BlockKey, Block> memory_;
