@@ -160,7 +160,7 @@ void compare(const std::string& policy, NaiveCache& naive, size_t capacity, uint
   cfg.tiers = {{"t0", capacity, 0}};
   PrefixCache cache(cfg);
   for (size_t i = 0; i < reqs.size(); ++i) {
-    const std::vector<double> next = policy == "belady" ? nu[i] : std::vector<double>{};
+    const std::vector<double> next = is_offline_policy(policy) ? nu[i] : std::vector<double>{};
     const auto a = cache.acquire(reqs[i].keys, reqs[i].category, reqs[i].time, next);
     cache.release(a, reqs[i].time);
     const size_t want = naive.request(reqs[i], next);
@@ -597,7 +597,7 @@ TEST(Policies, BeladyIsAtLeastEveryOnlinePolicy) {
         PrefixCache c(cfg);
         for (size_t i = 0; i < reqs.size(); ++i) {
           const auto a = c.acquire(reqs[i].keys, reqs[i].category, reqs[i].time,
-                                   p == "belady" ? std::span<const double>(nu[i]) : std::span<const double>());
+                                   is_offline_policy(p) ? std::span<const double>(nu[i]) : std::span<const double>());
           c.release(a, reqs[i].time);
         }
         hits[p] = c.metrics().block_hits;
@@ -660,12 +660,27 @@ TEST(Policies, AllMeansEveryOnlinePolicyAndBelady) {
   const auto all = expand_policy_names({"lru", "all"});
   EXPECT_EQ(all.front(), "lru");
   EXPECT_EQ(std::count(all.begin(), all.end(), "lru"), 1);
-  EXPECT_EQ(all.size(), policy_names().size());
+  EXPECT_EQ(all.size(), policy_names().size() - 1);  // every policy but the lru-oracle bound
+  EXPECT_EQ(std::count(all.begin(), all.end(), "lru-oracle"), 0);
   EXPECT_EQ(all.back(), "belady");
   const auto online = online_policy_names();
   EXPECT_EQ(std::count(online.begin(), online.end(), "belady"), 0);
   EXPECT_EQ(std::count(online.begin(), online.end(), "hazard"), 1);
-  EXPECT_EQ(online.size() + 1, policy_names().size());
+  EXPECT_EQ(online.size() + 2, policy_names().size());  // belady and lru-oracle need the future
+  EXPECT_TRUE(is_offline_policy("lru-oracle"));
+  EXPECT_FALSE(is_offline_policy("hazard"));
+}
+
+// The analysis bound: with every block's next use known, blocks never used again go first, then LRU.
+TEST_P(Policies, LruOracleMatchesReference) {
+  NaiveCache n(GetParam(), [](auto& bs, double, BlockKey) {
+    return argmin_unpinned(bs, [](const NaiveBlock& a, const NaiveBlock& b) {
+      const bool da = std::isinf(a.next_use), db = std::isinf(b.next_use);
+      if (da != db) return da;
+      return a.touch_seq < b.touch_seq;
+    });
+  });
+  compare("lru-oracle", n, GetParam(), 8);
 }
 
 TEST(Policies, UnknownNameIsAClearError) {

@@ -220,7 +220,8 @@ void check_eviction_name(const std::string& name) {
     known += (known.empty() ? "" : ", ") + n;
   }
   fail("--eviction {}: {} (online policies: {})", name,
-       name == "belady" ? "the offline optimum needs the future and exists only in kvwise sim" : "unknown policy",
+       prefix::is_offline_policy(name) ? "an offline policy needs the future and exists only in kvwise sim"
+                                       : "unknown policy",
        known);
 }
 

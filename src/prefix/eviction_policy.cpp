@@ -21,6 +21,8 @@ const std::vector<PolicyInfo>& policy_catalog() {
        [](const PolicyOptions& o) { return make_hazard(o.hazard); }},
       {"belady", "offline optimum: evicts the farthest next use (needs the future)", true,
        [](const PolicyOptions&) { return make_belady(); }},
+      {"lru-oracle", "analysis bound: LRU that evicts blocks never used again first (needs the future)", true,
+       [](const PolicyOptions&) { return make_lru_oracle(); }, false},
   };
   return catalog;
 }
@@ -38,6 +40,12 @@ std::vector<std::string> online_policy_names() {
   return names;
 }
 
+bool is_offline_policy(const std::string& name) {
+  for (const auto& p : policy_catalog())
+    if (p.name == name) return p.offline;
+  return false;
+}
+
 std::vector<std::string> expand_policy_names(const std::vector<std::string>& names) {
   std::vector<std::string> out;
   const auto add = [&](const std::string& n) {
@@ -50,7 +58,8 @@ std::vector<std::string> expand_policy_names(const std::vector<std::string>& nam
       add(n);
       continue;
     }
-    for (const auto& p : policy_catalog()) add(p.name);
+    for (const auto& p : policy_catalog())
+      if (p.in_all) add(p.name);
   }
   return out;
 }

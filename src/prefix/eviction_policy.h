@@ -3,6 +3,7 @@
 // running request holds (pinned blocks are skipped, so that walk is bounded by the pinned count).
 // Per operation: LRU, FIFO, S3-FIFO, ARC O(1); LFU O(log distinct counts); WA O(categories);
 // hazard O(classes); GDSF and the offline Belady O(log n).
+// Thread-safety: none; a policy belongs to one PrefixCache tier, whose owner serialises every call.
 #pragma once
 #include <map>
 #include <memory>
@@ -40,12 +41,12 @@ struct WaOptions {
   std::map<uint16_t, Model> fixed_models;
 };
 
-// Learned reuse hazard ("hazard"): every block access falls into a class (how often its key was used
-// before, capped; whether it is the last block of its prompt). Per class, the policy learns online
-// the distribution of the time to the key's next use from the past accesses it has seen, and scores
-// a resident block by P(used within the next `horizon` s | its class, idle for its age so far). The
-// lowest score is evicted. Learning uses only the past (the replay's own history); nothing is fitted
-// offline. See docs/results/prefix-cache.md for what each knob does on the traces.
+// Learned reuse hazard ("hazard"): every block access falls into a class (the request's category;
+// how often its key was used before, capped; whether it is the last block of its prompt). Per class, the policy learns
+// online the distribution of the time to the key's next use from the past accesses it has seen, and scores a resident
+// block by P(used within the next `horizon` s | its class, idle for its age so far). The lowest score is evicted.
+// Learning uses only the past (the replay's own history); nothing is fitted offline. See docs/results/prefix-cache.md
+// for what each knob does on the traces.
 struct HazardOptions {
   double horizon = 0;  // H: the score is the reuse probability within this much time (s);
                        // 0: horizon_scale x the mean idle time of evicted blocks (adapts)
@@ -108,14 +109,17 @@ struct PolicyInfo {
   std::string summary;
   bool offline = false;
   std::unique_ptr<EvictionPolicy> (*build)(const PolicyOptions&);
+  bool in_all = true;  // false: an analysis bound that `all` leaves out (named explicitly when wanted)
 };
 const std::vector<PolicyInfo>& policy_catalog();
 
 // Any name of policy_catalog(); throws kvwise::Error otherwise, listing the known names.
 std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const PolicyOptions& options);
-std::vector<std::string> policy_names();         // every policy, online ones first, in catalog order
-std::vector<std::string> online_policy_names();  // those the live server can run
-// Expands "all" into every online policy plus the offline ones (belady); other names pass through.
+std::vector<std::string> policy_names();          // every policy, online ones first, in catalog order
+std::vector<std::string> online_policy_names();   // those the live server can run
+bool is_offline_policy(const std::string& name);  // a catalog policy that needs the future
+// Expands "all" into every online policy plus the offline optimum (belady), not the analysis bounds
+// (lru-oracle); other names pass through.
 std::vector<std::string> expand_policy_names(const std::vector<std::string>& names);
 
 }  // namespace kvwise::prefix

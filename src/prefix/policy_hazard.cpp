@@ -2,21 +2,22 @@
 // next, in the manner of learned caches (LRB, NSDI'20) but with a model small enough to keep per
 // class instead of per object.
 //
-// Every access of a key is an event of one class: (prior uses of the key, capped at max_uses; is it
-// the last block of its prompt). When the key is used again, the gap since that event lands in the
-// class's histogram of log-spaced gap bins; every event also counts in the class total, so gaps
-// that never came (the key was not reused) weigh as "not yet". Both decay with a half-life, so the
-// model tracks the workload. From the histogram, every refit_interval seconds, a table per class:
+// Every access of a key is an event of one class: (the request's category slot; prior uses of the
+// key, capped at max_uses; is it the last block of its prompt). When the key is used again, the gap
+// since that event lands in the class's histogram of log-spaced gap bins; every event also counts in
+// the class total, so gaps that never came (the key was not reused) weigh as "not yet". Both decay
+// with a half-life, so the model tracks the workload. From the histogram, every refit_interval
+// seconds, a table per class:
 //   score(class, age) = P(gap in (age, age + H] | gap > age)
 //                     = (C(age + H) - C(age)) / (total - C(age)),   C = cumulative gap counts,
-// the probability that a block idle for `age` is used within the next H seconds. Eviction takes the
-// lowest score among the oldest unpinned block of each class (within a class, blocks are ordered by
-// last use, and the score is taken to fall with age; the release order puts a prompt's tail first).
-// Why these features: on the Mooncake trace a key's prior use count is the strongest single
-// predictor of reuse (24 % for first uses, 42 % after one, 88 % after five), and the last block of a
-// prompt (a partial block whose hash changes when the conversation grows) is reused < 1 % of the
-// time; request length, output length, chain position and the previous gap added nothing measurable
-// (docs/results/prefix-cache.md).
+// the probability that a block idle for `age` is used within the next H seconds; H is fixed or
+// horizon_scale x a running mean of the victims' idle times (the cache's own time scale). Eviction
+// takes the lowest score among the oldest unpinned block of each class (within a class, blocks are
+// ordered by last use, and the score is taken to fall with age; the release order puts a prompt's
+// tail first).
+// Why these features: a key's prior use count is the strongest predictor of reuse on the Mooncake
+// trace, and the last block of a prompt (a partial block whose hash changes when the conversation
+// grows) is rarely reused; docs/results/prefix-cache.md has the ablations.
 // History: per key its last use time, class and use count, dropped once idle past `window` (so its
 // count restarts), bounded by the keys seen in one window.
 #include <absl/container/flat_hash_map.h>

@@ -104,7 +104,8 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
     : layout_(layout), opt_(options), codec_(layout.type, layout.head_dim, options.dtype, options.group) {
   KV_CHECK(opt_.block_tokens > 0, "--block-tokens must be positive");
   KV_CHECK(opt_.memory_blocks > 0, "the prefix cache needs a capacity (--prefix-cache-blocks or --prefix-cache-bytes)");
-  KV_CHECK(opt_.eviction != "belady", "the offline policy 'belady' needs the future; it exists only in kvwise sim");
+  KV_CHECK(!prefix::is_offline_policy(opt_.eviction),
+           "the offline policy '{}' needs the future; it exists only in kvwise sim", opt_.eviction);
   KV_ASSERT(KvStore(layout).row_bytes() == codec_.store_row_bytes(), "the KV store's rows are not head_dim values");
   row_bytes_ = codec_.stored_row_bytes();
   block_bytes_ = block_bytes_for(layout, opt_);

@@ -83,7 +83,7 @@ ReplayResult replay(const Trace& trace, const ReplayOptions& o) {
   cfg.tiers.push_back({"tier0", o.capacity_blocks, o.first_tier_bandwidth});
   for (const auto& t : o.lower_tiers) cfg.tiers.push_back(t);
   prefix::PrefixCache cache(cfg);
-  const bool offline = o.policy == "belady";
+  const bool offline = prefix::is_offline_policy(o.policy);  // the policy needs each block's next use
   const std::vector<std::vector<double>> nu = offline ? next_uses(trace) : std::vector<std::vector<double>>{};
 
   std::priority_queue<double, std::vector<double>, std::greater<>> free_at;
