@@ -320,6 +320,21 @@ httplib::Result get(int port, const std::string& path) {
   return c.Get(path.c_str());
 }
 
+// The same 300-character prompt twice: the second is served from the prefix cache.
+void expect_repeated_prompt_cached(int port) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  const std::string prompt(300, 'a');
+  for (int i = 0; i < 2; ++i) {
+    auto r = c.Post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 2}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    if (i == 1) {
+      EXPECT_GT(json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
+    }
+  }
+}
+
 // The same bytes hold more int4 blocks: capacity = bytes / (block bytes in that dtype), and the
 // server still serves cached prefixes with --eviction hazard.
 TEST(ServeDefaults, PrefixCacheDtypeSizesTheCapacity) {
@@ -328,17 +343,7 @@ TEST(ServeDefaults, PrefixCacheDtypeSizesTheCapacity) {
     test::ServerProcess s =
         test::start_server("-t 1 --prefix-cache-bytes 4194304 --eviction hazard --prefix-cache-dtype " + dtype);
     ASSERT_GT(s.port, 0);
-    httplib::Client c("127.0.0.1", s.port);
-    c.set_read_timeout(60, 0);
-    const std::string prompt(300, 'a');
-    for (int i = 0; i < 2; ++i) {
-      auto r = c.Post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 2}}.dump(), "application/json");
-      ASSERT_TRUE(r);
-      ASSERT_EQ(r->status, 200) << r->body;
-      if (i == 1) {
-        EXPECT_GT(json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
-      }
-    }
+    expect_repeated_prompt_cached(s.port);
     auto m = get(s.port, "/metrics");
     ASSERT_TRUE(m);
     const auto gauge = [&](const std::string& name) {
@@ -362,17 +367,7 @@ TEST(ServeDefaults, PrefixCacheIsOnByDefaultAndCanBeTurnedOff) {
   auto m = get(on.port, "/metrics");
   ASSERT_TRUE(m);
   EXPECT_NE(m->body.find("kvwise_prefix_capacity_blocks{tier=\"memory\"}"), std::string::npos) << m->body;
-  httplib::Client c("127.0.0.1", on.port);
-  c.set_read_timeout(60, 0);
-  const std::string prompt(300, 'a');
-  for (int i = 0; i < 2; ++i) {
-    auto r = c.Post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 2}}.dump(), "application/json");
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 200) << r->body;
-    if (i == 1) {
-      EXPECT_GT(json::parse(r->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
-    }
-  }
+  expect_repeated_prompt_cached(on.port);
   EXPECT_EQ(test::stop_server(on), 0);
   test::ServerProcess off = test::start_server("-t 1 --no-prefix-cache");
   ASSERT_GT(off.port, 0);

@@ -136,18 +136,20 @@ TEST(Replay, GoldenNumbersOfAHandWorkedTrace) {
   EXPECT_NEAR(infinite_capacity_hit_ratio(t), 3.0 / 9, 1e-12);
 }
 
+// A request of 100-token blocks (one output token).
+TraceRequest req(double time, std::vector<prefix::BlockKey> blocks) {
+  TraceRequest r;
+  r.time = time;
+  r.input_tokens = static_cast<uint32_t>(blocks.size()) * 100;
+  r.output_tokens = 1;
+  r.blocks = std::move(blocks);
+  return r;
+}
+
 // Scoring a range: the earlier requests warm the cache and are not counted.
 TEST(Replay, ScoreRangeCountsOnlyTheScoredRequests) {
   Trace t;
   t.block_tokens = 100;
-  const auto req = [](double time, std::vector<prefix::BlockKey> blocks) {
-    TraceRequest r;
-    r.time = time;
-    r.input_tokens = static_cast<uint32_t>(blocks.size()) * 100;
-    r.output_tokens = 1;
-    r.blocks = std::move(blocks);
-    return r;
-  };
   t.requests = {req(0.0, {1, 2, 3}), req(1.0, {1, 2, 4}), req(2.0, {1, 5}), req(3.0, {9})};
   ReplayOptions o;
   o.capacity_blocks = 10;
@@ -197,14 +199,6 @@ TEST(Replay, HoldingBlocksUntilDonePinsThemLikeALiveServer) {
   // Two instances, capacity 3 blocks: r1 starts while r0 (3 s of prefill) still runs.
   Trace t;
   t.block_tokens = 100;
-  const auto req = [](double time, std::vector<prefix::BlockKey> blocks) {
-    TraceRequest r;
-    r.time = time;
-    r.input_tokens = static_cast<uint32_t>(blocks.size()) * 100;
-    r.output_tokens = 1;
-    r.blocks = std::move(blocks);
-    return r;
-  };
   t.requests = {req(0.0, {1, 2, 3}), req(1.0, {7, 8}), req(5.0, {1, 2, 3})};
   ReplayOptions o;
   o.capacity_blocks = 3;

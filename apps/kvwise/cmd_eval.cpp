@@ -111,6 +111,15 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
   write_svg(spec, path);
 }
 
+// What the teacher-forced evaluations ran on, for their JSON.
+nlohmann::json segments_json(const Model& model, const std::string& file, const FidelityOptions& f) {
+  return {{"model", model.file().path()},
+          {"file", file},
+          {"prefix", f.prefix},
+          {"continuation", f.continuation},
+          {"segments", f.segments}};
+}
+
 void add_fidelity(CLI::App& eval) {
   struct Opts {
     ModelOptions m;
@@ -144,12 +153,7 @@ void add_fidelity(CLI::App& eval) {
       progress.update(cells.size());
     }
     progress.finish();
-    nlohmann::json j;
-    j["model"] = model->file().path();
-    j["file"] = file;
-    j["prefix"] = o->f.prefix;
-    j["continuation"] = o->f.continuation;
-    j["segments"] = o->f.segments;
+    nlohmann::json j = segments_json(*model, file, o->f);
     j["threads"] = engine.options().threads;
     std::string csv =
         "policy,budget,mean_kl,top1_agreement,nll,nll_full,nll_delta,hot_bytes,hot_bytes_end,full_bytes,compress_"
@@ -458,12 +462,7 @@ void add_prefix_cache(CLI::App& eval) {
     const Tokenizer& tok = model->tokenizer();
     const std::vector<int32_t> text = tok.encode(read_corpus(file), false);
     const auto segments = fidelity_segments(text, tok.bos() >= 0 ? tok.bos() : text[0], o->f);
-    nlohmann::json j;
-    j["model"] = model->file().path();
-    j["file"] = file;
-    j["prefix"] = o->f.prefix;
-    j["continuation"] = o->f.continuation;
-    j["segments"] = o->f.segments;
+    nlohmann::json j = segments_json(*model, file, o->f);
     j["block_tokens"] = o->block_tokens;
     std::string csv = "dtype,group,block_bytes,blocks_per_f16_bytes,mean_kl,max_kl,top1_agreement,nll,nll_full\n";
     std::vector<PrefixFidelityCell> cells;
