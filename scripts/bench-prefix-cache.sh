@@ -35,7 +35,8 @@ $kv sim --trace "$trace" --capacity $caps_h --policies lru,hazard,belady "${comm
 $kv sim --trace "$trace" --capacity $caps_h --policies lru,hazard,belady "${common[@]}" --hazard-horizon 120 --json > "$out/mooncake-hazard-fixed-horizon.json"
 $kv sim --trace "$trace" --capacity $caps_h --policies lru,hazard,belady "${common[@]}" --hazard-max-uses 0 --json > "$out/mooncake-hazard-no-uses.json"
 # Fidelity of attending to int8/int4 cached prefixes (bundled model, and the shared stories260K).
-$kv eval prefix-cache --prefix 448 --continuation 64 --segments 16 --json > "$out/fidelity-bundled.json"
+$kv eval prefix-cache --prefix 448 --continuation 64 --segments 16 --passkey-lengths 256,512,1014 \
+  --passkey-depths 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1 --answer-tokens 8 --answer-prefix " " --json > "$out/fidelity-bundled.json"
 $kv eval prefix-cache -m "$data/models/stories260K/stories260K.gguf" --prefix 192 --continuation 64 --segments 16 --json > "$out/fidelity-stories260k.json"
 caps_wa=1000,2000,5000,10000,20000
 for rule in none length turn turn-length; do

@@ -7,6 +7,7 @@
 
 #include "eval/niah.h"
 #include "model/model.h"
+#include "serve/prefix_fidelity.h"
 #include "test_support.h"
 
 namespace kvwise {
@@ -115,6 +116,28 @@ TEST(BundledModel, NiahAnswerPrefixEndsThePromptAtTheDigits) {
   const NiahOutcome out = run_niah_case(engine, b, nullptr, 6);
   EXPECT_TRUE(out.correct) << out.output << " vs " << b.answer;
   EXPECT_EQ(out.output.substr(0, 5), b.answer) << "no leading space: the prompt already has it";
+}
+
+// The haystack served from int8/int4 prefix-cache blocks: the passkey is still found, as without a cache.
+TEST(BundledModel, RetrievesAPasskeyFromLowPrecisionPrefixBlocks) {
+  auto model = Model::load(bundled());
+  Engine engine(*model, EngineOptions{});
+  NiahOptions n;
+  n.task = "passkey";
+  n.answer_prefix = " ";
+  const NiahBuilder builder(model->tokenizer(), n);
+  std::vector<NiahCase> cases;
+  for (double d : {0.0, 0.5, 1.0}) cases.push_back(builder.build(512, d, static_cast<int>(cases.size())));
+  for (const std::string dtype : {"int8", "int4"}) {
+    LivePrefixOptions o;
+    o.memory_blocks = 1;
+    o.dtype = dtype;
+    const PrefixPasskeyCell c = measure_prefix_passkey(engine, cases, 8, o);
+    EXPECT_EQ(c.cases, 3);
+    EXPECT_EQ(c.correct_full, 3);
+    EXPECT_EQ(c.correct, 3) << dtype;
+    EXPECT_EQ(c.cached_tokens, 480.0);  // 15 whole blocks of 32; the last block holds the prompt's last token
+  }
 }
 
 TEST(BundledModel, ServesByDefaultWithTheGatePolicy) {

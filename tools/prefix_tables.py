@@ -104,6 +104,13 @@ def fidelity(name):
     for r in j["results"]:
         rows.append(f"| {r['dtype']} | {r['block_bytes']:,} | {r['blocks_in_the_same_bytes']:.2f}x | {r['mean_kl']:.2e} | "
                     f"{r['max_kl']:.2e} | {r['top1_agreement']:.3f} | {r['nll'] - r['nll_full']:+.4f} |")
+    if "passkey" in j:
+        rows += ["", f"Passkey retrieval, prompts of {', '.join(map(str, j['passkey_lengths']))} tokens x "
+                 f"{len(j['passkey_depths'])} depths, the haystack served from the cache:", "",
+                 "| block dtype | correct | without a cache | mean cached tokens |", "|---|---:|---:|---:|"]
+        for p in j["passkey"]:
+            rows.append(f"| {p['dtype']} | {p['correct']} / {p['cases']} | {p['correct_without_cache']} / {p['cases']} | "
+                        f"{p['mean_cached_tokens']:.0f} |")
     return "\n".join(rows)
 
 

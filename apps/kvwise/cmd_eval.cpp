@@ -434,6 +434,9 @@ void add_prefix_cache(CLI::App& eval) {
     int group = 32, block_tokens = 32;
     FidelityOptions f;
     bool json = false;
+    NiahOptions n;
+    std::vector<int> lengths;  // passkey prompts (none: no passkey run)
+    std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   };
   auto o = std::make_shared<Opts>();
   o->f.prefix = 256;
@@ -452,6 +455,13 @@ void add_prefix_cache(CLI::App& eval) {
   cmd->add_option("--continuation", o->f.continuation, "tokens computed after the cached prefix")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--segments", o->f.segments, "text segments averaged")->check(CLI::Range(1, 10000));
+  cmd->add_option("--passkey-lengths", o->lengths,
+                  "also passkey retrieval with the haystack served from the cache, prompts of these lengths")
+      ->delimiter(',');
+  cmd->add_option("--passkey-depths", o->depths, "passkey depths in [0, 1]")->delimiter(',');
+  cmd->add_option("--answer-tokens", o->n.answer_tokens, "greedy tokens generated for a passkey answer")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--answer-prefix", o->n.answer_prefix, "text after the passkey question (see eval niah)");
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->add_option("--plot", o->plot, "directory for prefix_cache_fidelity.{json,csv}");
   cmd->callback([o] {
@@ -493,6 +503,30 @@ void add_prefix_cache(CLI::App& eval) {
                          c.mean_kl, c.max_kl, c.top1_agreement, c.nll, c.nll_full);
     }
     progress.finish();
+    std::vector<PrefixPasskeyCell> passkey;
+    if (!o->lengths.empty()) {
+      o->n.task = "passkey";
+      const NiahBuilder builder(tok, o->n);
+      std::vector<NiahCase> cases;
+      for (int len : o->lengths)
+        for (double d : o->depths) cases.push_back(builder.build(len, d, static_cast<int>(cases.size())));
+      for (const std::string& d : o->dtypes) {
+        LivePrefixOptions lo;
+        lo.block_tokens = o->block_tokens;
+        lo.memory_blocks = 1;
+        lo.dtype = d;
+        lo.group = o->group;
+        passkey.push_back(measure_prefix_passkey(engine, cases, o->n.answer_tokens, lo));
+        const auto& p = passkey.back();
+        j["passkey"].push_back({{"dtype", p.dtype},
+                                {"cases", p.cases},
+                                {"correct", p.correct},
+                                {"correct_without_cache", p.correct_full},
+                                {"mean_cached_tokens", p.cached_tokens}});
+      }
+      j["passkey_lengths"] = o->lengths;
+      j["passkey_depths"] = o->depths;
+    }
     if (!o->plot.empty()) {
       write_file(o->plot + "/prefix_cache_fidelity.csv", csv);
       write_file(o->plot + "/prefix_cache_fidelity.json", j.dump(2) + "\n");
@@ -511,6 +545,14 @@ void add_prefix_cache(CLI::App& eval) {
                   human_bytes(static_cast<double>(c.block_bytes)).c_str(),
                   static_cast<double>(c.block_bytes_raw) / static_cast<double>(c.block_bytes), c.mean_kl, c.max_kl,
                   c.top1_agreement, c.nll - c.nll_full);
+    if (!passkey.empty()) {
+      std::printf(
+          "\n| block dtype | passkey correct, haystack from the cache | without a cache | mean cached tokens |\n");
+      std::printf("|---|---:|---:|---:|\n");
+      for (const auto& p : passkey)
+        std::printf("| %s | %d / %d | %d / %d | %.0f |\n", p.dtype.c_str(), p.correct, p.cases, p.correct_full, p.cases,
+                    p.cached_tokens);
+    }
   });
 }
 

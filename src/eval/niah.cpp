@@ -86,8 +86,8 @@ NiahCase NiahBuilder::build(int length, double depth, int index) const {
   return c;
 }
 
-NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy,
-                          int answer_tokens) {
+NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens,
+                          const std::function<int(SeqId)>& preload) {
   const int V = engine.model().config().n_vocab;
   const Tokenizer& tok = engine.model().tokenizer();
   NiahOutcome out;
@@ -95,7 +95,11 @@ NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<con
   try {
     const double t0 = now_seconds();
     auto comp = attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
-    std::vector<float> logits = engine.prefill(seq, c.prompt);
+    const int loaded = preload ? preload(seq) : 0;
+    KV_ASSERT(loaded >= 0 && loaded < static_cast<int>(c.prompt.size()), "preloaded {} of {} prompt tokens", loaded,
+              c.prompt.size());
+    std::vector<float> logits =
+        engine.prefill(seq, std::span<const int32_t>(c.prompt).subspan(static_cast<size_t>(loaded)));
     out.prefill_seconds = now_seconds() - t0;
     // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
     out.hot_bytes = engine.kv().bytes_sequence(seq) + (comp ? comp->report().gate_cache_bytes : 0);

@@ -3,6 +3,7 @@
 // number. Works with any GGUF model; small models are expected to fail, and the harness reports it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,9 @@ struct NiahOutcome {
   int decode_steps = 0;  // engine.decode calls timed by decode_seconds
 };
 
-NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens);
+// preload (optional): puts the KV of the prompt's first n tokens into the new sequence (as a prefix
+// cache hit does) and returns n; the rest of the prompt is prefilled after them.
+NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens,
+                          const std::function<int(SeqId)>& preload = {});
 
 }  // namespace kvwise

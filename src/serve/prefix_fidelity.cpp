@@ -79,4 +79,32 @@ PrefixFidelityCell measure_prefix_fidelity(Engine& engine, const std::vector<std
   return c;
 }
 
+PrefixPasskeyCell measure_prefix_passkey(Engine& engine, const std::vector<NiahCase>& cases, int answer_tokens,
+                                         LivePrefixOptions o) {
+  PrefixPasskeyCell c;
+  c.dtype = o.dtype;
+  for (const NiahCase& k : cases) {
+    c.correct_full += run_niah_case(engine, k, nullptr, answer_tokens).correct;
+    o.memory_blocks = std::max(o.memory_blocks, k.prompt.size() / static_cast<size_t>(o.block_tokens) + 1);
+    LivePrefixCache cache(engine.kv().layout(), o);
+    PrefixLease first = cache.acquire(k.prompt, 0, "", 0.0);
+    const SeqId s1 = engine.new_sequence();
+    if (auto capture = cache.capture_observer(first)) engine.observe(s1, std::move(capture), true);
+    engine.prefill(s1, k.prompt);
+    engine.free_sequence(s1);
+    cache.release(first, 1.0);
+    PrefixLease second = cache.acquire(k.prompt, 0, "", 2.0);
+    const NiahOutcome out = run_niah_case(engine, k, nullptr, answer_tokens, [&](SeqId seq) {
+      cache.load(engine.kv(), seq, second);
+      return second.cached_tokens();
+    });
+    cache.release(second, 3.0);
+    c.correct += out.correct;
+    c.cached_tokens += second.cached_tokens();
+    ++c.cases;
+  }
+  if (c.cases > 0) c.cached_tokens /= c.cases;
+  return c;
+}
+
 }  // namespace kvwise

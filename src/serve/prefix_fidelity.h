@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "eval/niah.h"
 #include "model/forward.h"
 #include "serve/live_prefix_cache.h"
 
@@ -29,5 +30,17 @@ struct PrefixFidelityCell {
 // blocks of options.block_tokens (at least one block). options.memory_blocks is raised to fit.
 PrefixFidelityCell measure_prefix_fidelity(Engine& engine, const std::vector<std::vector<int32_t>>& segments,
                                            int prefix_tokens, LivePrefixOptions options);
+
+// Passkey / needle retrieval when the haystack comes from the prefix cache: each case's prompt is
+// prefilled once with its blocks captured in this dtype (an earlier request with the same
+// document), then answered by a new sequence that loads every whole block but the last token's and
+// prefills the rest (the question). Against the same cases answered without a cache.
+struct PrefixPasskeyCell {
+  std::string dtype;
+  int cases = 0, correct = 0, correct_full = 0;
+  double cached_tokens = 0;  // mean per case
+};
+PrefixPasskeyCell measure_prefix_passkey(Engine& engine, const std::vector<NiahCase>& cases, int answer_tokens,
+                                         LivePrefixOptions options);
 
 }  // namespace kvwise
