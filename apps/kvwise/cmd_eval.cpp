@@ -474,16 +474,19 @@ void add_prefix_cache(CLI::App& eval) {
     const auto segments = fidelity_segments(text, tok.bos() >= 0 ? tok.bos() : text[0], o->f);
     nlohmann::json j = segments_json(*model, file, o->f);
     j["block_tokens"] = o->block_tokens;
+    const auto cache_options = [&](const std::string& dtype) {  // the measurements raise the capacity to fit
+      LivePrefixOptions lo;
+      lo.block_tokens = o->block_tokens;
+      lo.memory_blocks = 1;
+      lo.dtype = dtype;
+      lo.group = o->group;
+      return lo;
+    };
     std::string csv = "dtype,group,block_bytes,blocks_per_f16_bytes,mean_kl,max_kl,top1_agreement,nll,nll_full\n";
     std::vector<PrefixFidelityCell> cells;
     Progress progress("prefix-cache", o->dtypes.size());
     for (const std::string& d : o->dtypes) {
-      LivePrefixOptions lo;
-      lo.block_tokens = o->block_tokens;
-      lo.memory_blocks = 1;
-      lo.dtype = d;
-      lo.group = o->group;
-      cells.push_back(measure_prefix_fidelity(engine, segments, o->f.prefix, lo));
+      cells.push_back(measure_prefix_fidelity(engine, segments, o->f.prefix, cache_options(d)));
       progress.update(cells.size());
       const PrefixFidelityCell& c = cells.back();
       const double more = static_cast<double>(c.block_bytes_raw) / static_cast<double>(c.block_bytes);
@@ -511,12 +514,7 @@ void add_prefix_cache(CLI::App& eval) {
       for (int len : o->lengths)
         for (double d : o->depths) cases.push_back(builder.build(len, d, static_cast<int>(cases.size())));
       for (const std::string& d : o->dtypes) {
-        LivePrefixOptions lo;
-        lo.block_tokens = o->block_tokens;
-        lo.memory_blocks = 1;
-        lo.dtype = d;
-        lo.group = o->group;
-        passkey.push_back(measure_prefix_passkey(engine, cases, o->n.answer_tokens, lo));
+        passkey.push_back(measure_prefix_passkey(engine, cases, o->n.answer_tokens, cache_options(d)));
         const auto& p = passkey.back();
         j["passkey"].push_back({{"dtype", p.dtype},
                                 {"cases", p.cases},

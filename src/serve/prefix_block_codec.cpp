@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "kv/kv_quant.h"
 #include "tensor/fp16.h"
+#include "tensor/kernels.h"
 
 namespace kvwise {
 
@@ -33,9 +34,9 @@ uint32_t PrefixBlockCodec::tag() const {
 }
 
 double PrefixBlockCodec::f16_ratio(const std::string& dtype, int group) {
-  if (dtype == "f16") return 1.0;
-  const double bits = dtype == "int8" ? 8 : 4;
-  return (bits / 8 + 4.0 / group) / 2.0;
+  // The ratio does not depend on the head size once the group divides it; 128 is divided by every group.
+  const PrefixBlockCodec c(DType::F16, 128, dtype, group);
+  return static_cast<double>(c.stored_row_bytes()) / static_cast<double>(c.store_row_bytes());
 }
 
 void PrefixBlockCodec::encode(const uint8_t* rows, int n, uint8_t* out) const {
@@ -48,11 +49,7 @@ void PrefixBlockCodec::encode(const uint8_t* rows, int n, uint8_t* out) const {
   for (int r = 0; r < n; ++r) {
     const uint8_t* src = rows + static_cast<size_t>(r) * store_row_;
     if (type_ == DType::F16) {
-      for (int i = 0; i < head_dim_; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        x[static_cast<size_t>(i)] = fp16_to_fp32(h);
-      }
+      kernels().f16_to_f32(reinterpret_cast<const uint16_t*>(src), x.data(), head_dim_);
     } else {
       std::memcpy(x.data(), src, store_row_);
     }

@@ -32,7 +32,7 @@ class PrefixBlockCodec {
   void encode(const uint8_t* rows, int n, uint8_t* out) const;
   void decode(const uint8_t* in, int n, uint8_t* rows) const;
 
-  // Bytes of a stored row over a store row (what kvwise sim --block-dtype assumes, for f16 stores).
+  // Bytes of a stored row over an f16 store row (what kvwise sim --block-dtype assumes); group <= 128.
   static double f16_ratio(const std::string& dtype, int group);
 
  private:
