@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git
   libopenblas-dev libopenblas0-pthread libcli11-dev nlohmann-json3-dev libfmt-dev libpcre2-dev
-  libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev python3 python3-numpy
-  nodejs curl)  # nodejs: the OpenAI Node client's integration test (tests/node); curl: the README's examples
+  libsimdjson-dev libxxhash-dev libabsl-dev libgtest-dev libbenchmark-dev libcpp-httplib-dev libhiredis-dev python3 python3-numpy
+  nodejs curl redis-server redis-tools)
+# nodejs: the OpenAI Node client's integration test (tests/node); curl: the README's examples;
+# redis-server/redis-tools: the shared prefix tier's tests start their own servers and clusters
 scripts/apt-install.sh "${packages[@]}"
 
 jobs=${KVWISE_JOBS:-2}

@@ -12,6 +12,7 @@
 #include "compress/baklava.h"
 #include "compress/gate.h"
 #include "serve/http_server.h"
+#include "serve/redis_tier.h"
 
 namespace kvwise::cli {
 
@@ -26,6 +27,8 @@ void add_serve(CLI::App& app) {
     double prefix_share = 0.10;
     bool no_prefix_cache = false;
     std::vector<std::string> gates, profiles;
+    std::string redis_url, redis_cluster, instance_url;
+    RedisTierOptions redis;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
@@ -68,7 +71,26 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--prefix-cache-group", o->prefix.group, "channels per quantisation group of int8/int4 blocks")
       ->check(CLI::IsMember({8, 16, 32, 64, 128}));
   cmd->add_option("--prefix-cache-disk-blocks", o->prefix.disk_blocks, "capacity of the disk tier in blocks");
-  off->excludes(eviction)->excludes(disk);
+  auto* redis = cmd->add_option("--prefix-cache-redis", o->redis_url,
+                                "redis://HOST[:PORT][/DB]: a tier shared with other servers below memory and disk "
+                                "(Redis's maxmemory-policy evicts it)");
+  auto* cluster = cmd->add_option("--prefix-cache-redis-cluster", o->redis_cluster,
+                                  "HOST:PORT,...: the shared tier on a Redis Cluster (seed nodes)");
+  redis->excludes(cluster);
+  off->excludes(eviction)->excludes(disk)->excludes(redis)->excludes(cluster);
+  cmd->add_option("--prefix-cache-redis-timeout", o->redis.lookup_deadline,
+                  "seconds one request's shared-tier lookups may take (a later answer is a miss)")
+      ->check(CLI::Range(0.001, 60.0));
+  cmd->add_option("--prefix-cache-redis-queue", o->redis.queue_limit,
+                  "shared-tier writes that may wait; one more is dropped (counted)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  cmd->add_option("--prefix-cache-redis-prefix", o->redis.key_prefix, "first part of every shared-tier key");
+  o->redis.events_channel = "kvwise-kv-events";
+  cmd->add_option("--kv-events-channel", o->redis.events_channel,
+                  "Redis channel this server publishes its block stored/evicted events on, for kvwise route "
+                  "(empty: none)");
+  cmd->add_option("--instance-url", o->instance_url,
+                  "how this server names itself in KV events (default http://HOST:PORT; the URL a router uses)");
   cmd->add_option("--gate", o->gates, "NAME=FILE: a gate GGUF that requests select by kv_policy gate(name=NAME)");
   cmd->add_option("--profile", o->profiles,
                   "NAME=FILE: a BaKlaVa profile that requests select by kv_policy baklava(profile=NAME)");
@@ -111,6 +133,7 @@ void add_serve(CLI::App& app) {
     }
     if (!o->s.policy_files.cold_dir.empty()) checked_private_dir(o->s.policy_files.cold_dir);
     Engine engine(*model, engine_options(o->m));
+    std::shared_ptr<RedisTier> shared;
     o->sched.prefill_chunk = o->m.prefill_chunk;
     o->s.default_policy = policy;
     if (!o->no_prefix_cache) {
@@ -127,6 +150,17 @@ void add_serve(CLI::App& app) {
         sized = fmt::format("{:.0f}% of {} memory", 100 * o->prefix_share, human_bytes(static_cast<double>(memory)));
       }
       o->prefix.model_fingerprint = model->file().fingerprint();
+      if (!o->redis_url.empty() || !o->redis_cluster.empty()) {
+        o->redis.redis =
+            o->redis_url.empty() ? parse_redis_cluster_nodes(o->redis_cluster) : parse_redis_url(o->redis_url);
+        shared =
+            std::make_shared<RedisTier>(o->redis, LivePrefixCache::block_identity(engine.kv().layout(), o->prefix));
+        o->prefix.shared = shared;
+        o->prefix.shared_deadline = o->redis.lookup_deadline;
+        o->prefix.on_event = [tier = shared.get()](const char* kind, prefix::BlockKey key) {
+          tier->publish(kind, key);
+        };
+      }
       o->sched.prefix_cache = std::make_shared<LivePrefixCache>(engine.kv().layout(), o->prefix);
       std::fprintf(stderr, "kvwise serve: prefix cache %zu %s blocks of %d tokens = %s (%s; --no-prefix-cache: off)\n",
                    o->prefix.memory_blocks, o->prefix.dtype.c_str(), o->prefix.block_tokens,
@@ -135,6 +169,14 @@ void add_serve(CLI::App& app) {
     Scheduler scheduler(engine, o->sched);
     HttpServer server(engine, scheduler, o->s);
     const int port = server.bind();
+    if (shared) {
+      shared->set_instance(o->instance_url.empty() ? fmt::format("http://{}:{}", o->s.host, port) : o->instance_url);
+      std::fprintf(stderr, "kvwise serve: shared prefix tier on Redis %s%s (lookups within %.3f s, KV events on %s)\n",
+                   o->redis_url.empty() ? "cluster " : "",
+                   o->redis_url.empty() ? o->redis_cluster.c_str() : o->redis.redis.nodes[0].address().c_str(),
+                   o->redis.lookup_deadline,
+                   o->redis.events_channel.empty() ? "no channel" : o->redis.events_channel.c_str());
+    }
     const std::string cache = o->sched.prefix_cache ? fmt::format("{} blocks of {} tokens, {}", o->prefix.memory_blocks,
                                                                   o->prefix.block_tokens, o->prefix.eviction)
                                                     : std::string("off");

@@ -484,6 +484,47 @@ struct HttpServer::Impl {
       one("kvwise_prefix_disk_errors_total", "Disk tier reads and writes that failed", "counter",
           static_cast<double>(pm.disk_errors));
     }
+    // Every storage tier's own operations (memory, disk, and the shared tier when there is one).
+    const auto per_store = [&](const char* name, const char* help, const char* type, auto value) {
+      m += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+      for (const auto& t : pm.storage) m += fmt::format("{}{{tier=\"{}\"}} {}\n", name, t.name, value(t));
+    };
+    using T = LivePrefixMetrics::StorageTier;
+    per_store("kvwise_prefix_tier_hits_total", "Blocks read back from the tier, verified", "counter",
+              [](const T& t) { return static_cast<double>(t.io.hits); });
+    per_store("kvwise_prefix_tier_misses_total", "Blocks asked of the tier that it did not hold", "counter",
+              [](const T& t) { return static_cast<double>(t.io.misses); });
+    per_store("kvwise_prefix_tier_rejected_total",
+              "Records that did not verify (truncated, another model or layout, corrupt): misses", "counter",
+              [](const T& t) { return static_cast<double>(t.io.rejected); });
+    per_store("kvwise_prefix_tier_errors_total", "Reads that failed (I/O, unreachable, past the deadline): misses",
+              "counter", [](const T& t) { return static_cast<double>(t.io.errors); });
+    per_store("kvwise_prefix_tier_writes_total", "Blocks written", "counter",
+              [](const T& t) { return static_cast<double>(t.io.puts); });
+    per_store("kvwise_prefix_tier_write_errors_total", "Writes that failed", "counter",
+              [](const T& t) { return static_cast<double>(t.io.put_errors); });
+    per_store("kvwise_prefix_tier_read_bytes_total", "Block bytes read", "counter",
+              [](const T& t) { return static_cast<double>(t.io.bytes_read); });
+    per_store("kvwise_prefix_tier_written_bytes_total", "Block bytes written", "counter",
+              [](const T& t) { return static_cast<double>(t.io.bytes_written); });
+    per_store("kvwise_prefix_tier_bytes", "Block bytes the tier holds for this server", "gauge",
+              [](const T& t) { return static_cast<double>(t.bytes); });
+    per_store("kvwise_prefix_tier_queue_drops_total", "Writes dropped because the write queue was full", "counter",
+              [](const T& t) { return static_cast<double>(t.io.queue_drops); });
+    per_store("kvwise_prefix_tier_queue_pending", "Writes waiting in the queue", "gauge",
+              [](const T& t) { return static_cast<double>(t.io.queue_pending); });
+    per_store("kvwise_prefix_tier_read_seconds_total", "Time spent reading (lookups) from the tier", "counter",
+              [](const T& t) { return t.io.get_seconds; });
+    per_store("kvwise_prefix_tier_reconnects_total", "Connections re-established after a failure", "counter",
+              [](const T& t) { return static_cast<double>(t.io.reconnects); });
+    per_store("kvwise_prefix_tier_healthy", "1 while the tier works (0: disabled, unreachable or backing off)", "gauge",
+              [](const T& t) { return t.io.healthy ? 1.0 : 0.0; });
+    if (pm.storage.size() > pm.tier_names.size()) {
+      one("kvwise_prefix_shared_lookup_blocks_total", "Blocks asked of the shared tier", "counter",
+          static_cast<double>(pm.shared_lookups));
+      one("kvwise_prefix_shared_loaded_blocks_total", "Blocks whose data came from the shared tier, verified",
+          "counter", static_cast<double>(pm.shared_loaded));
+    }
     return m;
   }
 

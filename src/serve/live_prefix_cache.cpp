@@ -1,62 +1,16 @@
 #include "serve/live_prefix_cache.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <unistd.h>
-#include <xxhash.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
 
 #include "base/error.h"
-#include "base/private_files.h"
 #include "prefix/block_hash.h"
+#include "serve/disk_tier.h"
+#include "serve/memory_tier.h"
 
 namespace kvwise {
 
-// The header of a block file: what the block is, so that a file of another model, block size, KV type
-// or layout, a truncated one or one with other bytes is never taken for it.
-struct BlockFileHeader {
-  char magic[8] = {'K', 'V', 'W', 'B', 'L', 'O', 'C', 'K'};
-  uint32_t version = 1;
-  uint32_t header_bytes = sizeof(BlockFileHeader);
-  uint64_t model = 0;
-  uint64_t key = 0;
-  uint32_t block_tokens = 0, kv_type = 0;
-  uint32_t n_layers = 0, n_kv_heads = 0, head_dim = 0, row_bytes = 0;
-  uint64_t payload_bytes = 0;
-  uint64_t checksum = 0;  // XXH3 of the payload
-};
-static_assert(sizeof(BlockFileHeader) == 72, "no padding: the header is compared as bytes");
-
 namespace {
 constexpr size_t kMaxCategories = 64;  // client-named ones beyond this share "other"
-
-bool write_all(int fd, const void* p, size_t n) {
-  const auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, c, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
 }  // namespace
 
 // Captures completed prompt blocks; attached before the compressor, so it sees each layer first.
@@ -100,6 +54,20 @@ size_t LivePrefixCache::block_bytes_for(const KvLayout& layout, const LivePrefix
          static_cast<size_t>(std::max(0, o.block_tokens)) * codec.stored_row_bytes();
 }
 
+BlockIdentity LivePrefixCache::block_identity(const KvLayout& layout, const LivePrefixOptions& o) {
+  const PrefixBlockCodec codec(layout.type, layout.head_dim, o.dtype, o.group);
+  BlockIdentity id;
+  id.model = o.model_fingerprint;
+  id.block_tokens = static_cast<uint32_t>(o.block_tokens);
+  id.kv_tag = codec.tag();  // the store type, and the bits and group of quantised rows
+  id.n_layers = static_cast<uint32_t>(layout.n_layers);
+  id.n_kv_heads = static_cast<uint32_t>(layout.n_kv_heads);
+  id.head_dim = static_cast<uint32_t>(layout.head_dim);
+  id.row_bytes = static_cast<uint32_t>(codec.stored_row_bytes());
+  id.payload_bytes = block_bytes_for(layout, o);
+  return id;
+}
+
 LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions& options)
     : layout_(layout), opt_(options), codec_(layout.type, layout.head_dim, options.dtype, options.group) {
   KV_CHECK(opt_.block_tokens > 0, "--block-tokens must be positive");
@@ -109,18 +77,12 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
   KV_ASSERT(KvStore(layout).row_bytes() == codec_.store_row_bytes(), "the KV store's rows are not head_dim values");
   row_bytes_ = codec_.stored_row_bytes();
   block_bytes_ = block_bytes_for(layout, opt_);
+  memory_ = std::make_unique<MemoryTier>(block_bytes_, layout_.n_layers);
   prefix::PrefixCacheConfig cfg;
   cfg.tiers.push_back({"memory", opt_.memory_blocks, 0});
   if (!opt_.disk_dir.empty()) {
     KV_CHECK(opt_.disk_blocks > 0, "a disk tier needs a capacity in blocks");
-    std::error_code ec;
-    std::filesystem::create_directories(opt_.disk_dir, ec);
-    KV_CHECK(!ec && std::filesystem::is_directory(opt_.disk_dir), "cannot create the prefix cache directory '{}': {}",
-             opt_.disk_dir, ec.message());
-    // A directory of this cache's own: two servers sharing --prefix-cache-disk never see each other's
-    // files, and nothing planted in the shared directory is followed.
-    disk_root_ = make_private_dir(opt_.disk_dir, "kvwise-prefix");
-    m_.disk_enabled = true;
+    disk_ = std::make_unique<DiskTier>(opt_.disk_dir, block_identity(layout_, opt_));
     cfg.tiers.push_back({"disk", opt_.disk_blocks, 0});
   }
   cfg.policy = opt_.eviction;
@@ -132,9 +94,7 @@ LivePrefixCache::LivePrefixCache(const KvLayout& layout, const LivePrefixOptions
   m_.dtype = opt_.dtype;
 }
 
-LivePrefixCache::~LivePrefixCache() {
-  if (!disk_root_.empty()) remove_private_dir(disk_root_);
-}
+LivePrefixCache::~LivePrefixCache() = default;
 
 size_t LivePrefixCache::head_offset(int layer, int head) const {
   // Per (layer, head): block_tokens key rows, then block_tokens value rows.
@@ -142,70 +102,8 @@ size_t LivePrefixCache::head_offset(int layer, int head) const {
          row_bytes_;
 }
 
-std::string LivePrefixCache::disk_path(prefix::BlockKey key) const {
-  return fmt::format("{}/{:016x}.kv", disk_root_, key);
-}
-
-void LivePrefixCache::disable_disk(const std::string& why) {
-  if (!m_.disk_enabled) return;
-  m_.disk_enabled = false;
-  std::fprintf(stderr, "kvwise: the prefix cache's disk tier is disabled: %s\n", why.c_str());
-}
-
-// What the header of this cache's block `key` must say (the checksum aside).
-BlockFileHeader LivePrefixCache::block_header(prefix::BlockKey key) const {
-  BlockFileHeader h;
-  h.model = opt_.model_fingerprint;
-  h.key = key;
-  h.block_tokens = static_cast<uint32_t>(opt_.block_tokens);
-  h.kv_type = codec_.tag();  // the store type, and the bits and group of quantised rows
-  h.n_layers = static_cast<uint32_t>(layout_.n_layers);
-  h.n_kv_heads = static_cast<uint32_t>(layout_.n_kv_heads);
-  h.head_dim = static_cast<uint32_t>(layout_.head_dim);
-  h.row_bytes = static_cast<uint32_t>(row_bytes_);
-  h.payload_bytes = block_bytes_;
-  return h;
-}
-
-bool LivePrefixCache::write_block(prefix::BlockKey key, const uint8_t* data) {
-  if (!m_.disk_enabled) return false;
-  const std::string path = disk_path(key);
-  ::unlink(path.c_str());  // a stale file of an earlier demotion (the directory is ours alone)
-  const int fd = create_exclusive(path);
-  if (fd < 0) {
-    ++m_.disk_errors;
-    disable_disk(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
-    return false;
-  }
-  BlockFileHeader h = block_header(key);
-  h.checksum = XXH3_64bits(data, block_bytes_);
-  const bool ok = write_all(fd, &h, sizeof h) && write_all(fd, data, block_bytes_);
-  const int err = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(path.c_str());
-    ++m_.disk_errors;
-    disable_disk(fmt::format("writing {} failed: {}", path, std::strerror(err)));
-  }
-  return ok;
-}
-
-bool LivePrefixCache::read_block(prefix::BlockKey key, uint8_t* data) {
-  const std::string path = disk_path(key);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    ++m_.disk_errors;
-    return false;
-  }
-  BlockFileHeader h, want = block_header(key);
-  bool ok = read_all(fd, &h, sizeof h) && read_all(fd, data, block_bytes_);
-  char extra = 0;
-  ok = ok && ::read(fd, &extra, 1) == 0;  // nothing after the payload
-  ::close(fd);
-  want.checksum = h.checksum;
-  ok = ok && std::memcmp(&h, &want, sizeof h) == 0 && XXH3_64bits(data, block_bytes_) == h.checksum;
-  if (!ok) ++m_.disk_rejected;
-  return ok;
+void LivePrefixCache::event(const char* kind, prefix::BlockKey key) {
+  if (opt_.on_event) opt_.on_event(kind, key);
 }
 
 uint16_t LivePrefixCache::category_id(const std::string& name_in) {
@@ -227,7 +125,7 @@ std::vector<std::string> LivePrefixCache::category_names() const {
 
 PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t salt, const std::string& category,
                                      double now, int min_compute) {
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   PrefixLease lease;
   lease.block_tokens = opt_.block_tokens;
   lease.keys = prefix::block_keys(prompt, opt_.block_tokens, salt);
@@ -241,6 +139,18 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
 
   const long computable = static_cast<long>(prompt.size()) - std::max(1, min_compute);
   const int max_usable = computable > 0 ? static_cast<int>(computable / opt_.block_tokens) : 0;
+  if (opt_.shared) {
+    // What memory and disk lack of the usable prefix, after its leading ready blocks, is asked of the
+    // shared tier (the blocks are pinned in memory by the admission, so they stay while we wait).
+    std::vector<prefix::BlockKey> wanted;
+    for (int i = 0; i < max_usable && i < static_cast<int>(lease.keys.size()); ++i) {
+      const prefix::BlockKey key = lease.keys[static_cast<size_t>(i)];
+      if (cache_->tier_of(key) != 0) break;
+      if (memory_->ready(key) && wanted.empty()) continue;
+      if (!memory_->ready(key)) wanted.push_back(key);
+    }
+    if (!wanted.empty()) fill_from_shared(wanted, lk);
+  }
   bool unbroken = true;
   for (size_t i = 0; i < lease.keys.size(); ++i) {
     const prefix::BlockKey key = lease.keys[i];
@@ -248,8 +158,7 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
       unbroken = false;
       continue;
     }
-    auto it = memory_.find(key);
-    const bool ready = it != memory_.end() && it->second.ready();
+    const bool ready = memory_->ready(key) != nullptr;
     if (unbroken && ready && static_cast<int>(i) < max_usable) {
       ++lease.usable_blocks;
       continue;
@@ -261,6 +170,23 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
   return lease;
 }
 
+// Looks the blocks up in the shared tier without holding the mutex, then fills the ones it had
+// (pinned in memory since the admission; another sequence may have filled some meanwhile).
+void LivePrefixCache::fill_from_shared(const std::vector<prefix::BlockKey>& wanted, std::unique_lock<std::mutex>& lk) {
+  std::vector<std::vector<uint8_t>> data(wanted.size(), std::vector<uint8_t>(block_bytes_));
+  std::vector<std::span<uint8_t>> outs(data.begin(), data.end());
+  m_.shared_lookups += wanted.size();
+  lk.unlock();
+  const std::vector<TierGet> got = opt_.shared->get_many(wanted, outs, opt_.shared_deadline);
+  lk.lock();
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (got[i] != TierGet::hit || cache_->tier_of(wanted[i]) != 0 || memory_->ready(wanted[i])) continue;
+    memory_->put(wanted[i], data[i]);
+    ++m_.shared_loaded;
+    event("stored", wanted[i]);
+  }
+}
+
 void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
   if (lease.usable_blocks == 0) return;
   std::lock_guard<std::mutex> lk(mu_);
@@ -268,12 +194,11 @@ void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {
   const size_t rb = row_bytes_;
   std::vector<uint8_t> rows(codec_.raw() ? 0 : 2 * static_cast<size_t>(bt) * codec_.store_row_bytes());
   for (int b = 0; b < lease.usable_blocks; ++b) {
-    auto it = memory_.find(lease.keys[static_cast<size_t>(b)]);
-    KV_ASSERT(it != memory_.end() && it->second.ready(), "a usable prefix block has no data (pinned since acquire)");
-    const Block& blk = it->second;
+    const uint8_t* data = memory_->ready(lease.keys[static_cast<size_t>(b)]);
+    KV_ASSERT(data, "a usable prefix block has no data (pinned since acquire)");
     for (int l = 0; l < layout_.n_layers; ++l)
       for (int h = 0; h < layout_.n_kv_heads; ++h) {
-        const uint8_t* k = blk.data.get() + head_offset(l, h);
+        const uint8_t* k = data + head_offset(l, h);
         if (codec_.raw()) {
           kv.append_rows(seq, l, h, k, k + static_cast<size_t>(bt) * rb, bt, b * bt);
           continue;
@@ -295,18 +220,13 @@ std::shared_ptr<SequenceObserver> LivePrefixCache::capture_observer(const Prefix
 void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key) {
   std::lock_guard<std::mutex> lk(mu_);
   KV_ASSERT(cache_->tier_of(key) == 0, "prefix block {:016x} left memory while pinned", key);
-  Block& blk = memory_[key];
-  if (!blk.data) {
-    blk.data = std::make_unique<uint8_t[]>(block_bytes_);
-    blk.layer_done.assign(static_cast<size_t>(layout_.n_layers), false);
-    m_.memory_bytes += block_bytes_;
-  }
-  if (blk.layer_done[static_cast<size_t>(layer)]) return;  // another sequence with this prefix got here first
+  uint8_t* data = memory_->layer_to_fill(key, layer);
+  if (!data) return;  // another sequence with this prefix got here first
   const int bt = opt_.block_tokens;
   const size_t rb = row_bytes_, sr = codec_.store_row_bytes();
   std::vector<uint8_t> rows(codec_.raw() ? 0 : 2 * static_cast<size_t>(bt) * sr);
   for (int h = 0; h < layout_.n_kv_heads; ++h) {
-    uint8_t* k = blk.data.get() + head_offset(layer, h);
+    uint8_t* k = data + head_offset(layer, h);
     if (codec_.raw()) {
       kv.copy_rows(seq, layer, h, block * bt, bt, k, k + static_cast<size_t>(bt) * rb);
       continue;
@@ -314,38 +234,31 @@ void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int b
     kv.copy_rows(seq, layer, h, block * bt, bt, rows.data(), rows.data() + static_cast<size_t>(bt) * sr);
     codec_.encode(rows.data(), 2 * bt, k);  // K rows then V rows, as the block lays them out
   }
-  blk.layer_done[static_cast<size_t>(layer)] = true;
-  if (++blk.layers == layout_.n_layers) ++m_.captured_blocks;
+  if (memory_->filled(key, layer)) {
+    ++m_.captured_blocks;
+    if (opt_.shared) opt_.shared->put(key, std::span<const uint8_t>(data, block_bytes_));  // queued, not sent
+    event("stored", key);
+  }
 }
 
 // Runs inside the metadata cache's calls (mu_ held by the caller).
 void LivePrefixCache::on_move(prefix::BlockKey key, int from, int to) {
+  bool left = false;  // the block's data left this server's tiers
   if (from == 0) {
-    auto it = memory_.find(key);
-    if (it == memory_.end()) return;
+    const uint8_t* data = memory_->ready(key);
     // A block that fails to reach the disk is kept as metadata only: a later hit recomputes it.
-    if (to == 1 && it->second.ready() && write_block(key, it->second.data.get())) {
-      disk_.insert(key);
-      m_.disk_bytes += block_bytes_;
-    }
-    m_.memory_bytes -= block_bytes_;
-    memory_.erase(it);
-  } else if (from == 1) {
-    if (!disk_.erase(key)) return;
-    m_.disk_bytes -= block_bytes_;
+    const bool demoted = to == 1 && data && disk_ && disk_->put(key, std::span<const uint8_t>(data, block_bytes_));
+    left = data && !demoted;
+    memory_->erase(key);
+  } else if (from == 1 && disk_ && disk_->contains(key)) {
+    left = true;
     if (to == 0) {
-      Block blk;
-      blk.data = std::make_unique<uint8_t[]>(block_bytes_);
-      if (read_block(key, blk.data.get())) {
-        blk.layer_done.assign(static_cast<size_t>(layout_.n_layers), true);
-        blk.layers = layout_.n_layers;
-        memory_[key] = std::move(blk);
-        m_.memory_bytes += block_bytes_;
-        ++m_.disk_loaded;
-      }
+      std::vector<uint8_t> block(block_bytes_);
+      left = !(disk_->get(key, block) == TierGet::hit && memory_->put(key, block));
     }
-    ::unlink(disk_path(key).c_str());
+    disk_->erase(key);
   }
+  if (left) event("evicted", key);
 }
 
 void LivePrefixCache::release(PrefixLease& lease, double now) {
@@ -359,6 +272,18 @@ LivePrefixMetrics LivePrefixCache::metrics() const {
   std::lock_guard<std::mutex> lk(mu_);
   LivePrefixMetrics m = m_;
   m.cache = cache_->metrics();
+  m.memory_bytes = memory_->bytes();
+  m.storage.push_back({memory_->name(), memory_->counters(), memory_->bytes()});
+  if (disk_) {
+    const TierCounters d = disk_->counters();
+    m.disk_bytes = disk_->bytes();
+    m.disk_enabled = d.healthy;
+    m.disk_errors = d.errors + d.put_errors;
+    m.disk_rejected = d.rejected;
+    m.disk_loaded = d.hits;
+    m.storage.push_back({disk_->name(), d, disk_->bytes()});
+  }
+  if (opt_.shared) m.storage.push_back({opt_.shared->name(), opt_.shared->counters(), opt_.shared->bytes()});
   return m;
 }
 

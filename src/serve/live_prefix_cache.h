@@ -2,18 +2,22 @@
 // block_tokens-long run of a prompt's uncompressed keys and values over every layer and KV head,
 // captured while the prompt is prefilled (before a compression policy touches the layer) and copied
 // into later sequences that start with the same tokens, which then skip that prefill. The metadata
-// cache decides what stays (eviction policy, pinning, tiers); this class moves the data with it:
-// blocks hold their rows as the store does or quantised to int8/int4 (LivePrefixOptions::dtype);
-// tier 0 holds blocks in memory, an optional tier 1 holds them as files in a private directory that
-// this cache makes (mode 0700) inside the operator's. A block file has a header naming the model
-// (GgufFile::fingerprint), block size, KV type and layout and the block's chain key, and a checksum
-// of its data; anything that does not verify is a miss (counted as rejected), never loaded. A disk
-// that fails a write (vanished, read-only, full) disables the tier with one warning on stderr.
-// Thread-safe: every method takes the cache's mutex.
+// cache decides what stays (eviction policy, pinning, tiers); this class moves the data with it
+// between storage tiers that are peers behind one interface (block_tier.h): memory (tier 0), an
+// optional directory of block files (tier 1, disk_tier.h) and an optional shared tier below both
+// that other servers read and write too (Redis, redis_tier.h). Blocks hold their rows as the store
+// does or quantised to int8/int4 (LivePrefixOptions::dtype). Whatever leaves the process is a record
+// with a header naming the model (GgufFile::fingerprint), block size, KV type and layout and the
+// block's chain key, and a checksum; anything that does not verify is a miss, never loaded.
+//
+// The shared tier is not managed by this cache's policy: a block is written to it (asynchronously)
+// once captured, looked up when a request is admitted for the blocks memory and disk lack (within
+// a deadline; a late answer is a miss), and left to the store's own eviction. With events set,
+// blocks entering and leaving this server's own tiers are published for routers (kvwise route).
+// Thread-safety: every method takes the cache's mutex; shared-tier lookups run outside it.
 #pragma once
-#include <absl/container/flat_hash_map.h>
-#include <absl/container/flat_hash_set.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,11 +28,13 @@
 #include "kv/kv_store.h"
 #include "model/forward.h"
 #include "prefix/prefix_cache.h"
+#include "serve/block_tier.h"
 #include "serve/prefix_block_codec.h"
 
 namespace kvwise {
 
-struct BlockFileHeader;
+class DiskTier;
+class MemoryTier;
 
 struct LivePrefixOptions {
   int block_tokens = 32;
@@ -40,6 +46,12 @@ struct LivePrefixOptions {
   prefix::PolicyOptions policy_options;
   std::string dtype = "f16";  // how blocks hold their rows: f16 (the store's own), int8 or int4 (prefix_block_codec.h)
   int group = 32;             // channels per quantisation group of int8/int4
+  // The shared tier below memory and disk (e.g. a RedisTier built with block_identity()), or null.
+  std::shared_ptr<BlockTier> shared;
+  double shared_deadline = 0.1;  // seconds for one request's shared-tier lookups
+  // Called (mutex held; must not block) as a block becomes resident in this server's tiers
+  // ("stored") or leaves the last of them ("evicted").
+  std::function<void(const char* kind, prefix::BlockKey key)> on_event;
 };
 
 // One request's hold on the cache, from lookup until the request ends.
@@ -67,6 +79,14 @@ struct LivePrefixMetrics {
   size_t memory_bytes = 0, disk_bytes = 0;  // KV data held per tier
   size_t block_bytes = 0;
   std::string dtype;  // LivePrefixOptions::dtype
+  struct StorageTier {
+    std::string name;
+    TierCounters io;
+    size_t bytes = 0;
+  };
+  std::vector<StorageTier> storage;  // memory, disk, shared: their own operation counters
+  uint64_t shared_loaded = 0;        // blocks whose data came from the shared tier, verified
+  uint64_t shared_lookups = 0;       // blocks asked of the shared tier
 };
 
 class LivePrefixCache {
@@ -80,6 +100,8 @@ class LivePrefixCache {
   size_t block_bytes() const { return block_bytes_; }
   // The bytes one block will take with these options (for sizing a capacity given in bytes).
   static size_t block_bytes_for(const KvLayout& layout, const LivePrefixOptions& options);
+  // What a block of this cache is, for tiers that keep records (disk, the shared tier).
+  static BlockIdentity block_identity(const KvLayout& layout, const LivePrefixOptions& options);
 
   // Looks the prompt's blocks up and pins them. The usable prefix is the unbroken run of leading
   // blocks whose data is complete, leaving at least min_compute prompt tokens to compute (at least
@@ -100,21 +122,12 @@ class LivePrefixCache {
   std::vector<std::string> category_names() const;
 
  private:
-  struct Block {
-    std::unique_ptr<uint8_t[]> data;
-    std::vector<bool> layer_done;
-    int layers = 0;
-    bool ready() const { return layers == static_cast<int>(layer_done.size()); }
-  };
   class Capture;
   friend class Capture;
   void store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key);
   void on_move(prefix::BlockKey key, int from, int to);
-  std::string disk_path(prefix::BlockKey key) const;
-  BlockFileHeader block_header(prefix::BlockKey key) const;
-  bool write_block(prefix::BlockKey key, const uint8_t* data);
-  bool read_block(prefix::BlockKey key, uint8_t* data);
-  void disable_disk(const std::string& why);
+  void fill_from_shared(const std::vector<prefix::BlockKey>& wanted, std::unique_lock<std::mutex>& lk);
+  void event(const char* kind, prefix::BlockKey key);
   uint16_t category_id(const std::string& name);
   size_t head_offset(int layer, int head) const;
 
@@ -122,11 +135,10 @@ class LivePrefixCache {
   LivePrefixOptions opt_;
   PrefixBlockCodec codec_;
   size_t row_bytes_ = 0, block_bytes_ = 0;  // row_bytes_: one row inside a block (codec_.stored_row_bytes())
-  std::string disk_root_;                   // the private directory of this cache's block files
   mutable std::mutex mu_;
   std::unique_ptr<prefix::PrefixCache> cache_;
-  absl::flat_hash_map<prefix::BlockKey, Block> memory_;
-  absl::flat_hash_set<prefix::BlockKey> disk_;
+  std::unique_ptr<MemoryTier> memory_;
+  std::unique_ptr<DiskTier> disk_;
   std::map<std::string, uint16_t> categories_;
   std::vector<std::string> category_names_;
   LivePrefixMetrics m_;
