@@ -102,6 +102,7 @@ void RedisTier::writer() {
         cmds.push_back({{"PUBLISH", opt_.events_channel, op.payload}, -1});
     }
     // Shutting down: one short try, so that a dead Redis never holds the server's exit.
+    const bool was_healthy = client.healthy();
     const auto replies = client.run(cmds, after(stopping ? std::min(0.5, opt_.write_deadline) : opt_.write_deadline));
     lk.lock();
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -126,7 +127,9 @@ void RedisTier::writer() {
       }
     }
     writer_reconnects_ = client.reconnects();
-    writer_healthy_ = client.healthy();
+    // A writer still backing off from an earlier failure says nothing new about Redis (a lookup may
+    // have reached it since): only a fresh outcome changes the tier's health.
+    if (was_healthy || client.healthy()) healthy_ = client.healthy();
     in_flight_ = 0;
     idle_cv_.notify_all();
   }
@@ -194,7 +197,7 @@ std::vector<TierGet> RedisTier::get_many(std::span<const prefix::BlockKey> keys,
   c_.errors += d.errors;
   c_.bytes_read += d.bytes_read;
   c_.get_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-  lookup_healthy_ = healthy;
+  healthy_ = healthy;
   lookup_reconnects_ = reconnects;
   return r;
 }
@@ -208,7 +211,7 @@ TierCounters RedisTier::counters() const {
   std::lock_guard<std::mutex> lk(mu_);
   TierCounters c = c_;
   c.reconnects = writer_reconnects_ + lookup_reconnects_;
-  c.healthy = writer_healthy_ && lookup_healthy_;
+  c.healthy = healthy_;
   return c;
 }
 

@@ -81,7 +81,7 @@ class RedisTier final : public BlockTier {
   TierCounters c_;
   int64_t stored_bytes_ = 0;
   uint64_t writer_reconnects_ = 0, lookup_reconnects_ = 0;
-  bool writer_healthy_ = true, lookup_healthy_ = true;
+  bool healthy_ = true;   // how the latest read or write went
   std::mutex lookup_mu_;  // the lookup client (one request's lookups at a time)
   RedisClient lookup_;
   std::thread writer_;
