@@ -67,9 +67,13 @@ RunResult run_kvwise(const std::string& args, const std::string& env) {
 }
 
 ServerProcess start_server(const std::string& args) {
+  return start_listening("serve --port 0 " + args);
+}
+
+ServerProcess start_listening(const std::string& args) {
   int out[2];
   if (pipe(out) != 0) return {};
-  const std::string cmd = std::string("exec ") + KVWISE_BINARY + " serve --port 0 " + args;
+  const std::string cmd = std::string("exec ") + KVWISE_BINARY + " " + args;
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(out[1], 1);

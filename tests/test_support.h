@@ -48,6 +48,8 @@ struct ServerProcess {
   int port = 0;
 };
 ServerProcess start_server(const std::string& args);
+// `kvwise ARGS` for any command that prints "listening on HOST:PORT" (serve --port P, route ...).
+ServerProcess start_listening(const std::string& args);
 int stop_server(ServerProcess& s);  // SIGTERM, then its exit code (128 + signal if killed)
 // Runs a shell command, returning its exit code and stdout.
 RunResult run_command(const std::string& cmd);

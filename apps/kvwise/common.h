@@ -77,6 +77,7 @@ void add_sim(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_route(CLI::App& app);
 void add_loadgen(CLI::App& app);
 
 }  // namespace kvwise::cli

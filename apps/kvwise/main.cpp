@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   kvwise::cli::add_eval(app);
   kvwise::cli::add_profile(app);
   kvwise::cli::add_serve(app);
+  kvwise::cli::add_route(app);
   kvwise::cli::add_loadgen(app);
   kvwise::cli::add_report(app);
   return kvwise::cli::run_command_line(app, argc, argv);

@@ -23,6 +23,7 @@
 #include "compress/registry.h"
 #include "serve/chat_template.h"
 #include "serve/http_connection.h"
+#include "serve/prompt_tokens.h"
 #include "serve/request_fields.h"
 
 namespace kvwise {
@@ -163,13 +164,7 @@ struct HttpServer::Impl {
     } else {
       r.policy = opt.default_policy;
     }
-    const Tokenizer& tok = engine.model().tokenizer();
-    if (chat)
-      r.prompt = tok.encode(render_chat(chat_format, f.messages), true);
-    else if (f.prompt_text)
-      r.prompt = tok.encode(*f.prompt_text, true);
-    else
-      r.prompt = std::move(f.prompt_ids);
+    r.prompt = prompt_tokens(engine.model().tokenizer(), chat_format, f, chat);
     return p;
   }
 

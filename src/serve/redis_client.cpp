@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <charconv>
+#include <thread>
 
 #include "base/error.h"
 
@@ -304,6 +306,80 @@ std::vector<std::optional<RedisReply>> RedisClient::run(const std::vector<RedisC
 
 std::optional<RedisReply> RedisClient::run(const RedisCommand& command, Clock::time_point deadline) {
   return std::move(run(std::vector<RedisCommand>{command}, deadline)[0]);
+}
+
+RedisSubscriber::RedisSubscriber(RedisOptions options, std::string channel)
+    : opt_(std::move(options)), channel_(std::move(channel)) {
+  KV_CHECK(!opt_.nodes.empty(), "a Redis subscriber needs at least one node");
+}
+
+RedisSubscriber::~RedisSubscriber() {
+  drop();
+}
+
+void RedisSubscriber::drop() {
+  if (ctx_) redisFree(ctx_);
+  ctx_ = nullptr;
+}
+
+bool RedisSubscriber::connect() {
+  const auto now = RedisClient::Clock::now();
+  if (now < retry_at_) return false;
+  const RedisEndpoint& ep = opt_.nodes[next_node_++ % opt_.nodes.size()];  // a cluster: any node will do
+  const double t = opt_.connect_timeout;
+  timeval tv{static_cast<time_t>(t), static_cast<suseconds_t>((t - static_cast<double>(static_cast<time_t>(t))) * 1e6)};
+  ctx_ = redisConnectWithTimeout(ep.host.c_str(), ep.port, tv);
+  bool ok = ctx_ && !ctx_->err && redisSetTimeout(ctx_, tv) == REDIS_OK;
+  const auto command = [&](std::vector<std::string> argv) {
+    std::vector<const char*> a;
+    std::vector<size_t> len;
+    for (const auto& x : argv) a.push_back(x.data()), len.push_back(x.size());
+    auto* r = static_cast<redisReply*>(redisCommandArgv(ctx_, static_cast<int>(a.size()), a.data(), len.data()));
+    const bool good = r && r->type != REDIS_REPLY_ERROR;
+    if (r) freeReplyObject(r);
+    return good;
+  };
+  if (ok && !opt_.password.empty()) ok = command({"AUTH", opt_.password});
+  if (ok) ok = command({"SUBSCRIBE", channel_});
+  if (!ok) {
+    drop();
+    backoff_ = backoff_ == 0 ? opt_.backoff_min : std::min(2 * backoff_, opt_.backoff_max);
+    retry_at_ = now + std::chrono::duration_cast<RedisClient::Clock::duration>(std::chrono::duration<double>(backoff_));
+    return false;
+  }
+  backoff_ = 0;
+  ++connects_;
+  return true;
+}
+
+bool RedisSubscriber::poll(std::vector<std::string>* messages, double timeout_seconds) {
+  if (!ctx_ && !connect()) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(timeout_seconds, 0.05)));
+    return false;
+  }
+  const auto take = [&] {
+    void* raw = nullptr;
+    while (redisGetReplyFromReader(ctx_, &raw) == REDIS_OK && raw) {
+      const auto* r = static_cast<redisReply*>(raw);
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+          std::string_view(r->element[0]->str, r->element[0]->len) == "message" &&
+          r->element[2]->type == REDIS_REPLY_STRING)
+        messages->emplace_back(r->element[2]->str, r->element[2]->len);
+      freeReplyObject(raw);
+      raw = nullptr;
+    }
+  };
+  take();  // replies already read into the buffer
+  pollfd p{ctx_->fd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, static_cast<int>(timeout_seconds * 1000));
+  if (ready > 0) {
+    if (redisBufferRead(ctx_) != REDIS_OK) {
+      drop();
+      return false;
+    }
+    take();
+  }
+  return true;
 }
 
 }  // namespace kvwise

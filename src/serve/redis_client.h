@@ -99,4 +99,33 @@ class RedisClient {
   uint64_t reconnects_ = 0, redirects_ = 0;
 };
 
+// A subscription to one pub/sub channel (KV events). In a Redis Cluster a PUBLISH reaches every
+// node, so one node's subscription sees all. Messages published while it was disconnected are lost
+// (pub/sub has no history): the router's picture of the cluster heals as new events arrive.
+// Thread-safety: none; one thread polls.
+class RedisSubscriber {
+ public:
+  RedisSubscriber(RedisOptions options, std::string channel);
+  ~RedisSubscriber();
+  RedisSubscriber(const RedisSubscriber&) = delete;
+  RedisSubscriber& operator=(const RedisSubscriber&) = delete;
+
+  // Waits up to timeout_seconds for messages and appends their payloads; reconnects (with backoff)
+  // when the connection is gone. False while not subscribed.
+  bool poll(std::vector<std::string>* messages, double timeout_seconds);
+  bool subscribed() const { return ctx_ != nullptr; }
+  uint64_t connects() const { return connects_; }
+
+ private:
+  bool connect();
+  void drop();
+  RedisOptions opt_;
+  std::string channel_;
+  redisContext* ctx_ = nullptr;
+  RedisClient::Clock::time_point retry_at_{};
+  double backoff_ = 0;
+  size_t next_node_ = 0;
+  uint64_t connects_ = 0;
+};
+
 }  // namespace kvwise
