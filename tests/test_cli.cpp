@@ -1,6 +1,8 @@
 // The real binary on real data: every subcommand's happy path and its errors.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -235,6 +237,44 @@ TEST(CliSim, DefaultWorkloadAndBadInput) {
   const auto strict = test::run_kvwise("sim --trace '" + junk + "' --format mooncake --fail-on-bad-line");
   EXPECT_EQ(strict.exit_code, 1);
   EXPECT_NE(strict.err.find(":1:"), std::string::npos) << strict.err;
+}
+
+}  // namespace
+}  // namespace kvwise
+
+namespace kvwise {
+namespace {
+
+// kvwise sim as a cluster: routing x instances x shared tier on the real Mooncake trace.
+TEST(CliSim, ClusterOfInstancesWithRoutingAndASharedTier) {
+  KVWISE_REQUIRE_DATA();
+  const std::string trace = test::data_dir() + "/traces/mooncake-fast25/conversation_trace.jsonl";
+  const std::string dir = test::temp_path("cluster-plots");
+  const auto r = test::run_kvwise("sim --trace '" + trace +
+                                  "' --routing all --instances 1,4 --shared-tier-blocks 0,20000 --capacity 2000 "
+                                  "--prefill-tps 10000 --json --plot '" +
+                                  dir + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["runs"].size(), 16u);
+  std::map<std::string, nlohmann::json> by;
+  for (const auto& run : j["runs"])
+    by[fmt::format("{}/{}/{}", run["routing"].get<std::string>(), run["instances"].get<int>(),
+                   run["shared_tier_blocks"].get<size_t>())] = run;
+  // One instance: routing cannot matter.
+  EXPECT_EQ(by["round-robin/1/0"]["hit_ratio"], by["prefix/1/0"]["hit_ratio"]);
+  // Four instances: routing by prefix keeps conversations where their blocks are.
+  EXPECT_GT(by["prefix/4/0"]["local_hit_ratio"].get<double>(),
+            2 * by["round-robin/4/0"]["local_hit_ratio"].get<double>());
+  EXPECT_GT(by["cost/4/0"]["local_hit_ratio"].get<double>(), by["round-robin/4/0"]["local_hit_ratio"].get<double>());
+  // A shared tier brings round-robin's total near prefix routing's + shared.
+  EXPECT_GT(by["round-robin/4/20000"]["hit_ratio"].get<double>(), 0.25);
+  for (const char* svg : {"cluster_hit_ratio.svg", "cluster_qttft_p90.svg", "cluster_imbalance.svg", "sim.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + svg)) << svg;
+  const auto bad = test::run_kvwise("sim --trace '" + trace + "' --instances 1,2");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--routing"), std::string::npos) << bad.err;
+  EXPECT_EQ(test::run_kvwise("sim --routing prefixx --synthetic-requests 50").exit_code, 1);
 }
 
 }  // namespace

@@ -46,6 +46,12 @@ TEST(Routing, LeastLoadPrefixAndCostChooseByTheirRules) {
       << "equal prefixes: the less loaded";
   EXPECT_EQ(pre->choose(views({{true, 5, 90, 0}, {true, 1, 9, 0}, {false, 0, 0, 9}}), 8, 1), 1)
       << "no overlap on a healthy one: least-load; an unhealthy one's overlap is ignored";
+  EXPECT_EQ(pre->choose(views({{true, 1, 0, 2}, {true, 0, 0, 0}, {true, 0, 5, 0}}), 10, 1), 1)
+      << "2 of 10 blocks is under the 0.3 match threshold: least-load";
+  EXPECT_EQ(pre->choose(views({{true, 1, 0, 3}, {true, 0, 0, 0}, {true, 0, 5, 0}}), 10, 1), 0) << "3 of 10 is not";
+  EXPECT_EQ(pre->choose(views({{true, 100, 0, 9}, {true, 2, 0, 0}}), 10, 1), 1)
+      << "unbalanced (100 vs 2 in flight, > 64 apart and > 1.5x): least-load wins over the prefix";
+  EXPECT_EQ(pre->choose(views({{true, 60, 0, 9}, {true, 2, 0, 0}}), 10, 1), 0) << "58 apart: still balanced";
 
   // Dynamo's cost: w x uncached prefill blocks + the instance's active blocks (+ the request's own).
   // A holds 8 of 10 blocks but is busy (20 active); B holds nothing and is idle.

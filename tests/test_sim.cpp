@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "sim/categories.h"
+#include "sim/cluster.h"
 #include "sim/sweep.h"
 #include "sim/synthetic.h"
 #include "test_support.h"
@@ -240,6 +242,86 @@ TEST(Replay, MooncakeConversationTrace) {
     }
     EXPECT_LE(belady, r.infinite_hit_ratio);
   }
+}
+
+}  // namespace
+}  // namespace kvwise::sim
+
+namespace kvwise::sim {
+namespace {
+
+ClusterOptions cluster_options(int instances, const std::string& routing, size_t capacity, size_t shared = 0) {
+  ClusterOptions c;
+  c.instances = instances;
+  c.routing = routing;
+  c.instance.policy = "lru";
+  c.instance.capacity_blocks = capacity;
+  c.instance.latency.prefill_tokens_per_second = 20000;
+  c.shared_tier_blocks = shared;
+  return c;
+}
+
+TEST(Cluster, OneInstanceIsTheSingleCacheReplay) {
+  SyntheticOptions so;
+  so.requests = 1500;
+  const Trace t = generate_synthetic(so);
+  ReplayOptions r;
+  r.policy = "lru";
+  r.capacity_blocks = 400;
+  r.latency.prefill_tokens_per_second = 20000;
+  const ReplayResult single = replay(t, r);
+  for (const std::string& routing : prefix::routing_policy_names()) {
+    const ClusterResult c = replay_cluster(t, cluster_options(1, routing, 400));
+    EXPECT_EQ(c.blocks, single.blocks) << routing;
+    EXPECT_EQ(c.local_hits, single.block_hits) << routing;
+    EXPECT_EQ(c.shared_hits, 0u);
+    EXPECT_NEAR(c.qttft.p90, single.qttft.p90, 1e-9) << "one queue, one cache: the same latencies";
+  }
+}
+
+TEST(Cluster, AnUnboundedSharedTierReachesTheInfiniteCacheAndPrefixRoutingKeepsLocality) {
+  SyntheticOptions so;
+  so.requests = 2000;
+  const Trace t = generate_synthetic(so);
+  const double infinite = infinite_capacity_hit_ratio(t);
+  for (const std::string& routing : prefix::routing_policy_names()) {
+    const ClusterResult c = replay_cluster(t, cluster_options(4, routing, 200, 1 << 24));
+    // Every block an instance computes is written to the shared tier, so a block seen anywhere before
+    // is found locally or there: the whole trace hits as one infinite cache.
+    EXPECT_NEAR(c.hit_ratio(), infinite, 1e-12) << routing;
+    uint64_t routed = 0;
+    for (auto n : c.requests_per_instance) routed += n;
+    EXPECT_EQ(routed, c.requests);
+    EXPECT_GE(c.load_imbalance(), 1.0);
+  }
+  const ClusterResult rr = replay_cluster(t, cluster_options(4, "round-robin", 200));
+  const ClusterResult pre = replay_cluster(t, cluster_options(4, "prefix", 200));
+  const ClusterResult cost = replay_cluster(t, cluster_options(4, "cost", 200));
+  EXPECT_GT(pre.local_hit_ratio(), rr.local_hit_ratio() + 0.05) << "conversations go back to their instance";
+  EXPECT_GT(cost.local_hit_ratio(), rr.local_hit_ratio());
+  EXPECT_LE(pre.hit_ratio(), infinite);
+}
+
+TEST(Cluster, SweepCoversEveryCombinationAndReports) {
+  SyntheticOptions so;
+  so.requests = 300;
+  const Trace t = generate_synthetic(so);
+  ClusterSweepOptions s;
+  s.routings = {"round-robin", "prefix"};
+  s.instances = {1, 2};
+  s.shared_tier_blocks = {0, 500};
+  s.policies = {"lru"};
+  s.capacities = {100};
+  s.base = cluster_options(1, "round-robin", 100);
+  const auto runs = run_cluster_sweep(t, s);
+  ASSERT_EQ(runs.size(), 8u);
+  EXPECT_NE(format_cluster_tables(runs).find("| prefix"), std::string::npos);
+  const auto j = nlohmann::json::parse(cluster_to_json(t, runs, s));
+  EXPECT_EQ(j["runs"].size(), 8u);
+  EXPECT_THROW(replay_cluster(t, cluster_options(0, "prefix", 100)), std::exception);
+  auto bad = cluster_options(2, "prefix", 100);
+  bad.instance.policy = "belady";
+  EXPECT_THROW(replay_cluster(t, bad), std::exception);
 }
 
 }  // namespace

@@ -36,6 +36,7 @@ void add_route(CLI::App& app) {
                   "cost routing: weight of an uncached prefill block against a decode block (Dynamo's "
                   "overlap_score_weight)")
       ->check(CLI::Range(0.0, 1000.0));
+  add_prefix_routing_options(*cmd, o->r.routing_options);
   auto* ev = cmd->add_option("--kv-events", o->events_url,
                              "redis://HOST:PORT whose pub/sub carries the servers' KV events (default: the router's "
                              "own record of where it sent what)");

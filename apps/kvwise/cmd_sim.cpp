@@ -13,6 +13,7 @@
 #include "common.h"
 #include "serve/prefix_block_codec.h"
 #include "sim/categories.h"
+#include "sim/cluster.h"
 #include "sim/sweep.h"
 #include "sim/synthetic.h"
 
@@ -122,7 +123,12 @@ void add_sim(CLI::App& app) {
     std::vector<size_t> capacity = {1000, 2000, 5000, 10000};
     std::vector<double> capacity_bytes;
     double prefill_tps = 0, decode_tps = 0;
-    int instances = 0, threads = 0, azure_block_tokens = 512;
+    std::vector<int> instances;
+    int threads = 0, azure_block_tokens = 512;
+    std::vector<std::string> routing;
+    std::vector<size_t> shared_tier_blocks = {0};
+    double shared_bandwidth = 1.25e9;
+    prefix::RoutingOptions routing_options;
     bool hold = false;
     std::string score_range = "0:1", block_dtype = "f16";
     int block_group = 32;
@@ -140,9 +146,11 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--trace", o->trace, "trace file (default: a generated workload)");
   cmd->add_option("--format", o->format, "mooncake, bailian, azure or auto")
       ->check(CLI::IsMember({"auto", "mooncake", "bailian", "azure", "synthetic"}));
-  cmd->add_option("--policies", o->policies,
-                  "eviction policies, comma separated; all (the default) = every registered online policy and belady")
-      ->delimiter(',');
+  auto* policies_opt =
+      cmd->add_option("--policies", o->policies,
+                      "eviction policies, comma separated; all (the default) = every registered online policy and "
+                      "belady (with --routing: lru unless given)")
+          ->delimiter(',');
   cmd->add_option("--capacity", o->capacity, "first-tier capacities in blocks, comma separated")
       ->delimiter(',')
       ->check(CLI::Range(1.0, 1e15));
@@ -161,9 +169,25 @@ void add_sim(CLI::App& app) {
                   "prefill tokens/s from a `kvwise bench --json` file, or measured now on a GGUF model (whose KV bytes "
                   "per token then replace --model-shape's unless that is given)");
   cmd->add_option("--decode-tps", o->decode_tps, "decode tokens/s holding an instance (default 0: overlapped)");
-  cmd->add_option("--instances", o->instances,
-                  "serving instances sharing one queue (0: enough for the trace's prompt tokens at 80% load)")
+  cmd->add_option(
+         "--instances", o->instances,
+         "serving instances (0, the default: enough for the trace's load at 80% utilisation); with --routing, a "
+         "list of cluster sizes, e.g. 1,2,4,8")
+      ->delimiter(',')
       ->check(CLI::Range(0, 100000));
+  cmd->add_option("--routing", o->routing,
+                  "simulate a cluster: instances with their own caches and queues, requests routed by each of these "
+                  "(round-robin, least-load, prefix, cost or all; as kvwise route)")
+      ->delimiter(',');
+  cmd->add_option("--shared-tier-blocks", o->shared_tier_blocks,
+                  "cluster: capacity of a shared tier below the instances (Redis, LRU), a list; 0: none")
+      ->delimiter(',');
+  cmd->add_option("--shared-bandwidth", o->shared_bandwidth, "cluster: bytes/s from the shared tier to an instance")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--overlap-weight", o->routing_options.overlap_weight,
+                  "cluster, cost routing: weight of an uncached prefill block")
+      ->check(CLI::Range(0.0, 1000.0));
+  add_prefix_routing_options(*cmd, o->routing_options);
   cmd->add_option("--score-range", o->score_range,
                   "FROM:UNTIL fractions of the requests: replay up to UNTIL, count only from FROM on (e.g. 0:0.5 to "
                   "tune, 0.5:1 to score what was tuned there)");
@@ -223,7 +247,7 @@ void add_sim(CLI::App& app) {
   cmd->add_flag("--json", o->json, "print JSON");
   cmd->add_option("--csv", o->csv, "also write CSV to this file");
   cmd->add_option("--plot", o->plot, "write hit_ratio.svg, qttft.svg and sim.json into this directory");
-  cmd->callback([o, shape_opt] {
+  cmd->callback([o, shape_opt, policies_opt] {
     sim::Trace trace;
     const double t_read = now_seconds();
     if (o->trace.empty() || o->format == "synthetic") {
@@ -240,6 +264,7 @@ void add_sim(CLI::App& app) {
     KV_CHECK(!trace.requests.empty(), "{}: no requests", o->trace);
     const double read_seconds = now_seconds() - t_read;
     sim::assign_categories(trace, o->categories);
+    if (!o->routing.empty() && policies_opt->count() == 0) o->policies = {"lru"};
     o->policies = prefix::expand_policy_names(o->policies);
     for (const auto& p : o->policies) prefix::make_policy(p, {});  // unknown names fail here, clearly
     auto shape = model_shapes().find(o->model_shape);
@@ -283,8 +308,11 @@ void add_sim(CLI::App& app) {
     }
     kv_per_token *= PrefixBlockCodec::f16_ratio(o->block_dtype, o->block_group);
     s.base.latency.kv_bytes_per_token = kv_per_token;
-    s.base.latency.instances =
-        o->instances > 0 ? o->instances : instances_for_load(trace, s.base.latency.prefill_tokens_per_second);
+    KV_CHECK(!o->routing.empty() || o->instances.size() <= 1,
+             "--instances takes a list only with --routing (a cluster); without it, one number");
+    s.base.latency.instances = !o->instances.empty() && o->instances[0] > 0
+                                   ? o->instances[0]
+                                   : instances_for_load(trace, s.base.latency.prefill_tokens_per_second);
     s.base.lower_tiers = parse_tiers(o->tiers);
     s.base.chain = !o->holes;
     s.base.policy_options.wa = o->wa;
@@ -301,6 +329,42 @@ void add_sim(CLI::App& app) {
     }
     for (size_t c : s.capacities) KV_CHECK(c > 0, "capacity must be at least one block");
     s.threads = o->threads > 0 ? o->threads : default_threads();
+    if (!o->routing.empty()) {  // a cluster: routing x instances x shared tier
+      sim::ClusterSweepOptions c;
+      c.routings = prefix::expand_routing_names(o->routing);
+      c.instances = o->instances.empty() ? std::vector<int>{1, 2, 4, 8} : o->instances;
+      for (int n : c.instances) KV_CHECK(n >= 1 && n <= 64, "--instances {}: a cluster has 1..64 instances", n);
+      c.shared_tier_blocks = o->shared_tier_blocks;
+      c.policies = o->policies;
+      c.capacities = s.capacities;
+      c.base.instance = s.base;
+      c.base.shared_bandwidth = o->shared_bandwidth;
+      c.base.routing_options = o->routing_options;
+      c.threads = s.threads;
+      Progress progress("sim cluster", c.routings.size() * c.instances.size() * c.shared_tier_blocks.size() *
+                                           c.policies.size() * c.capacities.size());
+      const auto runs = sim::run_cluster_sweep(trace, c, [&](size_t d, size_t) { progress.update(d); });
+      progress.finish();
+      const std::string json = sim::cluster_to_json(trace, runs, c);
+      if (!o->plot.empty()) {
+        sim::write_cluster_plots(runs, o->plot, trace.format + " trace");
+        std::ofstream f(o->plot + "/sim.json");
+        f << json << "\n";
+        KV_CHECK(f.good(), "{}/sim.json: cannot write", o->plot);
+      }
+      if (o->json) {
+        std::puts(json.c_str());
+        return;
+      }
+      std::printf(
+          "trace %s (%s): %zu requests, %d tokens per block; per instance: prefill %.0f tokens/s (%s), "
+          "block = %s; shared tier at %.2g bytes/s\n",
+          trace.source.c_str(), trace.format.c_str(), trace.requests.size(), trace.block_tokens,
+          s.base.latency.prefill_tokens_per_second, assumed_cost ? "ASSUMED" : cost_source.c_str(),
+          human_bytes(block_bytes).c_str(), o->shared_bandwidth);
+      std::fputs(sim::format_cluster_tables(runs).c_str(), stdout);
+      return;
+    }
     Progress progress("sim", s.policies.size() * s.capacities.size());
     const sim::SweepResult r = sim::run_sweep(trace, s, [&](size_t d, size_t) { progress.update(d); });
     progress.finish();
@@ -313,7 +377,7 @@ void add_sim(CLI::App& app) {
     j["read_seconds"] = read_seconds;
     j["prefill_cost_assumed"] = assumed_cost;
     j["prefill_cost_source"] = cost_source;
-    j["instances_sized_to_load"] = o->instances == 0;
+    j["instances_sized_to_load"] = o->instances.empty();
     j["block_dtype"] = o->block_dtype;
     j["block_group"] = o->block_group;
     if (!o->plot.empty()) {
@@ -330,7 +394,7 @@ void add_sim(CLI::App& app) {
                 trace.format.c_str(), trace.requests.size(), trace.block_tokens, trace.category_names.size());
     if (trace.skipped_lines) std::printf(", %zu malformed lines skipped", trace.skipped_lines);
     std::printf("\nlatency model: %d instance(s)%s, prefill %.0f tokens/s (%s), %.0f KV bytes/token (%s), block = %s\n",
-                s.base.latency.instances, o->instances > 0 ? "" : " (sized to the trace's load)",
+                s.base.latency.instances, !o->instances.empty() ? "" : " (sized to the trace's load)",
                 s.base.latency.prefill_tokens_per_second,
                 assumed_cost ? "ASSUMED: pass --prefill-tps or --cost-from" : cost_source.c_str(), kv_per_token,
                 kv_source.c_str(), human_bytes(block_bytes).c_str());

@@ -36,6 +36,18 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                             ->expected(0, 1);
 }
 
+void add_prefix_routing_options(CLI::App& app, prefix::RoutingOptions& o) {
+  app.add_option("--prefix-min-match", o.prefix_min_match,
+                 "prefix routing: least share of the prompt's blocks an instance must hold to be preferred")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--balance-abs", o.balance_abs,
+                 "prefix routing: requests in flight (max - min) beyond which load decides (with --balance-rel)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--balance-rel", o.balance_rel,
+                 "prefix routing: max / min requests in flight beyond which load decides")
+      ->check(CLI::Range(1.0, 1000.0));
+}
+
 void add_policy_options(CLI::App& app, PolicyOptions& o) {
   app.add_option("--kv-policy", o.spec,
                  "KV compression policy spec, e.g. snapkv, adakv(pyramidkv), h2o(recent=0.3):\n" + policy_help());

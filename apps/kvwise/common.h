@@ -7,6 +7,7 @@
 
 #include "compress/registry.h"
 #include "model/forward.h"
+#include "prefix/routing.h"
 
 namespace kvwise::cli {
 
@@ -78,6 +79,8 @@ void add_eval(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_route(CLI::App& app);
+// --prefix-min-match, --balance-abs, --balance-rel of prefix routing (kvwise route and sim).
+void add_prefix_routing_options(CLI::App& app, prefix::RoutingOptions& o);
 void add_loadgen(CLI::App& app);
 
 }  // namespace kvwise::cli

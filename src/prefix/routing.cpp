@@ -62,17 +62,26 @@ class LeastLoad final : public RoutingPolicy {
 
 class Prefix final : public RoutingPolicy {
  public:
+  explicit Prefix(const RoutingOptions& o) : o_(o) {}
   std::string name() const override { return "prefix"; }
-  int choose(std::span<const InstanceView> in, int, double) override {
-    int best = 0;
-    for (const auto& v : in)
-      if (v.healthy) best = std::max(best, v.overlap_blocks);
-    std::vector<bool> candidate(in.size());
-    for (size_t i = 0; i < in.size(); ++i) candidate[i] = in[i].overlap_blocks == best;
+  int choose(std::span<const InstanceView> in, int request_blocks, double) override {
+    int best = 0, lo = std::numeric_limits<int>::max(), hi = 0;
+    for (const auto& v : in) {
+      if (!v.healthy) continue;
+      best = std::max(best, v.overlap_blocks);
+      lo = std::min(lo, v.in_flight);
+      hi = std::max(hi, v.in_flight);
+    }
+    const bool unbalanced = hi - lo > o_.balance_abs && hi > o_.balance_rel * lo;
+    const bool match = best > 0 && best >= o_.prefix_min_match * request_blocks;
+    std::vector<bool> candidate(in.size(), true);
+    if (!unbalanced && match)
+      for (size_t i = 0; i < in.size(); ++i) candidate[i] = in[i].overlap_blocks == best;
     return least_loaded(in, turn_, candidate);
   }
 
  private:
+  RoutingOptions o_;
   size_t turn_ = 0;
 };
 
@@ -106,7 +115,7 @@ std::vector<std::string> routing_policy_names() {
 std::unique_ptr<RoutingPolicy> make_routing_policy(const std::string& name, const RoutingOptions& o) {
   if (name == "round-robin") return std::make_unique<RoundRobin>();
   if (name == "least-load") return std::make_unique<LeastLoad>();
-  if (name == "prefix") return std::make_unique<Prefix>();
+  if (name == "prefix") return std::make_unique<Prefix>(o);
   if (name == "cost") return std::make_unique<Cost>(o.overlap_weight);
   throw Error(
       fmt::format("unknown routing policy '{}' (known: {}, or all)", name, fmt::join(routing_policy_names(), ", ")));

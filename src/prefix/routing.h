@@ -4,7 +4,11 @@
 // picks one instance:
 //   round-robin  the next healthy instance in turn
 //   least-load   the fewest requests in flight (ties: the lowest active blocks, then in turn)
-//   prefix       the longest cached prefix (llm-d's prefix scorer); ties and no overlap: least-load
+//   prefix       cache-aware as SGLang's router: while the load is balanced, the longest cached
+//                prefix if it covers at least prefix_min_match of the prompt (ties: less loaded),
+//                else least-load; when unbalanced (max - min in flight > balance_abs and max >
+//                balance_rel x min), least-load (pure longest-prefix sends a shared system prompt's
+//                every request to one instance)
 //   cost         NVIDIA Dynamo's KV-aware cost: overlap_weight x uncached prefill blocks + decode
 //                blocks (the instance's active blocks plus this request's), the lowest wins
 // Where prefixes live comes from a PrefixLocator: fed by the instances' KV events (stored/evicted)
@@ -33,6 +37,10 @@ struct InstanceView {
 
 struct RoutingOptions {
   double overlap_weight = 1.0;  // cost: weight of each uncached prefill block against a decode block
+  // prefix (SGLang's cache_threshold, balance_abs_threshold, balance_rel_threshold defaults)
+  double prefix_min_match = 0.3;
+  int balance_abs = 64;
+  double balance_rel = 1.5;
 };
 
 class RoutingPolicy {
