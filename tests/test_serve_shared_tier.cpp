@@ -86,6 +86,7 @@ TEST(SharedTier, APrefixPrefilledOnOneServerIsAHitOnAnotherAndRedisFaultsChangeN
   EXPECT_EQ(on_a.text, reference.text);
   EXPECT_EQ(metric(b.port, "kvwise_prefix_shared_loaded_blocks_total"), written);
   EXPECT_EQ(metric(b.port, "kvwise_prefix_tier_hits_total{tier=\"redis\"}"), written);
+  EXPECT_EQ(metric(b.port, "kvwise_prefix_shared_hits_total"), on_b.cached / 32);
 
   // Redis killed mid-run: every answer stays the cache-free one.
   redis.kill();

@@ -519,6 +519,8 @@ struct HttpServer::Impl {
           static_cast<double>(pm.shared_lookups));
       one("kvwise_prefix_shared_loaded_blocks_total", "Blocks whose data came from the shared tier, verified",
           "counter", static_cast<double>(pm.shared_loaded));
+      one("kvwise_prefix_shared_hits_total", "Blocks of a usable cached prefix that came from the shared tier",
+          "counter", static_cast<double>(pm.shared_hits));
     }
     return m;
   }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "base/error.h"
 #include "prefix/block_hash.h"
 #include "serve/disk_tier.h"
@@ -139,6 +141,7 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
 
   const long computable = static_cast<long>(prompt.size()) - std::max(1, min_compute);
   const int max_usable = computable > 0 ? static_cast<int>(computable / opt_.block_tokens) : 0;
+  std::vector<prefix::BlockKey> from_shared;
   if (opt_.shared) {
     // What memory and disk lack of the usable prefix, after its leading ready blocks, is asked of the
     // shared tier (the blocks are pinned in memory by the admission, so they stay while we wait).
@@ -149,7 +152,7 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
       if (memory_->ready(key) && wanted.empty()) continue;
       if (!memory_->ready(key)) wanted.push_back(key);
     }
-    if (!wanted.empty()) fill_from_shared(wanted, lk);
+    if (!wanted.empty()) from_shared = fill_from_shared(wanted, lk);
   }
   bool unbroken = true;
   for (size_t i = 0; i < lease.keys.size(); ++i) {
@@ -161,6 +164,7 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
     const bool ready = memory_->ready(key) != nullptr;
     if (unbroken && ready && static_cast<int>(i) < max_usable) {
       ++lease.usable_blocks;
+      if (std::find(from_shared.begin(), from_shared.end(), key) != from_shared.end()) ++m_.shared_hits;
       continue;
     }
     unbroken = false;
@@ -172,7 +176,9 @@ PrefixLease LivePrefixCache::acquire(std::span<const int32_t> prompt, uint64_t s
 
 // Looks the blocks up in the shared tier without holding the mutex, then fills the ones it had
 // (pinned in memory since the admission; another sequence may have filled some meanwhile).
-void LivePrefixCache::fill_from_shared(const std::vector<prefix::BlockKey>& wanted, std::unique_lock<std::mutex>& lk) {
+std::vector<prefix::BlockKey> LivePrefixCache::fill_from_shared(const std::vector<prefix::BlockKey>& wanted,
+                                                                std::unique_lock<std::mutex>& lk) {
+  std::vector<prefix::BlockKey> filled;
   std::vector<std::vector<uint8_t>> data(wanted.size(), std::vector<uint8_t>(block_bytes_));
   std::vector<std::span<uint8_t>> outs(data.begin(), data.end());
   m_.shared_lookups += wanted.size();
@@ -183,8 +189,10 @@ void LivePrefixCache::fill_from_shared(const std::vector<prefix::BlockKey>& want
     if (got[i] != TierGet::hit || cache_->tier_of(wanted[i]) != 0 || memory_->ready(wanted[i])) continue;
     memory_->put(wanted[i], data[i]);
     ++m_.shared_loaded;
+    filled.push_back(wanted[i]);
     event("stored", wanted[i]);
   }
+  return filled;
 }
 
 void LivePrefixCache::load(KvStore& kv, SeqId seq, const PrefixLease& lease) {

@@ -86,6 +86,7 @@ struct LivePrefixMetrics {
   };
   std::vector<StorageTier> storage;  // memory, disk, shared: their own operation counters
   uint64_t shared_loaded = 0;        // blocks whose data came from the shared tier, verified
+  uint64_t shared_hits = 0;          // of those, blocks of a usable prefix (the rest wait for a later request)
   uint64_t shared_lookups = 0;       // blocks asked of the shared tier
 };
 
@@ -126,7 +127,9 @@ class LivePrefixCache {
   friend class Capture;
   void store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key);
   void on_move(prefix::BlockKey key, int from, int to);
-  void fill_from_shared(const std::vector<prefix::BlockKey>& wanted, std::unique_lock<std::mutex>& lk);
+  // The keys it filled.
+  std::vector<prefix::BlockKey> fill_from_shared(const std::vector<prefix::BlockKey>& wanted,
+                                                 std::unique_lock<std::mutex>& lk);
   void event(const char* kind, prefix::BlockKey key);
   uint16_t category_id(const std::string& name);
   size_t head_offset(int layer, int head) const;
