@@ -4,13 +4,13 @@
 # down (one conversation in 8, 16-token blocks), per routing policy, with and without the shared
 # tier; next to `kvwise sim --routing P --instances 3` on the very scaled trace loadgen sent.
 # Usage: scripts/bench-cluster.sh [OUT]   (OUT default docs/results/cluster-raw)
-# Env: KVWISE_DATA, REQUESTS (default 3000 trace requests before sampling), CAPACITY (blocks per server).
+# Env: KVWISE_DATA, REQUESTS (default 4000 trace requests before sampling), CAPACITY (blocks per server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kv=$PWD/build/apps/kvwise/kvwise
 data=${KVWISE_DATA:-../shared}
 out=${1:-docs/results/cluster-raw}
-requests=${REQUESTS:-3000}
+requests=${REQUESTS:-4000}
 cap=${CAPACITY:-300}
 mkdir -p "$out"
 rm -f "$out"/servers.log

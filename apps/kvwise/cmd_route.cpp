@@ -49,16 +49,7 @@ void add_route(CLI::App& app) {
       ->check(CLI::Range(1.0, 86400.0));
   cmd->add_option("--max-body", o->r.max_body_bytes, "largest request body in bytes (413 above)");
   cmd->callback([o] {
-    static int stop_pipe[2] = {-1, -1};
-    KV_CHECK(pipe(stop_pipe) == 0, "cannot create a pipe");
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {
-      const char c = 's';
-      (void)!write(stop_pipe[1], &c, 1);
-    };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
+    install_stop_signals();
     if (!o->events_url.empty()) o->r.events = parse_redis_url(o->events_url);
     if (!o->events_cluster.empty()) o->r.events = parse_redis_cluster_nodes(o->events_cluster);
     ModelOptions m;
@@ -71,16 +62,7 @@ void add_route(CLI::App& app) {
                  o->r.events ? "the servers' KV events" : "the router's own record", o->r.host.c_str(), port);
     std::printf("listening on %s:%d\n", o->r.host.c_str(), port);
     std::fflush(stdout);
-    std::thread waiter([&] {
-      char c = 0;
-      while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      router.stop();
-    });
-    router.serve();
-    const char c = 'x';
-    (void)!write(stop_pipe[1], &c, 1);
-    waiter.join();
+    serve_until_signal([&] { router.serve(); }, [&] { router.stop(); });
     std::fprintf(stderr, "kvwise route: stopped\n");
   });
 }

@@ -100,18 +100,7 @@ void add_serve(CLI::App& app) {
                   "seconds a client has to send a request's headers and body")
       ->check(CLI::Range(0.1, 3600.0));
   cmd->callback([o] {
-    // SIGINT/SIGTERM end the server cleanly. A handler (not a blocked mask: OpenBLAS starts threads
-    // before main, and any of them may receive the signal) writes to a pipe that a thread waits on.
-    static int stop_pipe[2] = {-1, -1};
-    KV_CHECK(pipe(stop_pipe) == 0, "cannot create a pipe");
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {
-      const char c = 's';
-      (void)!write(stop_pipe[1], &c, 1);
-    };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
+    install_stop_signals();  // SIGINT/SIGTERM end the server cleanly, even during the start
     const auto policy = resolve_policy(o->pol);
     check_eviction_name(o->prefix.eviction);
     auto model = Model::load(resolve_model_path(o->m));
@@ -185,16 +174,7 @@ void add_serve(CLI::App& app) {
                  policy->spec.c_str(), cache.c_str());
     std::printf("listening on %s:%d\n", o->s.host.c_str(), port);
     std::fflush(stdout);
-    std::thread waiter([&] {
-      char c = 0;
-      while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
-      }
-      server.stop();
-    });
-    server.serve();
-    const char c = 'x';  // serve() may also end on its own: wake the waiter
-    (void)!write(stop_pipe[1], &c, 1);
-    waiter.join();
+    serve_until_signal([&] { server.serve(); }, [&] { server.stop(); });
     std::fprintf(stderr, "kvwise serve: stopped\n");
   });
 }

@@ -1,7 +1,9 @@
 #include "common.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -34,6 +36,37 @@ void add_model_options(CLI::App& app, ModelOptions& o) {
                                        "llama.cpp's -fa [on|off|auto]: accepted and ignored (kvwise's attention is "
                                        "always one fused pass)")
                             ->expected(0, 1);
+}
+
+namespace {
+int stop_pipe[2] = {-1, -1};
+}  // namespace
+
+void install_stop_signals() {
+  if (stop_pipe[0] >= 0) return;
+  KV_CHECK(pipe(stop_pipe) == 0, "cannot create a pipe");
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    const char c = 's';
+    (void)!write(stop_pipe[1], &c, 1);
+  };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void serve_until_signal(const std::function<void()>& serve, const std::function<void()>& stop) {
+  install_stop_signals();
+  std::thread waiter([&] {
+    char c = 0;
+    while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    stop();
+  });
+  serve();
+  const char c = 'x';  // serve() may also end on its own: wake the waiter
+  (void)!write(stop_pipe[1], &c, 1);
+  waiter.join();
 }
 
 void add_prefix_routing_options(CLI::App& app, prefix::RoutingOptions& o) {

@@ -1,6 +1,7 @@
 // Pieces shared by the subcommands: model/data-dir options, engine options, memory readings.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -79,6 +80,12 @@ void add_eval(CLI::App& app);
 void add_profile(CLI::App& app);
 void add_serve(CLI::App& app);
 void add_route(CLI::App& app);
+// Calls serve() (which blocks) and calls stop() from another thread on SIGINT/SIGTERM. A handler
+// (not a blocked mask: OpenBLAS starts threads before main, and any of them may get the signal)
+// writes to a pipe that a thread waits on. Install before anything slow, so that a signal during
+// start-up is not lost: the handler is set at the first call of install_stop_signals().
+void install_stop_signals();
+void serve_until_signal(const std::function<void()>& serve, const std::function<void()>& stop);
 // --prefix-min-match, --balance-abs, --balance-rel of prefix routing (kvwise route and sim).
 void add_prefix_routing_options(CLI::App& app, prefix::RoutingOptions& o);
 void add_loadgen(CLI::App& app);
