@@ -285,7 +285,7 @@ TEST(Cluster, AnUnboundedSharedTierReachesTheInfiniteCacheAndPrefixRoutingKeepsL
   const Trace t = generate_synthetic(so);
   const double infinite = infinite_capacity_hit_ratio(t);
   for (const std::string& routing : prefix::routing_policy_names()) {
-    const ClusterResult c = replay_cluster(t, cluster_options(4, routing, 200, 1 << 24));
+    const ClusterResult c = replay_cluster(t, cluster_options(4, routing, 200, 1 << 20));
     // Every block an instance computes is written to the shared tier, so a block seen anywhere before
     // is found locally or there: the whole trace hits as one infinite cache.
     EXPECT_NEAR(c.hit_ratio(), infinite, 1e-12) << routing;
@@ -300,6 +300,23 @@ TEST(Cluster, AnUnboundedSharedTierReachesTheInfiniteCacheAndPrefixRoutingKeepsL
   EXPECT_GT(pre.local_hit_ratio(), rr.local_hit_ratio() + 0.05) << "conversations go back to their instance";
   EXPECT_GT(cost.local_hit_ratio(), rr.local_hit_ratio());
   EXPECT_LE(pre.hit_ratio(), infinite);
+}
+
+TEST(Cluster, SlotsServeInParallelAndHeldBlocksArePinned) {
+  SyntheticOptions so;
+  so.requests = 1500;
+  so.rate = 40;  // overloads one sequence at a time
+  const Trace t = generate_synthetic(so);
+  ClusterOptions serial = cluster_options(2, "round-robin", 60), batched = serial;
+  batched.instance.latency.instances = 8;
+  const ClusterResult one = replay_cluster(t, serial), eight = replay_cluster(t, batched);
+  EXPECT_LT(eight.qttft.p90, one.qttft.p90 / 2) << "8 slots per instance drain the queue";
+  ClusterOptions held = batched;
+  held.instance.hold_until_done = true;
+  const ClusterResult h = replay_cluster(t, held);
+  // Eight running requests' blocks pinned in a 60-block cache: some cannot be cached at all.
+  EXPECT_LT(h.local_hits, eight.local_hits);
+  EXPECT_EQ(h.blocks, eight.blocks);
 }
 
 TEST(Cluster, SweepCoversEveryCombinationAndReports) {

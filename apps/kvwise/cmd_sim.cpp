@@ -128,6 +128,7 @@ void add_sim(CLI::App& app) {
     std::vector<std::string> routing;
     std::vector<size_t> shared_tier_blocks = {0};
     double shared_bandwidth = 1.25e9;
+    int instance_slots = 1;
     prefix::RoutingOptions routing_options;
     bool hold = false;
     std::string score_range = "0:1", block_dtype = "f16";
@@ -182,6 +183,10 @@ void add_sim(CLI::App& app) {
   cmd->add_option("--shared-tier-blocks", o->shared_tier_blocks,
                   "cluster: capacity of a shared tier below the instances (Redis, LRU), a list; 0: none")
       ->delimiter(',');
+  cmd->add_option("--instance-slots", o->instance_slots,
+                  "cluster: sequences one instance serves at once (its batch), sharing its cache and queue; with "
+                  "--hold they keep their blocks pinned while they run")
+      ->check(CLI::Range(1, 4096));
   cmd->add_option("--shared-bandwidth", o->shared_bandwidth, "cluster: bytes/s from the shared tier to an instance")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--overlap-weight", o->routing_options.overlap_weight,
@@ -338,6 +343,7 @@ void add_sim(CLI::App& app) {
       c.policies = o->policies;
       c.capacities = s.capacities;
       c.base.instance = s.base;
+      c.base.instance.latency.instances = o->instance_slots;
       c.base.shared_bandwidth = o->shared_bandwidth;
       c.base.routing_options = o->routing_options;
       c.threads = s.threads;

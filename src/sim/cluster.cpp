@@ -31,7 +31,10 @@ namespace {
 
 struct Instance {
   std::unique_ptr<prefix::PrefixCache> cache;
-  double free_at = 0;  // when its queue has drained
+  // When each of its slots (sequences served at once) is free; the instance's queue is FIFO.
+  std::priority_queue<double, std::vector<double>, std::greater<>> slot_free;
+  // Requests holding their blocks until they finish (ReplayOptions::hold_until_done).
+  std::priority_queue<std::pair<double, size_t>, std::vector<std::pair<double, size_t>>, std::greater<>> holding;
   // Requests routed here and not yet finished: (finish time, active blocks).
   std::priority_queue<std::pair<double, double>, std::vector<std::pair<double, double>>, std::greater<>> running;
   double active_blocks = 0;
@@ -57,7 +60,10 @@ ClusterResult replay_cluster(const Trace& trace, const ClusterOptions& o) {
   std::vector<Instance> inst(static_cast<size_t>(o.instances));
   std::vector<prefix::TierSpec> tiers{{"memory", ro.capacity_blocks, ro.first_tier_bandwidth}};
   for (const auto& t : ro.lower_tiers) tiers.push_back(t);
+  KV_CHECK(ro.latency.instances >= 1, "an instance serves at least one sequence at a time");
+  std::vector<prefix::Admission> held(ro.hold_until_done ? trace.requests.size() : 0);
   for (auto& in : inst) {
+    for (int k = 0; k < ro.latency.instances; ++k) in.slot_free.push(0.0);
     prefix::PrefixCacheConfig cfg;
     cfg.policy = ro.policy;
     cfg.policy_options = ro.policy_options;
@@ -107,7 +113,12 @@ ClusterResult replay_cluster(const Trace& trace, const ClusterOptions& o) {
     const int chosen = policy->choose(view, static_cast<int>(r.blocks.size()), decode_blocks);
     KV_ASSERT(chosen >= 0, "every simulated instance is healthy");
     Instance& in = inst[static_cast<size_t>(chosen)];
-    const double start = std::max(r.time, in.free_at);
+    const double start = std::max(r.time, in.slot_free.top());
+    in.slot_free.pop();
+    while (!in.holding.empty() && in.holding.top().first <= start) {
+      in.cache->release(held[in.holding.top().second], in.holding.top().first);
+      in.holding.pop();
+    }
     const prefix::Admission a = in.cache->acquire(r.blocks, r.category, start);
     double hit_tokens = 0, transfer = 0;
     for (size_t j = 0; j < a.hit_blocks && j < r.blocks.size(); ++j) hit_tokens += trace.block_token_count(r, j);
@@ -127,8 +138,13 @@ ClusterResult replay_cluster(const Trace& trace, const ClusterOptions& o) {
     const double first_token = start + transfer + uncached / ro.latency.prefill_tokens_per_second;
     double busy_until = first_token;
     if (ro.latency.decode_tokens_per_second > 0) busy_until += r.output_tokens / ro.latency.decode_tokens_per_second;
-    in.cache->release(a, start);
-    in.free_at = busy_until;
+    if (ro.hold_until_done) {
+      held[i] = a;
+      in.holding.push({busy_until, i});
+    } else {
+      in.cache->release(a, start);
+    }
+    in.slot_free.push(busy_until);
     const double active = static_cast<double>(r.blocks.size()) + decode_blocks;
     in.running.push({busy_until, active});
     in.active_blocks += active;
