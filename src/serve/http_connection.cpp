@@ -9,7 +9,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <vector>
+
+#include "base/error.h"
 
 namespace kvwise {
 
@@ -147,6 +150,39 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
   return ok;
+}
+
+namespace {
+// cpp-httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's
+// library), so a burst of simultaneous connections (16 streaming clients) sees refused or broken
+// connections. Calling listen() again on the bound socket raises the backlog; the socket is found
+// as the listening TCP socket on our port.
+void widen_listen_backlog(int port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = -1;
+    if (addr.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (p == port) listen(fd, SOMAXCONN);
+  }
+}
+}  // namespace
+
+int GuardedHttpServer::bind_listener(const std::string& host, int port) {
+  if (port == 0) {
+    port = bind_to_any_port(host.c_str());
+    KV_CHECK(port > 0, "cannot bind to {}", host);
+  } else if (!bind_to_port(host.c_str(), port)) {
+    fail("cannot listen on {}:{}: {}", host, port,
+         errno == EADDRINUSE ? "address in use (is another server running on that port?)" : std::strerror(errno));
+  }
+  widen_listen_backlog(port);
+  return port;
 }
 
 }  // namespace kvwise

@@ -7,6 +7,8 @@
 #pragma once
 #include <httplib.h>
 
+#include <string>
+
 namespace kvwise {
 
 class GuardedHttpServer : public httplib::Server {
@@ -20,6 +22,9 @@ class GuardedHttpServer : public httplib::Server {
   // Called by a handler that answers without reading the body: the connection closes after the
   // response instead of parsing the unread body as the next request.
   static void close_after_response();
+  // Binds host:port (0: any free port) and returns the port; throws kvwise::Error saying why not (a
+  // port in use). Also raises the listen backlog above httplib's 5.
+  int bind_listener(const std::string& host, int port);
 
  private:
   bool process_and_close_socket(socket_t sock) override;

@@ -463,15 +463,7 @@ const char* Router::prefix_source() const {
 }
 
 int Router::bind() {
-  Impl& i = *impl_;
-  int port = i.opt.port;
-  if (port == 0) {
-    port = i.srv.bind_to_any_port(i.opt.host.c_str());
-    KV_CHECK(port > 0, "cannot listen on {}", i.opt.host);
-  } else {
-    KV_CHECK(i.srv.bind_to_port(i.opt.host.c_str(), port), "cannot listen on {}:{} (in use?)", i.opt.host, port);
-  }
-  return port;
+  return impl_->srv.bind_listener(impl_->opt.host, impl_->opt.port);
 }
 
 void Router::serve() {
