@@ -193,14 +193,22 @@ TEST(Router, KvEventsFromTheServersTellItWhereAPrefixIs) {
   test::ServerProcess r = test::start_listening("route --port 0 --routing prefix --kv-events " + redis.url() +
                                                 " --backend " + url(a) + " --backend " + url(b));
   ASSERT_GT(r.port, 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the router's subscription is up
-  // Sent to B directly, not through the router: only B's events can tell the router.
-  ASSERT_EQ(complete(b.port, prompt(42)).status, 200);
-  for (int i = 0; i < 100 && metric(r.port, "kvwise_router_kv_events_total") <= 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // Sent to B directly, not through the router: only B's events can tell the router. Until the
+  // router's subscription is up, events are lost (pub/sub has no history): try fresh prompts.
+  int sent = 42;
+  for (int attempt = 0; attempt < 50 && metric(r.port, "kvwise_router_kv_events_total") <= 0; ++attempt) {
+    sent = 42 + attempt;
+    ASSERT_EQ(complete(b.port, prompt(sent)).status, 200);
+    for (int i = 0; i < 20 && metric(r.port, "kvwise_router_kv_events_total") <= 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_GT(metric(r.port, "kvwise_router_kv_events_total"), 0);
   EXPECT_GT(metric(r.port, "kvwise_router_locator_keys"), 0);
-  const Answer routed = complete(r.port, prompt(42));
+  // All of that request's events are out of B's queue (and delivered a moment later).
+  for (int i = 0; i < 100 && metric(b.port, "kvwise_prefix_tier_queue_pending{tier=\"redis\"}") != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const Answer routed = complete(r.port, prompt(sent));
   EXPECT_EQ(routed.status, 200);
   EXPECT_EQ(metric(r.port, "kvwise_router_requests_total{backend=\"" + url(b) + "\"}"), 1) << "routed to B";
   EXPECT_GT(metric(r.port, "kvwise_router_overlap_blocks_total{backend=\"" + url(b) + "\"}"), 0);
@@ -269,7 +277,9 @@ TEST(Router, ARequestInFlightToABackendThatFailsIsACounted502) {
   EXPECT_EQ(cut.status, 502) << cut.body;
   EXPECT_NE(cut.body.find("failed mid-request"), std::string::npos) << cut.body;
   // Health checks bring it back; a stream that breaks ends with an error event and [DONE].
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const std::string b = "http://127.0.0.1:" + std::to_string(port);
+  for (int i = 0; i < 250 && metric(r.port, "kvwise_router_backend_healthy{backend=\"" + b + "\"}") != 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   httplib::Client c("127.0.0.1", r.port);
   auto s = c.Post("/v1/completions", json{{"prompt", "x"}, {"stream", true}}.dump(), "application/json");
   ASSERT_TRUE(s);
@@ -277,7 +287,6 @@ TEST(Router, ARequestInFlightToABackendThatFailsIsACounted502) {
   EXPECT_NE(s->body.find("Once"), std::string::npos) << s->body;
   EXPECT_NE(s->body.find("backend_error"), std::string::npos) << s->body;
   EXPECT_NE(s->body.find("data: [DONE]"), std::string::npos) << s->body;
-  const std::string b = "http://127.0.0.1:" + std::to_string(port);
   EXPECT_EQ(metric(r.port, "kvwise_router_failures_total{backend=\"" + b + "\"}"), 2);
   EXPECT_EQ(test::stop_server(r), 0);
   backend.stop();
