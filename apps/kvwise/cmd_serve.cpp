@@ -27,7 +27,7 @@ void add_serve(CLI::App& app) {
     double prefix_share = 0.10;
     bool no_prefix_cache = false;
     std::vector<std::string> gates, profiles;
-    std::string redis_url, redis_cluster, instance_url;
+    std::string redis_url, redis_cluster, instance_url, events_url;
     RedisTierOptions redis;
   };
   auto o = std::make_shared<Opts>();
@@ -89,6 +89,10 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-events-channel", o->redis.events_channel,
                   "Redis channel this server publishes its block stored/evicted events on, for kvwise route "
                   "(empty: none)");
+  auto* events = cmd->add_option("--kv-events", o->events_url,
+                                 "redis://HOST[:PORT]: publish KV events there (for kvwise route) with or without a "
+                                 "shared tier (default: on the --prefix-cache-redis server, when given)");
+  off->excludes(events);
   cmd->add_option("--instance-url", o->instance_url,
                   "how this server names itself in KV events (default http://HOST:PORT; the URL a router uses)");
   cmd->add_option("--gate", o->gates, "NAME=FILE: a gate GGUF that requests select by kv_policy gate(name=NAME)");
@@ -122,7 +126,7 @@ void add_serve(CLI::App& app) {
     }
     if (!o->s.policy_files.cold_dir.empty()) checked_private_dir(o->s.policy_files.cold_dir);
     Engine engine(*model, engine_options(o->m));
-    std::shared_ptr<RedisTier> shared;
+    std::shared_ptr<RedisTier> shared, publisher;
     o->sched.prefill_chunk = o->m.prefill_chunk;
     o->s.default_policy = policy;
     if (!o->no_prefix_cache) {
@@ -146,10 +150,17 @@ void add_serve(CLI::App& app) {
             std::make_shared<RedisTier>(o->redis, LivePrefixCache::block_identity(engine.kv().layout(), o->prefix));
         o->prefix.shared = shared;
         o->prefix.shared_deadline = o->redis.lookup_deadline;
-        o->prefix.on_event = [tier = shared.get()](const char* kind, prefix::BlockKey key) {
+      }
+      publisher = shared;
+      if (!o->events_url.empty()) {  // events only: a tier whose queue carries nothing but PUBLISH
+        RedisTierOptions e = o->redis;
+        e.redis = parse_redis_url(o->events_url);
+        publisher = std::make_shared<RedisTier>(e, LivePrefixCache::block_identity(engine.kv().layout(), o->prefix));
+      }
+      if (publisher && !o->redis.events_channel.empty())
+        o->prefix.on_event = [tier = publisher.get()](const char* kind, prefix::BlockKey key) {
           tier->publish(kind, key);
         };
-      }
       o->sched.prefix_cache = std::make_shared<LivePrefixCache>(engine.kv().layout(), o->prefix);
       std::fprintf(stderr, "kvwise serve: prefix cache %zu %s blocks of %d tokens = %s (%s; --no-prefix-cache: off)\n",
                    o->prefix.memory_blocks, o->prefix.dtype.c_str(), o->prefix.block_tokens,
@@ -158,14 +169,19 @@ void add_serve(CLI::App& app) {
     Scheduler scheduler(engine, o->sched);
     HttpServer server(engine, scheduler, o->s);
     const int port = server.bind();
+    if (publisher)
+      publisher->set_instance(o->instance_url.empty() ? fmt::format("http://{}:{}", o->s.host, port) : o->instance_url);
     if (shared) {
-      shared->set_instance(o->instance_url.empty() ? fmt::format("http://{}:{}", o->s.host, port) : o->instance_url);
-      std::fprintf(stderr, "kvwise serve: shared prefix tier on Redis %s%s (lookups within %.3f s, KV events on %s)\n",
-                   o->redis_url.empty() ? "cluster " : "",
-                   o->redis_url.empty() ? o->redis_cluster.c_str() : o->redis.redis.nodes[0].address().c_str(),
-                   o->redis.lookup_deadline,
-                   o->redis.events_channel.empty() ? "no channel" : o->redis.events_channel.c_str());
+      std::fprintf(
+          stderr, "kvwise serve: shared prefix tier on Redis %s%s (lookups within %.3f s, KV events on %s)\n",
+          o->redis_url.empty() ? "cluster " : "",
+          o->redis_url.empty() ? o->redis_cluster.c_str() : o->redis.redis.nodes[0].address().c_str(),
+          o->redis.lookup_deadline,
+          o->redis.events_channel.empty() || publisher != shared ? "no channel" : o->redis.events_channel.c_str());
     }
+    if (publisher && publisher != shared)
+      std::fprintf(stderr, "kvwise serve: KV events on Redis %s, channel %s\n",
+                   publisher->options().redis.nodes[0].address().c_str(), o->redis.events_channel.c_str());
     const std::string cache = o->sched.prefix_cache ? fmt::format("{} blocks of {} tokens, {}", o->prefix.memory_blocks,
                                                                   o->prefix.block_tokens, o->prefix.eviction)
                                                     : std::string("off");
