@@ -36,7 +36,10 @@ bool have_data() {
 std::string temp_path(const std::string& name) {
   const std::string dir = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : "/tmp") + "/kvwise-test-" +
                           std::to_string(getpid());
-  std::system(("mkdir -p '" + dir + "'").c_str());
+  // Once per process, from empty: a directory left by an earlier process with the same (recycled)
+  // pid must not make this one's files collide with its.
+  static const bool fresh = std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()) == 0;
+  if (!fresh) std::system(("mkdir -p '" + dir + "'").c_str());
   return dir + "/" + name;
 }
 
