@@ -35,20 +35,16 @@ std::vector<Case> cases(const std::string& profile_name) {
   for (const PolicyInfo& p : policy_catalog()) {
     if (p.name == "baklava")
       out.push_back({"baklava(profile=" + profile_name + ")", "0.5"});
-    else if (p.name == "kv-int8" || p.name == "kv-int4" || p.name == "kv-int2" || p.name == "kv-quant" ||
-             p.name == "full")
-      out.push_back({p.name, ""});
-    else if (p.name == "specache")
-      out.push_back({"specache(cold=memory)", ""});
-    else if (p.name == "gate")
-      out.push_back({"gate", ""});
-    else
-      out.push_back({p.name, "0.5"});
+    else  // each registration says how it builds without files and whether it needs a budget
+      out.push_back({p.example, p.budget == BudgetUse::Ignored || p.budget == BudgetUse::Optional ? "" : "0.5"});
   }
   out.push_back({"specache(bits=int1)", ""});  // the cold tier in a file
   out.push_back({"adakv(pyramidkv)", "0.5"});
   out.push_back({"mikv(snapkv)", "0.5"});
   out.push_back({"gate", "0.5"});
+  out.push_back({"chunkkv(knorm,chunk=8)", "0.5"});
+  out.push_back({"criticalkv(expected-attention(vnorm=0))", "0.5"});
+  out.push_back({"decoding(snapkv,every=4,prefill=1)", "0.5"});
   return out;
 }
 

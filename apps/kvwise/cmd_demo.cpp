@@ -83,7 +83,7 @@ json passkey_part(const DemoOptions& o, Model& model, Engine& engine) {
   size_t done = 0;
   for (const std::string& spec : o.policies) {
     PolicyOptions po{spec, ""};
-    const bool budgeted = policy_reads_budget(*make_policy(spec, Budget{}));
+    const bool budgeted = make_policy(spec, Budget{})->reads_budget();
     if (budgeted) po.budget = o.budget;
     const auto policy = resolve_policy(po);
     int correct = 0;

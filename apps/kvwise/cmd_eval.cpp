@@ -51,7 +51,7 @@ std::vector<std::shared_ptr<const KvPolicy>> policy_grid(const SweepOptions& o) 
       full_done = true;
       continue;
     }
-    if (auto p = make_policy(spec, Budget{}); p->residual >= 0) {  // keeps every token: no budget to sweep
+    if (auto p = make_policy(spec, Budget{}); !p->reads_budget()) {  // keeps every token: no budget to sweep
       grid.push_back(p);
       continue;
     }
@@ -89,7 +89,7 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
                  const std::vector<std::shared_ptr<const KvPolicy>>& grid, const std::vector<double>& metric) {
   PlotSpec spec{title, "KV budget (share of the prompt)", y_label, true, true, {}};
   for (size_t i = 0; i < grid.size(); ++i) {
-    if (grid[i]->full || grid[i]->residual >= 0 || grid[i]->budget.tokens > 0) continue;
+    if (!grid[i]->reads_budget() || grid[i]->budget.tokens > 0) continue;
     const std::string label = short_label(grid[i]->spec);
     auto it =
         std::find_if(spec.series.begin(), spec.series.end(), [&](const PlotSeries& s) { return s.name == label; });
@@ -103,10 +103,10 @@ void plot_metric(const std::string& path, const std::string& title, const std::s
   // Policies that keep every token (uniform quantisation, SpeCache) have no budget: a flat line.
   double lo = 1, hi = 0;
   for (const auto& p : grid)
-    if (!p->full && p->residual < 0 && p->budget.tokens == 0)
+    if (p->reads_budget() && p->budget.tokens == 0)
       lo = std::min(lo, p->budget.ratio), hi = std::max(hi, p->budget.ratio);
   for (size_t i = 0; i < grid.size() && lo <= hi; ++i)
-    if (grid[i]->residual >= 0)
+    if (!grid[i]->full && !grid[i]->reads_budget())
       spec.series.push_back({short_label(grid[i]->spec) + " (all tokens)", {lo, hi}, {metric[i], metric[i]}, false});
   write_svg(spec, path);
 }
@@ -126,6 +126,8 @@ void add_fidelity(CLI::App& eval) {
     SweepOptions sweep;
     std::string file;
     FidelityOptions f;
+    bool query_agnostic = false;
+    int question = 32;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = eval.add_subcommand("fidelity", "KL divergence, top-1 agreement and NLL of compressed vs full KV");
@@ -137,7 +139,12 @@ void add_fidelity(CLI::App& eval) {
   cmd->add_option("--continuation", o->f.continuation, "teacher-forced tokens after the prefix")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--segments", o->f.segments, "text segments averaged")->check(CLI::Range(1, 10000));
+  cmd->add_flag("--query-agnostic", o->query_agnostic,
+                "compress the prefix without its last --question tokens, then prefill them into the compressed cache");
+  cmd->add_option("--question", o->question, "tokens of the prefix that stand for the question (--query-agnostic)")
+      ->check(CLI::Range(1, 1 << 20));
   cmd->callback([o] {
+    if (o->query_agnostic) o->f.question = o->question;
     const auto grid = policy_grid(o->sweep);
     prepare_plot_dir(o->sweep.plot_dir);
     const std::string file = o->file.empty() ? default_corpus(o->m) : o->file;
@@ -155,6 +162,8 @@ void add_fidelity(CLI::App& eval) {
     progress.finish();
     nlohmann::json j = segments_json(*model, file, o->f);
     j["threads"] = engine.options().threads;
+    j["protocol"] = o->query_agnostic ? "query-agnostic" : "query-aware";
+    j["question"] = o->f.question;
     std::string csv =
         "policy,budget,mean_kl,top1_agreement,nll,nll_full,nll_delta,hot_bytes,hot_bytes_end,full_bytes,compress_"
         "seconds\n";
@@ -189,8 +198,11 @@ void add_fidelity(CLI::App& eval) {
       std::puts(j.dump(2).c_str());
       return;
     }
-    std::printf("%s: %d segments x (%d prefix + %d teacher-forced tokens), full-cache NLL %.4f\n\n",
+    std::printf("%s: %d segments x (%d prefix + %d teacher-forced tokens), %s, full-cache NLL %.4f\n\n",
                 model->file().path().c_str(), o->f.segments, o->f.prefix, o->f.continuation,
+                o->query_agnostic
+                    ? fmt::format("query-agnostic (the last {} prefix tokens after compression)", o->f.question).c_str()
+                    : "query-aware",
                 cells.empty() ? 0.0 : cells[0].nll_full);
     // Memory as effective bits per KV value: the hot bytes against the full F16 cache's, which is 16.
     std::printf(
@@ -211,6 +223,7 @@ void add_niah(CLI::App& eval) {
     NiahOptions n;
     std::vector<int> lengths = {256, 384, 496};
     std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+    bool query_agnostic = false;
   };
   auto o = std::make_shared<Opts>();
   o->sweep.policies = "full,streamingllm,h2o,snapkv,adakv,cake,sagekv";
@@ -228,6 +241,8 @@ void add_niah(CLI::App& eval) {
   cmd->add_option("--seed", o->n.seed, "seed of the hidden numbers");
   cmd->add_option("--answer-prefix", o->n.answer_prefix,
                   "text appended after the question (\" \": the prompt ends with the answer's leading space)");
+  cmd->add_flag("--query-agnostic", o->query_agnostic,
+                "compress the context before the question is seen, then prefill the question (kvpress's protocol)");
   cmd->callback([o] {
     const auto grid = policy_grid(o->sweep);
     prepare_plot_dir(o->sweep.plot_dir);
@@ -247,6 +262,7 @@ void add_niah(CLI::App& eval) {
     j["model"] = model->file().path();
     j["task"] = o->n.task;
     j["answer_prefix"] = o->n.answer_prefix;
+    j["protocol"] = o->query_agnostic ? "query-agnostic" : "query-aware";
     Progress progress("niah", grid.size() * cases.size());
     size_t done = 0;
     struct Summary {
@@ -280,7 +296,7 @@ void add_niah(CLI::App& eval) {
       for (size_t i = 0; i < cases.size(); ++i) {
         NiahOutcome r;
         try {
-          r = run_niah_case(engine, cases[i], p, o->n.answer_tokens);
+          r = run_niah_case(engine, cases[i], p, o->n.answer_tokens, {}, o->query_agnostic);
         } catch (const Error& e) {
           // A policy that cannot run at this length (budget below its protected tokens) is reported,
           // not counted, and the sweep goes on.
@@ -330,9 +346,10 @@ void add_niah(CLI::App& eval) {
       return;
     }
     std::printf(
-        "%s, %s task, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run | KV "
+        "%s, %s task, %s, %zu cases per policy (lengths x depths)\n\n| policy @ budget | accuracy | cases run | KV "
         "bits/value |\n|---|---:|---:|---:|\n",
-        model->file().path().c_str(), o->n.task.c_str(), cases.size());
+        model->file().path().c_str(), o->n.task.c_str(), o->query_agnostic ? "query-agnostic" : "query-aware",
+        cases.size());
     for (const auto& s : summary)
       std::printf("| %s | %.2f | %d | %.1f |\n", s.name.c_str(), s.accuracy, s.cases, s.bits);
   });

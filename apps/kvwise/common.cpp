@@ -88,23 +88,19 @@ void add_policy_options(CLI::App& app, PolicyOptions& o) {
                  "KV budget per head: a ratio of the prompt (0.25, 25%) or tokens (256); window/sinks count inside");
 }
 
-bool policy_reads_budget(const KvPolicy& p) {
-  return !p.full && p.residual < 0;  // uniform low precision and SpeCache keep every token
-}
-
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o) {
   auto p = make_policy(o.spec, o.budget.empty() ? Budget{} : Budget::parse(o.budget));
   // A budget that nothing reads is a mistake the user should hear about, not a silent no-op.
   KV_CHECK(!p->full || o.budget.empty(),
            "--kv-budget {} has no effect on the full cache: give a --kv-policy that evicts (snapkv, pyramidkv, ...)",
            o.budget);
-  if (!o.budget.empty() && !p->full && !policy_reads_budget(*p))
+  if (!o.budget.empty() && !p->full && !p->reads_budget())
     std::fprintf(stderr,
                  "kvwise: warning: --kv-policy %s keeps every token (in low precision) and ignores --kv-budget\n",
                  o.spec.c_str());
-  // Uniform quantisation and SpeCache keep every token and the gate decides by itself; only the
-  // other eviction policies need a budget.
-  KV_CHECK(p->full || p->residual >= 0 || p->gate || !o.budget.empty(),
+  // Uniform quantisation and SpeCache keep every token and the gate decides by itself; the policy
+  // says whether it needs a budget.
+  KV_CHECK(!p->needs_budget() || !o.budget.empty(),
            "--kv-policy {} needs --kv-budget (a ratio like 0.25 or tokens like 256)", o.spec);
   return p;
 }

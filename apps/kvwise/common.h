@@ -36,9 +36,6 @@ struct PolicyOptions {
 };
 void add_policy_options(CLI::App& app, PolicyOptions& o);
 std::shared_ptr<const KvPolicy> resolve_policy(const PolicyOptions& o);
-// Whether --kv-budget changes what the policy keeps (the full cache, uniform low precision and
-// SpeCache keep every token).
-bool policy_reads_budget(const KvPolicy& p);
 std::string describe(const CompressionReport& r, size_t bytes_per_token);
 nlohmann::json to_json(const CompressionReport& r);
 // -m, else the bundled model: $KVWISE_MODEL, else share/kvwise/ beside an installed binary, else
@@ -71,6 +68,7 @@ std::string markdown_table(const std::vector<std::string>& header, const std::ve
 
 void add_demo(CLI::App& app);
 void add_report(CLI::App& app);
+void add_policies(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_perplexity(CLI::App& app);
 void add_bench(CLI::App& app);

@@ -22,5 +22,6 @@ int main(int argc, char** argv) {
   kvwise::cli::add_route(app);
   kvwise::cli::add_loadgen(app);
   kvwise::cli::add_report(app);
+  kvwise::cli::add_policies(app);
   return kvwise::cli::run_command_line(app, argc, argv);
 }

@@ -6,6 +6,8 @@
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "model/model.h"
+#include "tensor/quant.h"
 
 namespace kvwise {
 
@@ -69,6 +71,8 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
   // Before any compression a head may grow to the capacity; FIFO keeps sinks + the candidates it has.
   for (HeadPlan& p : plans_)
     p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
+  if (policy_->scorer && policy_->scorer->needs_query_stats())
+    qstats_.resize(static_cast<size_t>(layout.n_layers * layout.n_heads));
   if (policy_->specache) {
     KV_CHECK(max_tokens > 0, "specache needs the engine's context length");
     spec_ = std::make_unique<SpeCache>(*policy_->specache, layout, max_tokens);
@@ -88,22 +92,97 @@ TapConfig KvCompressor::prefill_taps() const {
 }
 
 std::vector<float> KvCompressor::candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode,
-                                                  int lo, int hi) const {
+                                                  int lo, int hi, int budget) {
   const int len = kv.head_len(seq, layer, head);
   const bool taps = kv.tap_config(seq).enabled;
   static const HeadTaps kNoTaps;
   const Pooling pool = decode ? policy_->decode_pooling : policy_->pooling;
   const int kernel = decode ? policy_->decode_kernel : policy_->kernel;
+  const HeadKv head_kv(kv, seq, layer, head);
+  const OutputProjection* wo = policy_->scorer->needs_output_projection() ? output_projection(layer) : nullptr;
   std::vector<std::vector<float>> rows(static_cast<size_t>(group_));
   std::vector<float> full(static_cast<size_t>(len));
   for (int g = 0; g < group_; ++g) {
     const int qh = head * group_ + g;
-    policy_->scorer->score(taps ? kv.taps(seq, layer, qh) : kNoTaps, layer, qh, len, decode, full);
+    const ScoreContext c{taps ? kv.taps(seq, layer, qh) : kNoTaps,
+                         head_kv,
+                         layer,
+                         qh,
+                         head,
+                         group_,
+                         len,
+                         decode,
+                         lo,
+                         hi,
+                         budget,
+                         prompt_end_,
+                         &rope_,
+                         qstats_.empty() ? nullptr : &qstats_[static_cast<size_t>(layer * layout_.n_heads + qh)],
+                         wo};
+    policy_->scorer->score(c, full);
     rows[static_cast<size_t>(g)].assign(full.begin() + lo, full.begin() + hi);
     if (policy_->pool_first) rows[static_cast<size_t>(g)] = pool1d(rows[static_cast<size_t>(g)], pool, kernel);
   }
   std::vector<float> r = reduce_group(rows, policy_->reduce);
-  return policy_->pool_first ? r : pool1d(r, pool, kernel);
+  if (!policy_->pool_first) r = pool1d(r, pool, kernel);
+  const ScoreContext head_ctx{kNoTaps, head_kv, layer,  -1,          head,   group_,  len, decode,
+                              lo,      hi,      budget, prompt_end_, &rope_, nullptr, wo};
+  policy_->scorer->rescore(head_ctx, r);
+  return r;
+}
+
+const OutputProjection* KvCompressor::output_projection(int layer) {
+  KV_CHECK(wo_source_ != nullptr, "{} needs the model's output projection (attach the policy to an engine)",
+           policy_->spec);
+  if (wo_layer_ != layer) {
+    wo_ = wo_source_(layer, wo_view_.rows, wo_view_.cols);
+    wo_layer_ = layer;
+    wo_view_.w = wo_.data();
+  }
+  return &wo_view_;
+}
+
+void KvCompressor::set_output_projection(OutputProjectionSource source) {
+  wo_source_ = std::move(source);
+}
+
+void KvCompressor::share_across_heads(std::vector<std::vector<float>>& scores) {
+  if (!policy_->share_heads || scores.size() < 2) return;
+  const size_t n = scores[0].size();
+  for (const auto& s : scores)
+    if (s.size() != n) return;  // heads of different lengths select on their own
+  std::vector<float> mean(n, 0.0f);
+  for (const auto& s : scores)
+    for (size_t j = 0; j < n; ++j) mean[j] += s[j];
+  for (float& m : mean) m /= static_cast<float>(scores.size());
+  for (auto& s : scores) s = mean;
+}
+
+void KvCompressor::accumulate_queries(const Attention& a) {
+  const int H = layout_.n_heads, d = layout_.head_dim;
+  const int32_t first = prompt_begin_ + shape_.sinks;  // sink queries are outliers (kvpress drops them too)
+  std::vector<float> q(static_cast<size_t>(H * d));
+  for (int t = 0; t < a.T - a.speculative; ++t) {
+    const int32_t pos = a.pos[t];
+    if (pos < first || pos >= prompt_end_) continue;
+    std::copy_n(a.q + t * a.stride, H * d, q.begin());
+    apply_rope(q.data(), H, d, rope_.n_rot, rope_.type, rope_.inv_freq.data(),
+               -static_cast<float>(pos) * rope_.pos_scale);
+    for (int h = 0; h < H; ++h) {
+      QueryStats& st = qstats_[static_cast<size_t>(a.layer * H + h)];
+      if (st.sum.empty()) {
+        st.sum.assign(static_cast<size_t>(d), 0.0);
+        st.outer.assign(static_cast<size_t>(d * d), 0.0);
+      }
+      const float* x = &q[static_cast<size_t>(h * d)];
+      ++st.n;
+      for (int i = 0; i < d; ++i) {
+        st.sum[static_cast<size_t>(i)] += x[i];
+        double* row = &st.outer[static_cast<size_t>(i * d)];
+        for (int j = 0; j < d; ++j) row[j] += static_cast<double>(x[i]) * x[j];
+      }
+    }
+  }
 }
 
 void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget) {
@@ -114,8 +193,13 @@ void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int bud
     len[static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
     std::vector<float>& cached = prefill_scores_[static_cast<size_t>(layer * n_kv_ + h)];
     if (cached.empty())
-      cached = candidate_scores(kv, seq, layer, h, false, S, std::max(S, len[static_cast<size_t>(h)] - W));
+      cached = candidate_scores(kv, seq, layer, h, false, S, std::max(S, len[static_cast<size_t>(h)] - W), budget);
     scores[static_cast<size_t>(h)] = cached;
+  }
+  if (policy_->share_heads) {
+    share_across_heads(scores);
+    for (int h = 0; h < n_kv_; ++h)
+      prefill_scores_[static_cast<size_t>(layer * n_kv_ + h)] = scores[static_cast<size_t>(h)];
   }
   const std::vector<int> split = policy_->heads->split(layer, budget, scores);
   for (int h = 0; h < n_kv_; ++h) {
@@ -145,7 +229,7 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
   const double t0 = now_seconds();
   const int L = layout_.n_layers;
   report_.layer_bytes_before[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
-  if (!shape_.compress) {
+  if (!shape_.compress || !policy_->compress_prefill) {
     for (int h = 0; h < n_kv_; ++h) {
       // Nothing to select; a stateful disposition still sets the head up (MiKV fixes its balancer).
       const int len = kv.head_len(seq, layer, h);
@@ -182,17 +266,26 @@ void KvCompressor::decode_layer(KvStore& kv, SeqId seq, int layer) {
   const DecodePolicy& d = *policy_->decode;
   if (!d.due(step_ + 1)) return;
   const double t0 = now_seconds();
+  std::vector<std::vector<float>> scores(static_cast<size_t>(n_kv_));
+  std::vector<int> lo(static_cast<size_t>(n_kv_), 0);
+  for (int h = 0; h < n_kv_; ++h) {
+    const HeadPlan& plan = plans_[static_cast<size_t>(layer * n_kv_ + h)];
+    const int len = kv.head_len(seq, layer, h);
+    if (len <= plan.cap || !d.needs_scores()) continue;
+    lo[static_cast<size_t>(h)] = std::min(plan.sinks, len);
+    const int hi = std::max(lo[static_cast<size_t>(h)], len - plan.window);
+    scores[static_cast<size_t>(h)] =
+        candidate_scores(kv, seq, layer, h, true, lo[static_cast<size_t>(h)], hi, plan.cap - plan.sinks - plan.window);
+  }
+  if (d.needs_scores()) share_across_heads(scores);
   for (int h = 0; h < n_kv_; ++h) {
     const HeadPlan& plan = plans_[static_cast<size_t>(layer * n_kv_ + h)];
     const int len = kv.head_len(seq, layer, h);
     if (len <= plan.cap) continue;
-    std::vector<float> scores(static_cast<size_t>(len), 0.0f);
-    if (d.needs_scores()) {
-      const int lo = std::min(plan.sinks, len), hi = std::max(lo, len - plan.window);
-      const std::vector<float> c = candidate_scores(kv, seq, layer, h, true, lo, hi);
-      std::copy(c.begin(), c.end(), scores.begin() + lo);
-    }
-    const std::vector<int> keep = d.select(plan, len, scores);
+    std::vector<float> all(static_cast<size_t>(len), 0.0f);
+    const std::vector<float>& c = scores[static_cast<size_t>(h)];
+    std::copy(c.begin(), c.end(), all.begin() + lo[static_cast<size_t>(h)]);
+    const std::vector<int> keep = d.select(plan, len, all);
     report_.decode_evicted += len - static_cast<long>(keep.size());
     policy_->disposition->apply(kv, seq, layer, h, keep, std::min(plan.window, len));
   }
@@ -306,6 +399,7 @@ void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
     return;
   }
   if (!prefill_done_) {
+    if (!qstats_.empty()) accumulate_queries(a);
     if (a.pos[a.T - 1] == prompt_end_ - 1) {
       if (spec_) spec_->capture(kv, seq, a.layer);  // the full-precision copy, before anything is demoted
       prefill_layer(kv, seq, a.layer);
@@ -387,6 +481,19 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
   RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, engine.rope_inv_freq(), 1.0f / c.rope_linear_factor};
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
                                              prompt_tokens, std::move(rope), engine.ctx());
+  if (policy->scorer && policy->scorer->needs_output_projection()) {
+    const Model& model = engine.model();
+    comp->set_output_projection([&model](int layer, int64_t& rows, int64_t& cols) {
+      const WeightView& w = model.weights().layers[static_cast<size_t>(layer)].wo;
+      rows = w.rows;
+      cols = w.cols;
+      std::vector<float> out(static_cast<size_t>(w.rows * w.cols));
+      for (int64_t r = 0; r < w.rows; ++r)
+        dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, &out[static_cast<size_t>(r * w.cols)],
+                       w.cols);
+      return out;
+    });
+  }
   if (policy->gate) {
     comp->set_gate(GateModel::load_cached(gate_file(*policy, engine.model().file().path()), c));
   }

@@ -3,12 +3,14 @@
 // re-budgets every layer seen so far), and after each decode step it applies the decode policy. Pages
 // of dropped tokens go back to the pool at once.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "compress/budget.h"
 #include "compress/gate.h"
+#include "compress/method.h"
 #include "compress/select.h"
 #include "compress/specache.h"
 #include "compress/stages.h"
@@ -38,6 +40,16 @@ struct KvPolicy {
   Pooling decode_pooling = Pooling::None;
   int decode_kernel = 1;
   bool rerotate = false;  // StreamingLLM: move kept keys to cache-relative positions
+
+  // Every KV head of a layer keeps the same slots, by the mean of the heads' candidate scores
+  // (TOVA's and ChunkKV's layer-level selection).
+  bool share_heads = false;
+  // False: the prompt is kept whole and only the decode policy compresses (decoding(X, prefill=0)).
+  bool compress_prefill = true;
+  // Whether the policy reads the budget (set from the method's registration, compositions inherit).
+  BudgetUse budget_use = BudgetUse::Required;
+  bool needs_budget() const { return !full && budget_use == BudgetUse::Required; }
+  bool reads_budget() const { return !full && budget_use != BudgetUse::Ignored; }
 
   std::shared_ptr<const TokenScorer> scorer;
   std::shared_ptr<const LayerBudgeter> layers;
@@ -82,13 +94,6 @@ struct SequenceShape {
 };
 SequenceShape sequence_shape(const KvPolicy& policy, int prompt_tokens);
 
-struct RopeInfo {
-  int head_dim = 0, n_rot = 0;
-  RopeType type = RopeType::Normal;
-  std::vector<float> inv_freq;
-  float pos_scale = 1.0f;
-};
-
 struct CompressionReport {
   std::string policy;
   SequenceShape shape;
@@ -126,6 +131,9 @@ class KvCompressor : public SequenceObserver {
   bool speculative() const override { return spec_ != nullptr && prefill_done_; }
   void on_guess(bool hit) override;
   void on_hidden(SeqId seq, int layer, const float* x, int64_t dim, int T) override;
+  // CriticalKV: where the layer's W_o comes from as floats (attach_policy reads the model's).
+  using OutputProjectionSource = std::function<std::vector<float>(int layer, int64_t& rows, int64_t& cols)>;
+  void set_output_projection(OutputProjectionSource source);
   // Attention-Gate policies: the gate model (attach_policy loads it next to the model).
   void set_gate(std::shared_ptr<const GateModel> gate);
 
@@ -139,8 +147,13 @@ class KvCompressor : public SequenceObserver {
   void apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget);
   void decode_layer(KvStore& kv, SeqId seq, int layer);
   // Reduced and pooled scores of slots [lo, hi) of one KV head.
-  std::vector<float> candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode, int lo,
-                                      int hi) const;
+  // `budget`: the candidates the head is expected to keep (for scorers whose rule depends on it).
+  std::vector<float> candidate_scores(const KvStore& kv, SeqId seq, int layer, int head, bool decode, int lo, int hi,
+                                      int budget);
+  // share_heads policies: every head of the layer gets the heads' mean scores (equal lengths only).
+  void share_across_heads(std::vector<std::vector<float>>& scores);
+  void accumulate_queries(const Attention& a);
+  const OutputProjection* output_projection(int layer);
   void rerotate(KvStore& kv, SeqId seq);
   void gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos);
 
@@ -167,6 +180,13 @@ class KvCompressor : public SequenceObserver {
   std::vector<float> gate_threshold_;
   std::vector<int> gate_seen_;
   int32_t prompt_begin_ = 0;
+  // Expected Attention: pre-RoPE query moments per (layer, query head), from the prompt.
+  std::vector<QueryStats> qstats_;
+  // CriticalKV: the current layer's W_o.
+  OutputProjectionSource wo_source_;
+  int wo_layer_ = -1;
+  std::vector<float> wo_;
+  OutputProjection wo_view_;
 };
 
 // The gate file of a `gate` policy: its file=, else <model>.gate.gguf beside the model.

@@ -33,8 +33,9 @@ class WindowScorer : public WindowStatsScorer {
  public:
   using WindowStatsScorer::WindowStatsScorer;
   std::string name() const override { return "window"; }
-  void score(const HeadTaps& t, int, int, int, bool decode, std::span<float> out) const override {
-    if (decode) return copy_last_row(t, out);
+  void score(const ScoreContext& c, std::span<float> out) const override {
+    const HeadTaps& t = c.taps;
+    if (c.decode) return copy_last_row(t, out);
     std::fill(out.begin(), out.end(), 0.0f);
     const float inv = 1.0f / static_cast<float>(window_);
     for (size_t j = 0; j < out.size() && j < t.window_sum.size(); ++j) out[j] = t.window_sum[j] * inv;
@@ -45,8 +46,9 @@ class CakeScorer : public WindowStatsScorer {
  public:
   CakeScorer(int window, double gamma) : WindowStatsScorer(window), gamma_(gamma) {}
   std::string name() const override { return "cake"; }
-  void score(const HeadTaps& t, int, int, int, bool decode, std::span<float> out) const override {
-    if (decode) return copy_last_row(t, out);
+  void score(const ScoreContext& c, std::span<float> out) const override {
+    const HeadTaps& t = c.taps;
+    if (c.decode) return copy_last_row(t, out);
     std::fill(out.begin(), out.end(), 0.0f);
     const double w = window_;
     for (size_t j = 0; j < out.size() && j < t.window_sum.size(); ++j) {
@@ -64,14 +66,15 @@ class LastQueryScorer : public TokenScorer {
  public:
   std::string name() const override { return "last-query"; }
   void add_taps(TapConfig& cfg, bool) const override { cfg.last_row = true; }
-  void score(const HeadTaps& t, int, int, int, bool, std::span<float> out) const override { copy_last_row(t, out); }
+  void score(const ScoreContext& c, std::span<float> out) const override { copy_last_row(c.taps, out); }
 };
 
 class CumulativeScorer : public TokenScorer {
  public:
   std::string name() const override { return "cumulative"; }
   void add_taps(TapConfig& cfg, bool) const override { cfg.col_sums = true; }
-  void score(const HeadTaps& t, int, int, int, bool, std::span<float> out) const override {
+  void score(const ScoreContext& c, std::span<float> out) const override {
+    const HeadTaps& t = c.taps;
     std::fill(out.begin(), out.end(), 0.0f);
     std::copy_n(t.col_sums.begin(), std::min(t.col_sums.size(), out.size()), out.begin());
   }
@@ -81,7 +84,7 @@ class PositionScorer : public TokenScorer {
  public:
   std::string name() const override { return "position"; }
   void add_taps(TapConfig&, bool) const override {}
-  void score(const HeadTaps&, int, int, int, bool, std::span<float> out) const override {
+  void score(const ScoreContext&, std::span<float> out) const override {
     for (size_t j = 0; j < out.size(); ++j) out[j] = static_cast<float>(j);
   }
 };
@@ -91,7 +94,9 @@ class RandomScorer : public TokenScorer {
   explicit RandomScorer(uint64_t seed) : seed_(seed) {}
   std::string name() const override { return "random"; }
   void add_taps(TapConfig&, bool) const override {}
-  void score(const HeadTaps&, int layer, int q_head, int len, bool decode, std::span<float> out) const override {
+  void score(const ScoreContext& c, std::span<float> out) const override {
+    const int layer = c.layer, q_head = c.q_head, len = c.len;
+    const bool decode = c.decode;
     // SplitMix64 of (seed, layer, head, length, slot): reproducible and independent of thread timing.
     for (size_t j = 0; j < out.size(); ++j) {
       uint64_t z = seed_ ^ (static_cast<uint64_t>(layer) << 48) ^ (static_cast<uint64_t>(q_head) << 40) ^

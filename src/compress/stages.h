@@ -14,18 +14,86 @@
 #include <vector>
 
 #include "kv/kv_store.h"
+#include "kv/rope.h"
 
 namespace kvwise {
 
-// Per-query-head raw scores of every slot of a KV head; the pipeline reduces them over the GQA group
-// and pools them along the token axis. Larger = keep.
+// A KV head's keys and values as floats (keys post-RoPE, as stored), read from the store on first use:
+// the scorers that look at keys or values (Knorm, KeyDiff, Expected Attention, CriticalKV) share one
+// copy per KV head. Not thread-safe (one scoring thread per head).
+class HeadKv {
+ public:
+  HeadKv(const KvStore& kv, SeqId seq, int layer, int head);
+  int len() const { return len_; }
+  int head_dim() const { return dim_; }
+  std::span<const float> keys() const;    // len x head_dim
+  std::span<const float> values() const;  // len x head_dim
+
+ private:
+  void load() const;
+  const KvStore& kv_;
+  SeqId seq_;
+  int layer_, head_, len_, dim_;
+  mutable bool loaded_ = false;
+  mutable std::vector<float> k_, v_;
+};
+
+// RoPE of the model, for scorers that reason about future query positions and for re-rotation.
+struct RopeInfo {
+  int head_dim = 0, n_rot = 0;
+  RopeType type = RopeType::Normal;
+  std::vector<float> inv_freq;
+  float pos_scale = 1.0f;
+};
+
+// Running first and second moments of one query head's pre-RoPE queries over the prompt (sinks
+// excluded), for Expected Attention.
+struct QueryStats {
+  long n = 0;
+  std::vector<double> sum;    // head_dim
+  std::vector<double> outer;  // head_dim x head_dim, sum of q q^T
+};
+
+// One layer's output projection W_o as floats (rows = model dim, cols = n_heads * head_dim), for
+// CriticalKV's ||W_o v|| value weighting.
+struct OutputProjection {
+  const float* w = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+// What a token scorer may read while scoring one query head of a KV head. Everything is read-only.
+struct ScoreContext {
+  const HeadTaps& taps;
+  const HeadKv& kv;
+  int layer = 0;
+  int q_head = 0;  // -1 in TokenScorer::rescore (the KV head as a whole)
+  int kv_head = 0;
+  int group = 1;  // query heads per KV head
+  int len = 0;    // slots of the KV head
+  bool decode = false;
+  int cand_lo = 0, cand_hi = 0;  // the candidate slots (outside sinks and the recent window)
+  int budget = 0;                // candidates the head is expected to keep (the layer's mean budget)
+  int32_t prompt_end = 0;        // first position after the prompt
+  const RopeInfo* rope = nullptr;
+  const QueryStats* queries = nullptr;   // the q head's statistics (needs_query_stats)
+  const OutputProjection* wo = nullptr;  // the layer's W_o (needs_output_projection)
+};
+
+// Per-query-head raw scores of every slot of a KV head; the pipeline reduces them over the GQA group,
+// pools them along the token axis, and hands the KV head's candidate scores to rescore(). Larger = keep.
 class TokenScorer {
  public:
   virtual ~TokenScorer() = default;
   virtual std::string name() const = 0;
   // Statistics needed while prefilling (decode = false) and while decoding (decode = true).
   virtual void add_taps(TapConfig& cfg, bool decode) const = 0;
-  virtual void score(const HeadTaps& taps, int layer, int q_head, int len, bool decode, std::span<float> out) const = 0;
+  virtual void score(const ScoreContext& c, std::span<float> out) const = 0;
+  // A KV-head-level pass over the reduced and pooled candidate scores (slots cand_lo..cand_hi - 1):
+  // chunk aggregation (ChunkKV), value weighting (CriticalKV). The default keeps them.
+  virtual void rescore(const ScoreContext& /*c*/, std::span<float> /*candidates*/) const {}
+  // Pre-RoPE query moments of the prompt (Expected Attention); the W_o of the layer (CriticalKV).
+  virtual bool needs_query_stats() const { return false; }
+  virtual bool needs_output_projection() const { return false; }
 };
 
 // Inputs a layer budgeter may use: per-layer preference values are filled for the layers seen so far

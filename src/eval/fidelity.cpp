@@ -41,6 +41,8 @@ std::vector<std::vector<int32_t>> fidelity_segments(const std::vector<int32_t>& 
 
 FidelityRunner::FidelityRunner(Engine& engine, std::vector<std::vector<int32_t>> segments, const FidelityOptions& o)
     : engine_(engine), segments_(std::move(segments)), o_(o) {
+  KV_CHECK(o.question >= 0 && o.question < o.prefix,
+           "fidelity: the question of {} tokens must be shorter than the prefix of {}", o.question, o.prefix);
   KV_CHECK(o.prefix + o.continuation <= engine.ctx() + 1, "fidelity: prefix + continuation = {} exceeds the context {}",
            o.prefix + o.continuation, engine.ctx());
   for (const auto& seg : segments_) reference_.push_back(teacher_force(seg, nullptr));
@@ -54,8 +56,10 @@ FidelityRunner::Pass FidelityRunner::teacher_force(const std::vector<int32_t>& s
   pass.log_probs.resize(static_cast<size_t>(M) * static_cast<size_t>(V));
   const SeqId seq = engine_.new_sequence();
   try {
-    std::shared_ptr<KvCompressor> comp = attach_policy(engine_, seq, policy, P);
-    std::vector<float> logits = engine_.prefill(seq, std::span<const int32_t>(seg.data(), static_cast<size_t>(P)));
+    const int C = P - o_.question;  // tokens the policy compresses
+    std::shared_ptr<KvCompressor> comp = attach_policy(engine_, seq, policy, C);
+    std::vector<float> logits = engine_.prefill(seq, std::span<const int32_t>(seg.data(), static_cast<size_t>(C)));
+    if (C < P) logits = engine_.prefill(seq, std::span<const int32_t>(seg.data() + C, static_cast<size_t>(P - C)));
     // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
     const auto gate_bytes = [&] { return comp ? comp->report().gate_cache_bytes : size_t{0}; };
     pass.bytes_prefill = engine_.kv().bytes_sequence(seq) + gate_bytes();

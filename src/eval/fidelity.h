@@ -17,6 +17,10 @@ struct FidelityOptions {
   int prefix = 384;       // tokens prefilled (BOS included) before compression
   int continuation = 64;  // teacher-forced tokens after the prefix
   int segments = 4;       // text segments (evenly spaced over the text) averaged
+  // Query-agnostic protocol: the policy compresses the first prefix - question tokens, and the last
+  // `question` tokens of the prefix are prefilled into the compressed cache afterwards (they stand for
+  // the question of a reused context). 0: the policy compresses the whole prefix (query-aware).
+  int question = 0;
 };
 
 struct FidelityCell {

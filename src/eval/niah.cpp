@@ -82,24 +82,30 @@ NiahCase NiahBuilder::build(int length, double depth, int index) const {
   c.prompt.insert(c.prompt.end(), filler_.begin(), filler_.begin() + at);
   c.prompt.insert(c.prompt.end(), nt.begin(), nt.end());
   c.prompt.insert(c.prompt.end(), filler_.begin() + at, filler_.begin() + n_filler);
+  c.context = static_cast<int>(c.prompt.size());
   c.prompt.insert(c.prompt.end(), qt.begin(), qt.end());
   return c;
 }
 
 NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens,
-                          const std::function<int(SeqId)>& preload) {
+                          const std::function<int(SeqId)>& preload, bool query_agnostic) {
   const int V = engine.model().config().n_vocab;
   const Tokenizer& tok = engine.model().tokenizer();
   NiahOutcome out;
   const SeqId seq = engine.new_sequence();
   try {
     const double t0 = now_seconds();
-    auto comp = attach_policy(engine, seq, policy, static_cast<int>(c.prompt.size()));
+    const int n = static_cast<int>(c.prompt.size());
+    const int compressed = query_agnostic ? c.context : n;
+    KV_CHECK(compressed > 0 && compressed <= n, "NIAH case without a context");
+    auto comp = attach_policy(engine, seq, policy, compressed);
     const int loaded = preload ? preload(seq) : 0;
-    KV_ASSERT(loaded >= 0 && loaded < static_cast<int>(c.prompt.size()), "preloaded {} of {} prompt tokens", loaded,
-              c.prompt.size());
+    KV_ASSERT(loaded >= 0 && loaded < compressed, "preloaded {} of {} prompt tokens", loaded, compressed);
+    const std::span<const int32_t> prompt(c.prompt);
     std::vector<float> logits =
-        engine.prefill(seq, std::span<const int32_t>(c.prompt).subspan(static_cast<size_t>(loaded)));
+        engine.prefill(seq, prompt.subspan(static_cast<size_t>(loaded), static_cast<size_t>(compressed - loaded)));
+    // Query-agnostic: the question enters the cache the policy has already compressed.
+    if (compressed < n) logits = engine.prefill(seq, prompt.subspan(static_cast<size_t>(compressed)));
     out.prefill_seconds = now_seconds() - t0;
     // The gate's own K/V cache is memory the policy needs: it counts as hot bytes.
     out.hot_bytes = engine.kv().bytes_sequence(seq) + (comp ? comp->report().gate_cache_bytes : 0);

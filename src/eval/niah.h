@@ -28,6 +28,7 @@ struct NiahCase {
   int length = 0;    // prompt tokens (BOS included)
   double depth = 0;  // 0 = start of the filler, 1 = end
   std::vector<int32_t> prompt;
+  int context = 0;     // prompt tokens before the question
   std::string answer;  // the digits to find
 };
 
@@ -52,7 +53,10 @@ struct NiahOutcome {
 
 // preload (optional): puts the KV of the prompt's first n tokens into the new sequence (as a prefix
 // cache hit does) and returns n; the rest of the prompt is prefilled after them.
+// query_agnostic: the policy compresses the context alone and the question is prefilled afterwards
+// into the compressed cache (kvpress's default protocol, the setting of a cached, reused prefix);
+// otherwise the policy compresses the whole prompt, question included (query-aware).
 NiahOutcome run_niah_case(Engine& engine, const NiahCase& c, std::shared_ptr<const KvPolicy> policy, int answer_tokens,
-                          const std::function<int(SeqId)>& preload = {});
+                          const std::function<int(SeqId)>& preload = {}, bool query_agnostic = false);
 
 }  // namespace kvwise

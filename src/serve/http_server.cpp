@@ -149,8 +149,8 @@ struct HttpServer::Impl {
       r.policy =
           make_policy(f.kv_policy, f.kv_budget.empty() ? Budget{} : Budget::parse(f.kv_budget), opt.policy_files);
       // Policies that keep every token (uniform quantisation, SpeCache) or decide by themselves (the
-      // gate) need no budget.
-      if (!r.policy->full && r.policy->residual < 0 && !r.policy->gate && f.kv_budget.empty())
+      // gate) need no budget: the policy says so.
+      if (r.policy->needs_budget() && f.kv_budget.empty())
         throw HttpError{400, "kv_policy needs kv_budget (a ratio like 0.25 or tokens like 256)",
                         "invalid_request_error"};
       // A gate that cannot load is the request's fault: say so now, not as a 500 from the scheduler.
