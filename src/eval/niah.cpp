@@ -12,8 +12,6 @@
 
 namespace kvwise {
 
-namespace {
-
 std::string read_haystack(const std::string& dir) {
   KV_CHECK(std::filesystem::is_directory(dir), "haystack directory {} does not exist", dir);
   std::vector<std::filesystem::path> files;
@@ -31,10 +29,8 @@ std::string read_haystack(const std::string& dir) {
   return text;
 }
 
-const char* kPasskeyFiller =
+const char* const kPasskeyFiller =
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
-
-}  // namespace
 
 NiahBuilder::NiahBuilder(const Tokenizer& tok, const NiahOptions& o) : tok_(tok), o_(o) {
   KV_CHECK(o.task == "needle" || o.task == "passkey", "unknown NIAH task \"{}\" (needle, passkey)", o.task);

@@ -13,6 +13,11 @@
 
 namespace kvwise {
 
+// The .txt files of a directory, in name order, concatenated (each followed by a blank line).
+std::string read_haystack(const std::string& dir);
+// The synthetic filler sentence of the passkey task (and of the bundled model's training).
+extern const char* const kPasskeyFiller;
+
 struct NiahOptions {
   std::string task = "needle";  // needle (Paul Graham essays) | passkey (synthetic filler)
   std::string haystack_dir;     // directory of .txt files (needle task)
