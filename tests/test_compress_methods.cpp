@@ -265,6 +265,61 @@ TEST(DecodingWrapper, CompressesBackToTheBudgetEveryNStepsAndFreesPages) {
   EXPECT_EQ(p.kv.head_len(p.seq, 0, 0), 8);
 }
 
+// KVzip: the compressor asks for reconstruction passes (prompt + a chunk of the context) and keeps the
+// tokens that a repeating query attended to most, the maximum over every pass.
+TEST(KVzip, KeepsWhatTheReconstructionPassLooksAt) {
+  KvLayout layout{1, 1, 1, 8, DType::F32, 4};
+  KvStore kv(layout);
+  const SeqId seq = kv.create_sequence();
+  const int n = 16, d = 8;
+  auto comp = std::make_shared<KvCompressor>(make_policy("kvzip(chunk=8,sinks=0)", Budget::parse("3")), layout, 0, n,
+                                             RopeInfo{}, 64);
+  comp->set_reconstruction_prompt({99});
+  kv.set_taps(seq, comp->prefill_taps());
+  std::vector<float> s(16, 0.1f);
+  std::vector<int> ax(16, 0);
+  for (int i = 0; i < 16; ++i) ax[static_cast<size_t>(i)] = i % 3 == 0 ? 3 : 4;
+  s[3] = 4, ax[3] = 1;
+  s[11] = 4, ax[11] = 1;
+  s[6] = 4, ax[6] = 2;
+  const auto keys = axis_rows(s, ax, d);
+  const auto vals = ones_rows(n, d);
+  std::vector<int32_t> tokens(n), pos(n);
+  std::iota(tokens.begin(), tokens.end(), 10);
+  std::iota(pos.begin(), pos.end(), 0);
+  comp->on_tokens(seq, tokens, 0);
+  for (int i = 0; i < n; ++i)
+    kv.append(seq, 0, 0, &keys[static_cast<size_t>(i * d)], &vals[static_cast<size_t>(i * d)], i);
+  std::vector<float> q(static_cast<size_t>(n * d), 0.0f), out(q.size());
+  comp->after_attention(kv, seq, {0, q.data(), out.data(), d, pos.data(), n});
+  kv.set_next_position(seq, n);
+  comp->after_forward(kv, seq);
+  EXPECT_EQ(kv.head_len(seq, 0, 0), n);  // nothing is compressed before the pass
+  for (int chunk = 0; chunk < 2; ++chunk) {
+    const std::vector<int32_t> t = comp->scoring_pass(kv, seq);
+    ASSERT_EQ(t.size(), 9u);
+    EXPECT_EQ(t[0], 99);
+    EXPECT_EQ(t[1], 10 + 8 * chunk);  // the chunk repeats the context
+    // The pass's rows: the prompt, then one repeating query that looks at axis 1 (chunk 0) or 2 (chunk 1).
+    std::vector<float> pq(9 * static_cast<size_t>(d), 0.0f), po(pq.size());
+    pq[static_cast<size_t>(3 * d + (chunk == 0 ? 1 : 2))] = 3.0f;
+    std::vector<int32_t> pp(9);
+    std::iota(pp.begin(), pp.end(), n);
+    comp->after_attention(kv, seq, {0, pq.data(), po.data(), d, pp.data(), 9, 9});
+    comp->after_forward(kv, seq);
+    EXPECT_EQ(kv.head_len(seq, 0, 0), n);
+  }
+  EXPECT_TRUE(comp->scoring_pass(kv, seq).empty());  // done: the prompt is compressed
+  std::set<int32_t> kept;
+  for (int i = 0; i < kv.head_len(seq, 0, 0); ++i) kept.insert(kv.slot_position(seq, 0, 0, i));
+  EXPECT_EQ(kept, (std::set<int32_t>{3, 6, 11}));
+  EXPECT_TRUE(comp->prefill_done());
+  // A context that leaves no room for a pass is refused before anything runs.
+  auto tight =
+      std::make_shared<KvCompressor>(make_policy("kvzip(sinks=0)", Budget::parse("3")), layout, 0, 64, RopeInfo{}, 64);
+  EXPECT_THROW(tight->set_reconstruction_prompt({1}), Error);
+}
+
 TEST(MethodRegistry, EveryMethodDeclaresItselfAndBuildsFromItsSchemaDefaults) {
   std::set<std::string> names;
   for (const PolicyInfo& p : policy_catalog()) {
@@ -280,7 +335,7 @@ TEST(MethodRegistry, EveryMethodDeclaresItselfAndBuildsFromItsSchemaDefaults) {
     EXPECT_NE(policy_help().find(p.name), std::string::npos) << p.name;
     EXPECT_NE(policy_table_markdown().find("`" + p.name), std::string::npos) << p.name;
   }
-  for (const char* n : {"knorm", "keydiff", "tova", "chunkkv", "criticalkv", "expected-attention", "decoding"})
+  for (const char* n : {"knorm", "keydiff", "tova", "chunkkv", "criticalkv", "expected-attention", "decoding", "kvzip"})
     EXPECT_TRUE(names.count(n)) << n;
   // The schema is what runs: a typo lists the parameters, a range is enforced.
   try {

@@ -73,6 +73,11 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
     p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
   if (policy_->scorer && policy_->scorer->needs_query_stats())
     qstats_.resize(static_cast<size_t>(layout.n_layers * layout.n_heads));
+  if (policy_->reconstruction) {
+    KV_CHECK(max_tokens > 0, "kvzip needs the engine's context length");
+    recon_ =
+        std::make_unique<ReconstructionPass>(*policy_->reconstruction, layout, prompt_begin, prompt_end_, max_tokens);
+  }
   if (policy_->specache) {
     KV_CHECK(max_tokens > 0, "specache needs the engine's context length");
     spec_ = std::make_unique<SpeCache>(*policy_->specache, layout, max_tokens);
@@ -118,7 +123,8 @@ std::vector<float> KvCompressor::candidate_scores(const KvStore& kv, SeqId seq, 
                          prompt_end_,
                          &rope_,
                          qstats_.empty() ? nullptr : &qstats_[static_cast<size_t>(layer * layout_.n_heads + qh)],
-                         wo};
+                         wo,
+                         recon_ ? recon_->scores(layer, qh) : std::span<const float>{}};
     policy_->scorer->score(c, full);
     rows[static_cast<size_t>(g)].assign(full.begin() + lo, full.begin() + hi);
     if (policy_->pool_first) rows[static_cast<size_t>(g)] = pool1d(rows[static_cast<size_t>(g)], pool, kernel);
@@ -126,7 +132,7 @@ std::vector<float> KvCompressor::candidate_scores(const KvStore& kv, SeqId seq, 
   std::vector<float> r = reduce_group(rows, policy_->reduce);
   if (!policy_->pool_first) r = pool1d(r, pool, kernel);
   const ScoreContext head_ctx{kNoTaps, head_kv, layer,  -1,          head,   group_,  len, decode,
-                              lo,      hi,      budget, prompt_end_, &rope_, nullptr, wo};
+                              lo,      hi,      budget, prompt_end_, &rope_, nullptr, wo,  {}};
   policy_->scorer->rescore(head_ctx, r);
   return r;
 }
@@ -398,6 +404,14 @@ void KvCompressor::after_attention(KvStore& kv, SeqId seq, const Attention& a) {
     }
     return;
   }
+  if (recon_ && recon_->running()) {  // the reconstruction pass: score, store nothing
+    recon_->accumulate(kv, seq, a);
+    return;
+  }
+  if (recon_ && !prefill_done_) {  // KVzip compresses after its pass, not layer by layer
+    if (a.pos[a.T - 1] == prompt_end_ - 1) ++recon_layers_;
+    return;
+  }
   if (!prefill_done_) {
     if (!qstats_.empty()) accumulate_queries(a);
     if (a.pos[a.T - 1] == prompt_end_ - 1) {
@@ -426,19 +440,48 @@ void KvCompressor::on_guess(bool hit) {
   if (spec_) spec_->on_guess(hit);
 }
 
+void KvCompressor::switch_taps(KvStore& kv, SeqId seq) {
+  // From now on only the decode-time statistics (if any) are recorded. H2O keeps its running sums.
+  taps_switched_ = true;
+  TapConfig cfg;
+  if (policy_->decode->needs_scores()) policy_->scorer->add_taps(cfg, true);
+  cfg.segment_rows = spec_ != nullptr;
+  cfg.enabled = cfg.last_row || cfg.col_sums || cfg.segment_rows;
+  const TapConfig& cur = kv.tap_config(seq);
+  if (cfg.enabled != cur.enabled || cfg.last_row != cur.last_row || cfg.col_sums != cur.col_sums ||
+      cfg.segment_rows != cur.segment_rows || cur.window > 0)
+    kv.set_taps(seq, cfg);
+}
+
+void KvCompressor::on_tokens(SeqId /*seq*/, std::span<const int32_t> tokens, int32_t first_pos) {
+  if (recon_ && !recon_->started()) recon_->add_context(tokens, first_pos);
+}
+
+void KvCompressor::set_reconstruction_prompt(std::vector<int32_t> tokens) {
+  KV_CHECK(recon_ != nullptr, "set_reconstruction_prompt on a policy without a reconstruction pass");
+  recon_->set_prompt(std::move(tokens));
+}
+
+std::vector<int32_t> KvCompressor::scoring_pass(KvStore& kv, SeqId seq) {
+  if (!recon_ || prefill_done_ || !recon_->started()) return {};
+  std::vector<int32_t> t = recon_->next();
+  if (!t.empty()) return t;
+  // Every chunk has run: compress each layer by the reconstruction scores, as a prefill would.
+  report_.prefill_seconds += recon_->seconds();
+  for (int l = 0; l < layout_.n_layers; ++l) prefill_layer(kv, seq, l);
+  switch_taps(kv, seq);
+  return {};
+}
+
 void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
+  if (recon_ && recon_->running()) return;  // the reconstruction pass's own step
+  if (recon_ && !prefill_done_) {
+    if (recon_layers_ == layout_.n_layers && !recon_->started()) recon_->start();
+    return;
+  }
   if (!prefill_done_) return;
   if (!taps_switched_) {
-    // From now on only the decode-time statistics (if any) are recorded. H2O keeps its running sums.
-    taps_switched_ = true;
-    TapConfig cfg;
-    if (policy_->decode->needs_scores()) policy_->scorer->add_taps(cfg, true);
-    cfg.segment_rows = spec_ != nullptr;
-    cfg.enabled = cfg.last_row || cfg.col_sums || cfg.segment_rows;
-    const TapConfig& cur = kv.tap_config(seq);
-    if (cfg.enabled != cur.enabled || cfg.last_row != cur.last_row || cfg.col_sums != cur.col_sums ||
-        cfg.segment_rows != cur.segment_rows || cur.window > 0)
-      kv.set_taps(seq, cfg);
+    switch_taps(kv, seq);
   } else {
     ++step_;
     report_.decode_steps = step_;
@@ -493,6 +536,9 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
                        w.cols);
       return out;
     });
+  }
+  if (policy->reconstruction) {
+    comp->set_reconstruction_prompt(engine.model().tokenizer().encode(policy->reconstruction->prompt, false));
   }
   if (policy->gate) {
     comp->set_gate(GateModel::load_cached(gate_file(*policy, engine.model().file().path()), c));

@@ -11,6 +11,7 @@
 #include "compress/budget.h"
 #include "compress/gate.h"
 #include "compress/method.h"
+#include "compress/reconstruction.h"
 #include "compress/select.h"
 #include "compress/specache.h"
 #include "compress/stages.h"
@@ -61,6 +62,8 @@ struct KvPolicy {
   int residual = -1;     // >= 0: uniform quantisation keeps this many recent tokens exact; the budget is ignored
   bool balance = false;  // MiKV's key balancer: record per-channel query maxima while prefilling
   std::shared_ptr<const SpeCacheConfig> specache;  // offload with speculative prefetch
+  // KVzip: the prompt is compressed only after a context-reconstruction pass has scored it.
+  std::shared_ptr<const ReconstructionConfig> reconstruction;
   // Attention-Gate (issue 6): learned per-token keep/evict flags; the budget, when given, is a hard cap.
   std::shared_ptr<const GateConfig> gate;
 
@@ -131,6 +134,10 @@ class KvCompressor : public SequenceObserver {
   bool speculative() const override { return spec_ != nullptr && prefill_done_; }
   void on_guess(bool hit) override;
   void on_hidden(SeqId seq, int layer, const float* x, int64_t dim, int T) override;
+  void on_tokens(SeqId seq, std::span<const int32_t> tokens, int32_t first_pos) override;
+  std::vector<int32_t> scoring_pass(KvStore& kv, SeqId seq) override;
+  // KVzip: the tokenized text that precedes the repeated context (attach_policy tokenizes it).
+  void set_reconstruction_prompt(std::vector<int32_t> tokens);
   // CriticalKV: where the layer's W_o comes from as floats (attach_policy reads the model's).
   using OutputProjectionSource = std::function<std::vector<float>(int layer, int64_t& rows, int64_t& cols)>;
   void set_output_projection(OutputProjectionSource source);
@@ -155,6 +162,8 @@ class KvCompressor : public SequenceObserver {
   void accumulate_queries(const Attention& a);
   const OutputProjection* output_projection(int layer);
   void rerotate(KvStore& kv, SeqId seq);
+  // From the prefill statistics to the decode-time ones (once the prompt is compressed).
+  void switch_taps(KvStore& kv, SeqId seq);
   void gate_layer(KvStore& kv, SeqId seq, int layer, int32_t last_pos);
 
   std::shared_ptr<const KvPolicy> policy_;
@@ -182,6 +191,9 @@ class KvCompressor : public SequenceObserver {
   int32_t prompt_begin_ = 0;
   // Expected Attention: pre-RoPE query moments per (layer, query head), from the prompt.
   std::vector<QueryStats> qstats_;
+  // KVzip: the reconstruction pass and the layers that have seen the prompt's end.
+  std::unique_ptr<ReconstructionPass> recon_;
+  int recon_layers_ = 0;
   // CriticalKV: the current layer's W_o.
   OutputProjectionSource wo_source_;
   int wo_layer_ = -1;

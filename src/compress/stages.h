@@ -77,6 +77,9 @@ struct ScoreContext {
   const RopeInfo* rope = nullptr;
   const QueryStats* queries = nullptr;   // the q head's statistics (needs_query_stats)
   const OutputProjection* wo = nullptr;  // the layer's W_o (needs_output_projection)
+  // KVzip: per slot, the largest attention a query of the context-reconstruction pass paid it (the
+  // policy's reconstruction pass; empty otherwise).
+  std::span<const float> reconstruction;
 };
 
 // Per-query-head raw scores of every slot of a KV head; the pipeline reduces them over the GQA group,

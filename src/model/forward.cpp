@@ -110,6 +110,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   std::vector<std::vector<std::shared_ptr<SequenceObserver>>> watch(batch.size());
   for (size_t b = 0; b < batch.size(); ++b)
     if (const auto* list = observers(batch[b].seq)) watch[b] = *list;
+  for (size_t b = 0; b < batch.size(); ++b)
+    for (const auto& o : watch[b]) o->on_tokens(batch[b].seq, batch[b].tokens, pos[static_cast<size_t>(first_row[b])]);
   const auto show_hidden = [&](int layer) {
     for (size_t b = 0; b < batch.size(); ++b)
       for (const auto& o : watch[b])
@@ -175,6 +177,14 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   }
   std::vector<float> logits(static_cast<size_t>(n_logits * c.n_vocab));
   matmul(pool_, W.output, rows.data(), n_logits, logits.data());
+  // Unstored scoring passes the observers ask for (their own logits are not needed).
+  for (size_t b = 0; b < batch.size(); ++b)
+    for (const auto& o : watch[b])
+      for (std::vector<int32_t> t = o->scoring_pass(kv_, batch[b].seq); !t.empty();
+           t = o->scoring_pass(kv_, batch[b].seq)) {
+        const BatchEntry pass{batch[b].seq, t, false, static_cast<int>(t.size())};
+        forward(std::span<const BatchEntry>(&pass, 1));
+      }
   return logits;
 }
 

@@ -57,6 +57,12 @@ class SequenceObserver {
   virtual void on_hidden(SeqId /*seq*/, int /*layer*/, const float* /*x*/, int64_t /*dim*/, int /*T*/) {}
   // After the whole forward step, once the sequence's next position has advanced.
   virtual void after_forward(KvStore& /*kv*/, SeqId /*seq*/) {}
+  // The entry's tokens, before its first layer runs (first_pos: the position of tokens[0]).
+  virtual void on_tokens(SeqId /*seq*/, std::span<const int32_t> /*tokens*/, int32_t /*first_pos*/) {}
+  // Tokens to run unstored right after a step (KVzip's context-reconstruction pass): the engine runs
+  // each non-empty answer as an entry of its own whose tokens are all speculative (attended to, never
+  // kept, the position does not advance), then asks again, until the answer is empty.
+  virtual std::vector<int32_t> scoring_pass(KvStore& /*kv*/, SeqId /*seq*/) { return {}; }
   // True when decode steps should carry a speculative next token (SpeCache): Engine::decode then runs
   // (token, guess) pairs, guessing greedily from the second row, and reports each guess.
   virtual bool speculative() const { return false; }
