@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "compress/baklava.h"
+#include "compress/duo_profile.h"
 #include "compress/registry.h"
 #include "model/forward.h"
 #include "serve/http_server.h"
@@ -35,6 +36,8 @@ std::vector<Case> cases(const std::string& profile_name) {
   for (const PolicyInfo& p : policy_catalog()) {
     if (p.name == "baklava")
       out.push_back({"baklava(profile=" + profile_name + ")", "0.5"});
+    else if (p.name == "duoattention")
+      out.push_back({"duoattention(profile=duo)", "0.5"});
     else  // each registration says how it builds without files and whether it needs a budget
       out.push_back({p.example, p.budget == BudgetUse::Ignored || p.budget == BudgetUse::Optional ? "" : "0.5"});
   }
@@ -63,6 +66,14 @@ class Composition : public ::testing::Test {
     engine_->free_sequence(s);
     profile_ = test::temp_path("composition-baklava.json");
     profiler->profile("bundled", 2.0).save(profile_);
+    // A DuoAttention calibration of this model, registered as "duo".
+    auto duo = std::make_shared<DuoProfiler>(model_->config(), 4, 32, 64);
+    const SeqId d = engine_->new_sequence();
+    engine_->observe(d, duo);
+    engine_->prefill(d, prompt());
+    engine_->free_sequence(d);
+    duo_profile_ = test::temp_path("composition-duo.json");
+    duo->profile("bundled").save(duo_profile_);
   }
   void TearDown() override {
     if (server_) server_->stop();
@@ -83,6 +94,7 @@ class Composition : public ::testing::Test {
     ServerOptions o;
     o.port = 0;
     o.policy_files.profiles["bundled"] = profile_;
+    o.policy_files.profiles["duo"] = duo_profile_;
     server_ = std::make_unique<HttpServer>(*engine_, *sched_, o);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->serve(); });
@@ -127,7 +139,7 @@ class Composition : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;
   int port_ = 0;
-  std::string profile_;
+  std::string profile_, duo_profile_;
 };
 
 TEST_F(Composition, EveryPolicyGivesTheSameTextWithAndWithoutThePrefixCacheAndStreaming) {
@@ -144,7 +156,7 @@ TEST_F(Composition, EveryPolicyGivesTheSameTextWithAndWithoutThePrefixCacheAndSt
   for (const Case& c : all) {
     const std::string& want = reference[c.spec + "@" + c.budget];
     const auto policy = make_policy(c.spec, c.budget.empty() ? Budget{} : Budget::parse(c.budget),
-                                    PolicySource{true, {}, {{"bundled", profile_}}, {}});
+                                    PolicySource{true, {}, {{"bundled", profile_}, {"duo", duo_profile_}}, {}});
     for (bool stream : {false, true}) {
       const auto [text, cached] = ask(c, stream);
       EXPECT_EQ(text, want) << c.spec << " budget " << c.budget << (stream ? " streaming" : "") << ", cached "

@@ -11,7 +11,9 @@
 #include "base/progress.h"
 #include "common.h"
 #include "compress/baklava.h"
+#include "compress/duo_profile.h"
 #include "eval/fidelity.h"
+#include "eval/niah.h"
 
 namespace kvwise::cli {
 
@@ -25,6 +27,9 @@ void add_profile(CLI::App& app) {
     int segment = 0;
     int segments = 4;
     bool json = false;
+    std::string method = "baklava";
+    int sinks = 4, recent = 32, queries = 64, cases = 8;
+    std::string haystack;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("profile", "BaKlaVa: profile per-head KV importance once and write a budget file");
@@ -38,7 +43,56 @@ void add_profile(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--segments", o->segments, "profiling and validation segments")->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", o->json, "print JSON");
+  cmd->add_option("--method", o->method,
+                  "baklava (head budgets, tuned theta) or duoattention (retrieval vs streaming heads)")
+      ->check(CLI::IsMember({"baklava", "duoattention"}));
+  cmd->add_option("--sinks", o->sinks, "duoattention: sink tokens of a streaming head")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--recent", o->recent, "duoattention: recent tokens of a streaming head")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--queries", o->queries, "duoattention: last prompt queries measured per case")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--cases", o->cases, "duoattention: needle-retrieval calibration prompts")
+      ->check(CLI::Range(1, 10000));
+  cmd->add_option("--haystack", o->haystack, "duoattention: essays for the prompts (default: the data dir's)");
   cmd->callback([o] {
+    if (o->method == "duoattention") {
+      // Calibration on needle retrieval in essays (seeded apart from the evaluations' cases), at 3/4
+      // of the context and spread depths: each head's streaming deviation on the question's queries.
+      auto model = Model::load(resolve_model_path(o->m));
+      Engine engine(*model, engine_options(o->m));
+      NiahOptions no;
+      no.task = "needle";
+      no.seed = 7919;
+      no.haystack_dir =
+          o->haystack.empty() ? resolve_data_dir(o->m.data_dir) + "/data/paul_graham_essays" : o->haystack;
+      NiahBuilder builder(model->tokenizer(), no);
+      auto profiler = std::make_shared<DuoProfiler>(model->config(), o->sinks, o->recent, o->queries);
+      Progress progress("duo profile", static_cast<size_t>(o->cases));
+      for (int i = 0; i < o->cases; ++i) {
+        const NiahCase c = builder.build(engine.ctx() * 3 / 4, (i + 0.5) / o->cases, i);
+        const SeqId seq = engine.new_sequence();
+        engine.observe(seq, profiler);
+        profiler->begin_prompt(static_cast<int32_t>(c.prompt.size()));
+        engine.prefill(seq, c.prompt);
+        engine.free_sequence(seq);
+        progress.update(static_cast<size_t>(i + 1));
+      }
+      progress.finish();
+      const DuoProfile prof = profiler->profile(model->file().path());
+      prof.save(o->out);
+      if (o->json) {
+        std::puts(nlohmann::json({{"output", o->out}, {"scores", prof.scores}, {"rows", prof.rows}}).dump(2).c_str());
+        return;
+      }
+      std::printf("streaming deviation per KV head (larger: a retrieval head), %ld queries:\n", prof.rows);
+      for (int l = 0; l < prof.n_layers; ++l) {
+        std::printf("  layer %d:", l);
+        for (double v : prof.scores[static_cast<size_t>(l)]) std::printf(" %.4f", v);
+        std::printf("\n");
+      }
+      std::printf("wrote %s\n", o->out.c_str());
+      return;
+    }
     const Budget budget = Budget::parse(o->budget);
     KV_CHECK(!o->thetas.empty(), "--thetas is empty");
     for (double t : o->thetas) KV_CHECK(t >= 0 && t <= 100, "theta {} is outside [0, 100]", t);
