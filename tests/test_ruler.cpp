@@ -128,5 +128,33 @@ TEST(QueryAgnosticCli, NiahAndFidelityReportTheProtocol) {
   EXPECT_NE(test::run_kvwise(fid + " --query-agnostic --question 200").exit_code, 0);  // as long as the prefix
 }
 
+// Every registered method runs from the CLI: kvwise generate with each catalogue entry (a DuoAttention
+// profile calibrated by kvwise profile first), and the RULER suite over the 2025-26 methods.
+TEST(MethodsCli, EveryRegisteredMethodRunsInGenerateAndEvalRuler) {
+  KVWISE_REQUIRE_DATA();
+  const std::string duo = test::temp_path("cli-duo.json");
+  const auto prof = test::run_kvwise("profile --method duoattention --cases 2 -o " + duo);
+  ASSERT_EQ(prof.exit_code, 0) << prof.err;
+  const std::string prompt =
+      "'The grass is green. The sky is blue. The pass key is 12345. Remember it. The sun is yellow. Here we go. "
+      "There and back again. What is the pass key? The pass key is'";
+  for (const PolicyInfo& p : policy_catalog()) {
+    if (p.name == "baklava") continue;  // its profile is tested with kvwise profile in test_cli_compress
+    const std::string spec = p.name == "duoattention" ? "duoattention(profile=" + duo + ")" : p.example;
+    const bool budget = p.budget == BudgetUse::Required || p.budget == BudgetUse::Inherit;
+    const auto r = test::run_kvwise("generate -p " + prompt + " -n 6 --kv-policy '" + spec + "'" +
+                                    (budget ? " --kv-budget 0.5" : ""));
+    EXPECT_EQ(r.exit_code, 0) << spec << ": " << r.err;
+  }
+  const auto r = test::run_kvwise(
+      "eval ruler --samples 1 --tasks niah_single_1,niah_multikey_1 --ratios 0.5 --both --policies "
+      "'full,kvzip,expected-attention,tova,keydiff,knorm,chunkkv(keydiff),criticalkv(snapkv),decoding(keydiff),"
+      "duoattention(profile=" +
+      duo + ")'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| kvzip |"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find("could not run"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace kvwise

@@ -30,6 +30,15 @@ void apply_window_scoring(KvPolicy& p, MethodArgs& a) {
   p.decode = every > 0 ? make_evict(every) : make_grow();
 }
 
+std::string profile_path(MethodArgs& a, const std::string& what, const std::string& how_to_write) {
+  const PolicySource& src = a.source();
+  const std::string given = a.text("profile");
+  KV_CHECK(!given.empty(), "{} needs profile={}", a.spec().name,
+           src.trusted ? "FILE (write one with `" + how_to_write + "`)" : "NAME (a profile the operator registered)");
+  return src.trusted && !src.profiles.count(given) ? given
+                                                   : registered_file(src.profiles, given, what.c_str(), "--profile");
+}
+
 std::vector<ParamSchema> region_params(int sinks, int window) {
   return {ParamSchema::integer("sinks", sinks, 0, kMaxPolicyWindow, "first tokens always kept"),
           ParamSchema::integer("window", window, 0, kMaxPolicyWindow, "last tokens always kept"),

@@ -15,6 +15,11 @@ std::vector<ParamSchema> window_scoring_params(int window, int kernel, const cha
 // Reads window=, kernel=, pool=, gqa=, order=, decode_every= into the policy (window scorer).
 void apply_window_scoring(KvPolicy& p, MethodArgs& a);
 
+// The file a profile= parameter names: on the CLI a path unless it names a registered profile, in a
+// request the name of a profile the operator registered (--profile NAME=FILE). Throws when it is
+// missing (saying how to write one) or not registered.
+std::string profile_path(MethodArgs& a, const std::string& what, const std::string& how_to_write);
+
 // sinks=, window= (always kept) and decode_every= (0: the cache grows while decoding).
 std::vector<ParamSchema> region_params(int sinks, int window);
 void apply_regions(KvPolicy& p, MethodArgs& a);

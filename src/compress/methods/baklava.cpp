@@ -3,6 +3,7 @@
 
 #include "base/error.h"
 #include "compress/components.h"
+#include "compress/method_common.h"
 #include "compress/pipeline.h"
 #include "compress/registry.h"
 
@@ -19,15 +20,7 @@ KVWISE_METHODS(baklava) {
                 .example = "",  // needs a profile file
                 .budget = BudgetUse::Inherit,
                 .build = [](KvPolicy& p, MethodArgs& a) {
-                  const PolicySource& src = a.source();
-                  const std::string given = a.text("profile");
-                  KV_CHECK(!given.empty(), "baklava needs profile={}",
-                           src.trusted ? "FILE (write one with `kvwise profile`)"
-                                       : "NAME (a profile the operator registered)");
-                  // The CLI's profile= is a path unless it names a registered profile; a request's is a name only.
-                  const std::string path = src.trusted && !src.profiles.count(given)
-                                               ? given
-                                               : registered_file(src.profiles, given, "BaKlaVa profile", "--profile");
+                  const std::string path = profile_path(a, "BaKlaVa profile", "kvwise profile");
                   const double theta = a.real("theta");
                   a.build_inner(p);
                   KV_CHECK(p.needs_budget() && !p.layers->adaptive() && !p.share_heads,

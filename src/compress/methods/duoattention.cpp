@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "compress/components.h"
 #include "compress/duo_profile.h"
+#include "compress/method_common.h"
 #include "compress/pipeline.h"
 
 namespace kvwise {
@@ -85,15 +86,8 @@ KVWISE_METHODS(duoattention) {
                 .example = "",  // needs a profile file
                 .approximation = true,
                 .build = [](KvPolicy& p, MethodArgs& a) {
-                  const PolicySource& src = a.source();
-                  const std::string given = a.text("profile");
-                  KV_CHECK(!given.empty(), "duoattention needs profile={}",
-                           src.trusted ? "FILE (write one with `kvwise profile --method duoattention`)"
-                                       : "NAME (a profile the operator registered)");
                   const std::string path =
-                      src.trusted && !src.profiles.count(given)
-                          ? given
-                          : registered_file(src.profiles, given, "DuoAttention profile", "--profile");
+                      profile_path(a, "DuoAttention profile", "kvwise profile --method duoattention");
                   const DuoProfile prof = DuoProfile::load(path);
                   const int sinks = a.integer("sinks"), recent = a.integer("recent");
                   p.sinks = sinks >= 0 ? sinks : prof.sinks;
