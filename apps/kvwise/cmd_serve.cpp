@@ -10,6 +10,7 @@
 #include "base/private_files.h"
 #include "common.h"
 #include "compress/baklava.h"
+#include "compress/duo_profile.h"
 #include "compress/gate.h"
 #include "serve/http_server.h"
 #include "serve/redis_tier.h"
@@ -96,8 +97,10 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--instance-url", o->instance_url,
                   "how this server names itself in KV events (default http://HOST:PORT; the URL a router uses)");
   cmd->add_option("--gate", o->gates, "NAME=FILE: a gate GGUF that requests select by kv_policy gate(name=NAME)");
-  cmd->add_option("--profile", o->profiles,
-                  "NAME=FILE: a BaKlaVa profile that requests select by kv_policy baklava(profile=NAME)");
+  cmd->add_option(
+      "--profile", o->profiles,
+      "NAME=FILE: a BaKlaVa or DuoAttention profile that requests select by kv_policy baklava(profile=NAME) "
+      "or duoattention(profile=NAME)");
   cmd->add_option("--cold-dir", o->s.policy_files.cold_dir,
                   "where requests' SpeCache cold-tier files go (a private directory is made inside; default $TMPDIR)");
   cmd->add_option("--request-deadline", o->s.request_deadline,
@@ -121,7 +124,16 @@ void add_serve(CLI::App& app) {
     }
     for (const std::string& p : o->profiles) {
       auto [name, file] = named(p, "--profile");
-      BaklavaProfile::load(file);
+      try {  // a BaKlaVa or a DuoAttention profile; a bad one stops the start
+        BaklavaProfile::load(file);
+      } catch (const Error& baklava) {
+        try {
+          DuoProfile::load(file);
+        } catch (const Error& duo) {
+          fail("--profile {}: neither a BaKlaVa profile ({}) nor a DuoAttention profile ({})", name, baklava.what(),
+               duo.what());
+        }
+      }
       o->s.policy_files.profiles[name] = file;
     }
     if (!o->s.policy_files.cold_dir.empty()) checked_private_dir(o->s.policy_files.cold_dir);

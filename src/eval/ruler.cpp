@@ -152,7 +152,8 @@ RulerCase RulerBuilder::build(const std::string& task, int length, int index) co
       codes.push_back(number(rng, 5));
       inserts.push_back(enc(" The code for " + who + " is " + codes.back() + ". "));
     }
-    turn("\nWhat is the code for " + who + "? The code for " + who + " is", codes, 32, false);
+    // RULER asks a multi-value question in its own words, so it is not the single-key question.
+    turn("\nWhat are all the codes for " + who + "? The codes for " + who + " are", codes, 32, false);
   } else if (task == "vt") {
     // Two-hop chains: the asked one and a distractor chain, their links interleaved in order.
     std::string letters(kVarLetters);

@@ -37,6 +37,7 @@ class TaskMaker:
         self.rng = random.Random(seed)
         # One token stream per source, sampled by weight (essays, Shakespeare, stories).
         self.streams = []
+        self.texts = texts
         for name, text in texts:
             self.streams.append((name, tok.encode(text)))
         self.essay_stream = [t for n, s in self.streams if n.startswith("essay:") for t in s]
@@ -109,6 +110,87 @@ class TaskMaker:
         return self.filler(n)
 
     KINDS = ("passkey", "needle", "kv", "vars", "repeat", "text", "copy", "induct")
+    # v2 adds the RULER-style tasks of `kvwise eval ruler` that v1 never saw (src/eval/ruler.cpp).
+    V2_KINDS = ("mvalue", "cwe", "fwe")
+
+    def words(self):
+        """Distinct plain words of the training essays (as ruler.cpp draws them from the haystack)."""
+        if not hasattr(self, "_words"):
+            seen, out = set(), []
+            for name, text in self.texts:
+                if not name.startswith("essay:"):
+                    continue
+                for w in text.split():
+                    if 4 <= len(w) <= 9 and w.isascii() and w.isalpha() and w.islower() and w not in seen:
+                        seen.add(w)
+                        out.append(w)
+            self._words = out
+        return self._words
+
+    def closed(self, T, body_fn, question, answer_fn, A, k_max):
+        """[BOS] + the longest body body_fn(k) (k <= k_max, found by bisection) that fits with the
+        question and answer_fn(k), then padding of weight 0 to T + 1 tokens."""
+        q = self.enc(question)
+        fits = lambda k: 1 + len(self.tok.encode(body_fn(k), False)) + len(q) + len(
+            self.tok.encode(answer_fn(k), False)) <= T + 1
+        lo, hi = 0, k_max
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
+            return None
+        b, a = self.tok.encode(body_fn(lo), False), self.tok.encode(answer_fn(lo), False)
+        toks = [self.tok.bos] + b + q + a
+        wts = [0.0] + [1.0] * (len(b) + len(q)) + [A] * len(a)
+        pad = T + 1 - len(toks)
+        return toks + [self.tok.bos] * pad, wts + [0.0] * pad
+
+    def v2_sample(self, T, A, kind):
+        rng = self.rng
+        self._use_grass = False  # essays and other real text, as ruler.cpp's haystack
+        if kind == "mvalue":  # one name, four codes: all of them, in order
+            who = rng.choice(NAMES)
+            codes = [self.number(5) for _ in range(4)]
+            facts = [self.enc(f" The code for {who} is {c}. ") for c in codes]
+            tail = [(self.enc(f"\nWhat are all the codes for {who}? The codes for {who} are"), 1.0),
+                    (self.tok.encode(" " + ", ".join(codes) + ".", False), A)]
+            return self.assemble(T, facts, tail)
+        if kind == "cwe":  # 5 words 4 times each in a numbered list of words seen once
+            w = rng.sample(self.words(), 5 + T)
+            common, rest = w[:5], w[5:]
+            base = [x for x in common for _ in range(4)]
+            rng.shuffle(base)
+            order = list(base)
+            for x in rest:
+                order.insert(rng.randrange(len(order) + 1), x)
+            rank = {x: -1 for x in common}
+            rank.update({x: i for i, x in enumerate(rest)})
+
+            def body(k):
+                items = [x for x in order if rank[x] < k]
+                return "".join(f" {i + 1}. {x}" for i, x in enumerate(items))
+            first = " " + ", ".join(sorted(common, key=order.index)) + "."
+            return self.closed(T, body, "\nWhat are the 5 most common words in the list above? Answer: The top 5 words "
+                               "appearing most often in the list are:", lambda k: first, A, len(rest))
+        # fwe: coded 4-letter words with Zipf(2) frequencies; the three most frequent
+        vocab = []
+        while len(vocab) < 60:
+            x = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
+            if x not in vocab:
+                vocab.append(x)
+        stream = rng.choices(vocab, [1.0 / (i + 1) ** 2 for i in range(len(vocab))], k=T)
+
+        def top(k):
+            counts = {}
+            for x in stream[:k]:
+                counts[x] = counts.get(x, 0) + 1
+            return " " + ", ".join(sorted(counts, key=lambda x: (-counts[x], x))[:3]) + "."
+        q = ("\nWhat are the three most frequently appeared coded words in the above text? Answer: According to the "
+             "coded text above, the three most frequently appeared words are:")
+        return self.closed(T, lambda k: "".join(" " + x for x in stream[:k]), q, top, A, len(stream))
 
     def copy_sample(self, T, answer_weight):
         """A span of random vocabulary pieces repeated to fill the sequence: the purest induction-head
@@ -152,6 +234,13 @@ class TaskMaker:
             return self.copy_sample(T, answer_weight)
         if kind == "induct":
             return self.induct_sample(T, answer_weight)
+        if kind in self.V2_KINDS:
+            return self.v2_sample(T, answer_weight, kind) or ([self.tok.bos] + self.filler(T), [0.0] + [1.0] * T)
+        if kind == "v2":  # v1's mix with 30 % of the v2 tasks
+            if self.rng.random() < 0.3:
+                k = self.rng.choices(self.V2_KINDS, (0.4, 0.3, 0.3))[0]
+                return self.v2_sample(T, answer_weight, k) or ([self.tok.bos] + self.filler(T), [0.0] + [1.0] * T)
+            kind = None
         if kind == "mix+induct":  # the task mix with a quarter of induction samples mixed in
             if self.rng.random() < 0.25:
                 return self.induct_sample(T, answer_weight)

@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--export-from", default="",
                     help="no training: evaluate and export this checkpoint (.pt) of a run made with the same "
                          "arguments (step and token counts follow from --phases and --max-steps)")
-    ap.add_argument("--init", default="", help="start from this checkpoint (.pt of an earlier run) instead of random")
+    ap.add_argument("--init", default="", help="start from this checkpoint (.pt of an earlier run, or a .gguf model) instead of random")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
@@ -138,7 +138,10 @@ def main():
     cfg = model_py.Config(vocab=len(tok.tokens), dim=a.dim, layers=a.layers, heads=a.heads, kv_heads=a.kv_heads,
                           ffn=a.ffn, ctx=ctx)
     m = model_py.Llama(cfg)
-    if a.init:
+    if a.init.endswith(".gguf"):  # fine-tune a released model (v2 starts from v1)
+        m.load_state_dict(gguf_io.load_llama(a.init)[0].state_dict())
+        print(f"initialised from {a.init}", flush=True)
+    elif a.init:
         m.load_state_dict(torch.load(a.init))
         print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in m.parameters())
