@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -146,6 +147,15 @@ TEST(MethodsCli, EveryRegisteredMethodRunsInGenerateAndEvalRuler) {
                                     (budget ? " --kv-budget 0.5" : ""));
     EXPECT_EQ(r.exit_code, 0) << spec << ": " << r.err;
   }
+  // The server registers it by name next to BaKlaVa profiles; a file that is neither stops the start.
+  test::ServerProcess srv = test::start_server("--profile duo=" + duo);
+  EXPECT_GT(srv.port, 0);
+  EXPECT_EQ(test::stop_server(srv), 0);
+  const std::string junk = test::temp_path("not-a-profile.json");
+  { std::ofstream(junk) << "{\"format\": \"something else\"}"; }
+  const auto bad = test::run_kvwise("serve --port 0 --profile x=" + junk);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("neither a BaKlaVa profile"), std::string::npos) << bad.err;
   const auto r = test::run_kvwise(
       "eval ruler --samples 1 --tasks niah_single_1,niah_multikey_1 --ratios 0.5 --both --policies "
       "'full,kvzip,expected-attention,tova,keydiff,knorm,chunkkv(keydiff),criticalkv(snapkv),decoding(keydiff),"
