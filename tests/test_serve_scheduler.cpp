@@ -149,6 +149,10 @@ TEST_F(SchedulerOnStories, FullQueueAndBadRequestsAreRefused) {
   bad_policy.prompt = prompt("Once upon a time");
   bad_policy.policy = make_policy("snapkv(window=64)", Budget::parse("0.5"));
   EXPECT_THROW(sched.submit(std::move(bad_policy)), Error);
+  ServeRequest no_room;  // KVzip's reconstruction pass needs positions after the prompt
+  no_room.prompt = std::vector<int32_t>(static_cast<size_t>(engine_->ctx()) - 1, 5);
+  no_room.policy = make_policy("kvzip", Budget::parse("0.5"));
+  EXPECT_THROW(sched.submit(std::move(no_room)), Error);
   for (auto& d : done) d.get_future().get();
   sched.wait_idle();
 }

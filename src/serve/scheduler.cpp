@@ -67,6 +67,14 @@ uint64_t Scheduler::submit(ServeRequest r) {
            "prompt ({} tokens) + max_tokens ({}) exceeds the context of {} tokens", r.prompt.size(), r.max_tokens,
            engine_.ctx());
   if (r.policy && !r.policy->full) sequence_shape(*r.policy, static_cast<int>(r.prompt.size()));  // validates
+  // KVzip's reconstruction pass runs after the prompt: a prompt that leaves it no position is the
+  // request's fault (400), said now rather than at admission.
+  if (r.policy && r.policy->reconstruction) {
+    const size_t cue = engine_.model().tokenizer().encode(r.policy->reconstruction->prompt, false).size();
+    KV_CHECK(r.prompt.size() + cue + 1 <= static_cast<size_t>(engine_.ctx()),
+             "kvzip: a prompt of {} tokens leaves no room in the context of {} for its reconstruction pass",
+             r.prompt.size(), engine_.ctx());
+  }
   const int n_vocab = engine_.model().config().n_vocab;
   for (int32_t t : r.prompt) KV_CHECK(t >= 0 && t < n_vocab, "token id {} is outside the vocabulary", t);
   std::lock_guard<std::mutex> lk(mu_);
