@@ -289,7 +289,12 @@ TEST(Router, ARequestInFlightToABackendThatFailsIsACounted502) {
   EXPECT_NE(s->body.find("Once"), std::string::npos) << s->body;
   EXPECT_NE(s->body.find("backend_error"), std::string::npos) << s->body;
   EXPECT_NE(s->body.find("data: [DONE]"), std::string::npos) << s->body;
-  EXPECT_EQ(metric(r.port, "kvwise_router_failures_total{backend=\"" + b + "\"}"), 2);
+  // The stream's failure is counted when the router's relay ends, which may be just after the client
+  // has read the [DONE] it wrote: wait for it rather than race it.
+  const std::string failures = "kvwise_router_failures_total{backend=\"" + b + "\"}";
+  for (int i = 0; i < 250 && metric(r.port, failures) != 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(metric(r.port, failures), 2);
   EXPECT_EQ(test::stop_server(r), 0);
   backend.stop();
   t.join();
