@@ -30,26 +30,13 @@ struct Cell {
   std::string first_error;
 };
 
-std::vector<double> parse_list(const std::string& text, const char* what) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  for (std::string x; std::getline(ss, x, ',');) {
-    try {
-      out.push_back(std::stod(x));
-    } catch (const std::exception&) {
-      fail("{}: '{}' is not a number", what, x);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 void add_ruler(CLI::App& eval) {
   struct Opts {
     ModelOptions m;
     SweepOptions sweep;
-    std::string ratios = "0.25,0.5,0.75,0.875";
+    std::vector<double> ratios = {0.25, 0.5, 0.75, 0.875};
     std::string tasks;
     std::vector<int> lengths = {500};
     int samples = 5;
@@ -67,7 +54,8 @@ void add_ruler(CLI::App& eval) {
   add_sweep_options(*cmd, o->sweep);
   cmd->add_option("--ratios", o->ratios,
                   "compression ratios, comma separated: the fraction of the KV removed (kvpress's convention; "
-                  "the budget is 1 - ratio); --budgets replaces them");
+                  "the budget is 1 - ratio); --budgets replaces them")
+      ->delimiter(',');
   cmd->add_option(
       "--tasks", o->tasks, "tasks, comma separated (default: all of " + [] {
         std::string s;
@@ -91,7 +79,7 @@ void add_ruler(CLI::App& eval) {
     }
     SweepOptions sweep = o->sweep;
     if (sweep.budgets.empty()) {
-      for (double r : parse_list(o->ratios, "--ratios")) {
+      for (double r : o->ratios) {
         KV_CHECK(r > 0 && r < 1, "--ratios: {} is outside (0, 1)", r);
         sweep.budgets += (sweep.budgets.empty() ? "" : ",") + fmt::format("{}", 1.0 - r);
       }

@@ -1,7 +1,6 @@
 #include "compress/method.h"
 
 #include <algorithm>
-#include <charconv>
 #include <stdexcept>
 
 #include "base/error.h"
@@ -15,11 +14,6 @@ namespace kvwise {
 void kvwise_register_all_methods(MethodRegistry& registry);
 
 namespace {
-
-std::string number_text(double x) {
-  std::string s = fmt::format("{}", x);
-  return s;
-}
 
 constexpr const char* kGroups[] = {"reference", "eviction",      "head-budgets", "wrapper",
                                    "learned",   "low-precision", "offload"};
@@ -57,7 +51,7 @@ ParamSchema ParamSchema::real(std::string name, double def, double min, double m
   ParamSchema p;
   p.name = std::move(name);
   p.type = Type::Double;
-  p.def = number_text(def);
+  p.def = fmt::format("{}", def);
   p.min = min;
   p.max = max;
   p.help = std::move(help);

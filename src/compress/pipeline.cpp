@@ -73,7 +73,8 @@ KvCompressor::KvCompressor(std::shared_ptr<const KvPolicy> policy, const KvLayou
     p = {shape_.capacity, shape_.sinks, shape_.window, shape_.sinks + std::min(shape_.mean, shape_.candidates)};
   if (policy_->scorer && policy_->scorer->needs_query_stats())
     qstats_.resize(static_cast<size_t>(layout.n_layers * layout.n_heads));
-  if (policy_->reconstruction) {
+  // A prompt that fits the budget is not compressed: KVzip then needs no reconstruction pass.
+  if (policy_->reconstruction && shape_.compress && policy_->compress_prefill) {
     KV_CHECK(max_tokens > 0, "kvzip needs the engine's context length");
     recon_ =
         std::make_unique<ReconstructionPass>(*policy_->reconstruction, layout, prompt_begin, prompt_end_, max_tokens);
@@ -458,8 +459,7 @@ void KvCompressor::on_tokens(SeqId /*seq*/, std::span<const int32_t> tokens, int
 }
 
 void KvCompressor::set_reconstruction_prompt(std::vector<int32_t> tokens) {
-  KV_CHECK(recon_ != nullptr, "set_reconstruction_prompt on a policy without a reconstruction pass");
-  recon_->set_prompt(std::move(tokens));
+  if (recon_) recon_->set_prompt(std::move(tokens));  // none when the prompt is not compressed
 }
 
 std::vector<int32_t> KvCompressor::scoring_pass(KvStore& kv, SeqId seq) {

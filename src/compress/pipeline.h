@@ -136,7 +136,8 @@ class KvCompressor : public SequenceObserver {
   void on_hidden(SeqId seq, int layer, const float* x, int64_t dim, int T) override;
   void on_tokens(SeqId seq, std::span<const int32_t> tokens, int32_t first_pos) override;
   std::vector<int32_t> scoring_pass(KvStore& kv, SeqId seq) override;
-  // KVzip: the tokenized text that precedes the repeated context (attach_policy tokenizes it).
+  // KVzip: the tokenized text that precedes the repeated context (attach_policy tokenizes it); ignored
+  // when the prompt is short enough to need no compression.
   void set_reconstruction_prompt(std::vector<int32_t> tokens);
   // CriticalKV: where the layer's W_o comes from as floats (attach_policy reads the model's).
   using OutputProjectionSource = std::function<std::vector<float>(int layer, int64_t& rows, int64_t& cols)>;

@@ -66,10 +66,11 @@ uint64_t Scheduler::submit(ServeRequest r) {
   KV_CHECK(need <= engine_.ctx() + 1 || rerotates,
            "prompt ({} tokens) + max_tokens ({}) exceeds the context of {} tokens", r.prompt.size(), r.max_tokens,
            engine_.ctx());
-  if (r.policy && !r.policy->full) sequence_shape(*r.policy, static_cast<int>(r.prompt.size()));  // validates
+  const bool compresses = r.policy && !r.policy->full &&
+                          sequence_shape(*r.policy, static_cast<int>(r.prompt.size())).compress;  // validates
   // KVzip's reconstruction pass runs after the prompt: a prompt that leaves it no position is the
   // request's fault (400), said now rather than at admission.
-  if (r.policy && r.policy->reconstruction) {
+  if (compresses && r.policy->reconstruction && r.policy->compress_prefill) {
     const size_t cue = engine_.model().tokenizer().encode(r.policy->reconstruction->prompt, false).size();
     KV_CHECK(r.prompt.size() + cue + 1 <= static_cast<size_t>(engine_.ctx()),
              "kvzip: a prompt of {} tokens leaves no room in the context of {} for its reconstruction pass",
