@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "base/error.h"
 #include "model/convert.h"
 #include "model/forward.h"
 #include "model/gguf_writer.h"
@@ -21,7 +22,8 @@ bool have_numpy() {
 }
 
 // Max |a - b| / max |b| over all logits.
-void compare_with_reference(const std::string& gguf, const std::vector<int32_t>& ids, double tol, int chunk = 7) {
+void compare_with_reference(const std::string& gguf, const std::vector<int32_t>& ids, double tol, int chunk = 7,
+                            int page_tokens = 32) {
   if (!have_numpy()) {
     if (std::getenv("CI")) FAIL() << "Debian's python3-numpy is required for the reference tests";
     GTEST_SKIP() << "python3-numpy missing";
@@ -37,6 +39,7 @@ void compare_with_reference(const std::string& gguf, const std::vector<int32_t>&
   o.threads = 2;
   o.kv_type = DType::F32;
   o.prefill_chunk = chunk;  // 7: chunk borders, both attention paths, the GEMV kernels
+  o.page_tokens = page_tokens;
   Engine e(*model, o);
   const auto got = e.prefill(e.new_sequence(), ids, true);
   ASSERT_EQ(raw.size(), got.size() * 4);
@@ -93,7 +96,10 @@ TEST_P(RandomModels, MatchReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, RandomModels,
-                         ::testing::Values(Case{"tiny", "f32"}, Case{"tiny-qwen2", "f32"}, Case{"tiny", "f16"},
+                         ::testing::Values(Case{"tiny", "f32"}, Case{"tiny-qwen2", "f32"}, Case{"tiny-llama3", "f32"},
+                                           Case{"tiny-qwen3", "f32"}, Case{"tiny-gemma2", "f32"},
+                                           Case{"tiny-gemma3", "f32"}, Case{"tiny-phi3", "f32"},
+                                           Case{"tiny-gemma3", "q8_0"}, Case{"tiny-phi3", "f16"}, Case{"tiny", "f16"},
                                            Case{"tiny", "bf16"}, Case{"tiny", "q8_0"}, Case{"tiny", "q4_0"},
                                            Case{"tiny-k", "q4_k"}, Case{"tiny-k", "q6_k"}, Case{"tiny-k", "f32"}),
                          [](const auto& info) {
@@ -121,6 +127,126 @@ TEST(Reference, LinearRopeScalingAndMistral) {
   w.write(scaled);
   ASSERT_FLOAT_EQ(Model::load(scaled)->config().rope_linear_factor, 4.0f);
   compare_with_reference(scaled, some_tokens(40, s.n_vocab), 1e-3);
+}
+
+// Sliding-window layers: long enough prompts that the window slides and whole pages leave the store,
+// prefilled in chunks (both attention paths) and one token at a time (decode), against the oracle.
+TEST(Reference, SlidingWindowLayersMatchAndStayBounded) {
+  for (const char* shape : {"tiny-gemma2", "tiny-gemma3"}) {
+    const ModelShape s = model_shape(shape);
+    const std::string path = test::temp_path(std::string(shape) + "-window.gguf");
+    make_random_model(s, path);
+    const auto ids = some_tokens(70, s.n_vocab);
+    compare_with_reference(path, ids, 1e-3, 7, 4);
+    compare_with_reference(path, ids, 1e-3, 64, 4);
+    compare_with_reference(path, ids, 1e-3, 1, 4);
+    auto model = Model::load(path);
+    EngineOptions o;
+    o.kv_type = DType::F32;
+    o.page_tokens = 4;
+    Engine e(*model, o);
+    const SeqId seq = e.new_sequence();
+    e.prefill(seq, ids);
+    const ModelConfig& c = model->config();
+    ASSERT_TRUE(c.has_window_layers());
+    for (int l = 0; l < c.n_layers; ++l) {
+      const int len = e.kv().head_len(seq, l, 0);
+      if (c.layers[static_cast<size_t>(l)].window > 0) {
+        EXPECT_LE(len, e.layer_slot_bound(l)) << shape << " layer " << l;
+        EXPECT_GE(len, c.layers[static_cast<size_t>(l)].window) << shape << " layer " << l;
+      } else {
+        EXPECT_EQ(len, 70) << shape << " layer " << l;
+      }
+    }
+  }
+}
+
+// Llama 3's RoPE factors: the rope_freqs tensor, and the same factors computed from metadata that
+// names the scaling without the tensor, give the same logits (and both match the oracle).
+TEST(Reference, Llama3RopeFactorsFromTensorOrMetadata) {
+  ModelShape s = model_shape("tiny-llama3");
+  s.ctx = 16384;
+  const std::string with_tensor = test::temp_path("tiny-llama3-tensor.gguf");
+  make_random_model(s, with_tensor);
+  auto f = GgufFile::open(with_tensor);
+  GgufWriter w;
+  copy_metadata(*f, w);
+  w.set("llama.rope.scaling.type", GgufValue::str("llama3"));
+  w.set("llama.rope.scaling.factor", GgufValue::f32(32.0f));
+  w.set("llama.rope.scaling.original_context_length", GgufValue::u32(8192));
+  for (const auto& t : f->tensors())
+    if (t.name != "rope_freqs.weight")
+      w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
+  const std::string from_meta = test::temp_path("tiny-llama3-meta.gguf");
+  w.write(from_meta);
+  compare_with_reference(with_tensor, some_tokens(40, s.n_vocab), 1e-3);
+  auto a = Model::load(with_tensor), b = Model::load(from_meta);
+  EngineOptions o;
+  o.kv_type = DType::F32;
+  Engine ea(*a, o), eb(*b, o);
+  for (size_t i = 0; i < ea.rope()[0].inv_freq.size(); ++i)
+    EXPECT_NEAR(ea.rope()[0].inv_freq[i], eb.rope()[0].inv_freq[i], 1e-6 * ea.rope()[0].inv_freq[i]) << i;
+  // The factors change the frequencies (the long wavelengths are divided by 32).
+  const double half = static_cast<double>(ea.rope()[0].inv_freq.size());
+  EXPECT_LT(ea.rope()[0].inv_freq.back(), std::pow(500000.0, -2.0 * (half - 1) / (2 * half)) / 31.0);
+}
+
+// YaRN (qwen2.5's long-context setting): ramped frequencies and the attention scale, against the oracle.
+TEST(Reference, YarnRopeScaling) {
+  const ModelShape s = model_shape("tiny-qwen2");
+  const std::string base = test::temp_path("tiny-qwen2-base.gguf");
+  make_random_model(s, base);
+  auto f = GgufFile::open(base);
+  GgufWriter w;
+  copy_metadata(*f, w);
+  w.set("qwen2.rope.scaling.type", GgufValue::str("yarn"));
+  w.set("qwen2.rope.scaling.factor", GgufValue::f32(4.0f));
+  w.set("qwen2.rope.scaling.original_context_length", GgufValue::u32(256));
+  for (const auto& t : f->tensors())
+    w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
+  const std::string yarn = test::temp_path("tiny-qwen2-yarn.gguf");
+  w.write(yarn);
+  auto m = Model::load(yarn);
+  EngineOptions o;
+  Engine e(*m, o);
+  EXPECT_NEAR(e.rope()[0].mscale, 1.0f + 0.1f * std::log(4.0f), 1e-6);
+  compare_with_reference(yarn, some_tokens(40, s.n_vocab), 1e-3);
+}
+
+// What kvwise does not run is refused with a message that names it.
+TEST(Reference, UnsupportedArchitecturesAreNamed) {
+  const ModelShape s = model_shape("tiny");
+  const std::string base = test::temp_path("tiny-base.gguf");
+  make_random_model(s, base);
+  auto f = GgufFile::open(base);
+  const auto rewrite = [&](const std::string& arch, const std::string& extra_key) {
+    GgufWriter w;
+    for (const auto& [k, v] : f->metadata()) {
+      std::string key = k;
+      if (key.rfind("llama.", 0) == 0) key = arch + key.substr(5);
+      w.set(key, key == "general.architecture" ? GgufValue::str(arch) : v);
+    }
+    if (!extra_key.empty()) w.set(arch + "." + extra_key, GgufValue::u32(8));
+    for (const auto& t : f->tensors())
+      w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
+    const std::string out = test::temp_path(arch + extra_key + ".gguf");
+    w.write(out);
+    return out;
+  };
+  const auto error_of = [](const std::string& path) {
+    try {
+      Model::load(path);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("loaded");
+  };
+  EXPECT_NE(error_of(rewrite("deepseek2", "")).find("multi-head latent attention"), std::string::npos);
+  EXPECT_NE(error_of(rewrite("qwen3moe", "")).find("mixture of experts"), std::string::npos);
+  EXPECT_NE(error_of(rewrite("llama", "expert_count")).find("mixture-of-experts"), std::string::npos);
+  const std::string unknown = error_of(rewrite("frobnicator", ""));
+  EXPECT_NE(unknown.find("unsupported architecture 'frobnicator'"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("gemma3"), std::string::npos) << unknown;  // lists what runs
 }
 
 }  // namespace

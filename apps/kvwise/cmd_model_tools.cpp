@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/progress.h"
 #include "common.h"
+#include "model/arch.h"
 #include "model/convert.h"
 
 namespace kvwise::cli {
@@ -46,7 +47,19 @@ void add_inspect(CLI::App& app) {
                      {"ctx", c.ctx_len},
                      {"rope_base", c.rope_freq_base},
                      {"rope", c.rope_type == RopeType::Neox ? "neox" : "normal"},
-                     {"tied_output", model->weights().tied_output}};
+                     {"tied_output", model->weights().tied_output},
+                     {"family", c.family},
+                     {"qk_norm", c.qk_norm},
+                     {"post_norms", c.post_norms},
+                     {"ffn_activation", c.ffn_act == Activation::Silu ? "silu" : "gelu_tanh"},
+                     {"embed_scale", c.embed_scale},
+                     {"query_scale", c.query_scale()},
+                     {"attn_softcap", c.attn_softcap},
+                     {"final_softcap", c.final_softcap}};
+      for (const LayerAttention& l : c.layers)
+        j["config"]["layers_attention"].push_back(
+            {{"window", l.window}, {"rope_base", l.rope_base}, {"rope_freq_scale", l.rope_freq_scale}});
+      j["kv_bytes_full_context_f16"] = c.kv_bytes_for(c.ctx_len, 2);
       j["kv_bytes_per_token"] = {{"f16", kv16}, {"f32", kv32}};
       j["tokenizer"] = model->tokenizer().kind();
       for (const auto& [k, v] : f.metadata()) j["metadata"][k] = v.to_display(8);
@@ -75,8 +88,23 @@ void add_inspect(CLI::App& app) {
                 static_cast<double>(model->weights().parameters) / 1e6,
                 human_bytes(static_cast<double>(model->weights().mapped_bytes)).c_str(),
                 model->tokenizer().kind().c_str(), model->weights().tied_output ? "tied" : "separate");
+    int windowed = 0, window = 0;
+    std::string global;
+    for (int l = 0; l < c.n_layers; ++l) {
+      const int w = c.layers[static_cast<size_t>(l)].window;
+      if (w > 0) {
+        ++windowed;
+        window = w;
+      } else {
+        global += (global.empty() ? "" : ",") + std::to_string(l);
+      }
+    }
+    std::printf("family %s (%s)\n", c.family.c_str(), arch_registry().find(c.arch)->summary.c_str());
+    if (windowed > 0)
+      std::printf("sliding window of %d tokens on %d of %d layers (global layers: %s)\n", window, windowed,
+                  c.n_layers, global.empty() ? "none" : global.c_str());
     std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32,
-                c.ctx_len, human_bytes(static_cast<double>(kv16) * c.ctx_len).c_str());
+                c.ctx_len, human_bytes(static_cast<double>(c.kv_bytes_for(c.ctx_len, 2))).c_str());
   });
 }
 
@@ -173,7 +201,7 @@ void add_make_model(CLI::App& app) {
   cmd->add_option("--shape", o->shape, "shape: " + model_shape_names())->required();
   cmd->add_option("-o,--out", o->out, "output GGUF")->required();
   cmd->add_option("--type", o->type, "weight type (default: the shape's)");
-  cmd->add_option("--arch", o->arch, "override: llama, mistral or qwen2");
+  cmd->add_option("--arch", o->arch, "override: llama, mistral, qwen2, qwen3, gemma2, gemma3 or phi3");
   cmd->add_option("--dim", o->dim, "override: embedding width");
   cmd->add_option("--layers", o->layers, "override: layers");
   cmd->add_option("--heads", o->heads, "override: query heads");

@@ -173,8 +173,7 @@ void KvCompressor::accumulate_queries(const Attention& a) {
     const int32_t pos = a.pos[t];
     if (pos < first || pos >= prompt_end_) continue;
     std::copy_n(a.q + t * a.stride, H * d, q.begin());
-    apply_rope(q.data(), H, d, rope_.n_rot, rope_.type, rope_.inv_freq.data(),
-               -static_cast<float>(pos) * rope_.pos_scale);
+    apply_rope(q.data(), H, d, rope_.n_rot, rope_.type, rope_.freq(a.layer), -static_cast<float>(pos) * rope_.pos_scale);
     for (int h = 0; h < H; ++h) {
       QueryStats& st = qstats_[static_cast<size_t>(a.layer * H + h)];
       if (st.sum.empty()) {
@@ -193,6 +192,14 @@ void KvCompressor::accumulate_queries(const Attention& a) {
 }
 
 void KvCompressor::apply_layer_budget(KvStore& kv, SeqId seq, int layer, int budget) {
+  if (window_layer(layer)) {  // the engine bounds it to its window; nothing to select
+    for (int h = 0; h < n_kv_; ++h) {
+      report_.head_tokens[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.head_len(seq, layer, h);
+      report_.head_bytes[static_cast<size_t>(layer)][static_cast<size_t>(h)] = kv.bytes_head(seq, layer, h);
+    }
+    report_.layer_bytes_after[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
+    return;
+  }
   const int S = shape_.sinks, W = shape_.window;
   std::vector<std::vector<float>> scores(static_cast<size_t>(n_kv_));
   std::vector<int> len(static_cast<size_t>(n_kv_));
@@ -237,7 +244,7 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
   const int L = layout_.n_layers;
   report_.layer_bytes_before[static_cast<size_t>(layer)] = kv.bytes_layer(seq, layer);
   if (!shape_.compress || !policy_->compress_prefill) {
-    for (int h = 0; h < n_kv_; ++h) {
+    for (int h = 0; h < n_kv_ && !window_layer(layer); ++h) {
       // Nothing to select; a stateful disposition still sets the head up (MiKV fixes its balancer).
       const int len = kv.head_len(seq, layer, h);
       std::vector<int> all(static_cast<size_t>(len));
@@ -271,7 +278,7 @@ void KvCompressor::prefill_layer(KvStore& kv, SeqId seq, int layer) {
 
 void KvCompressor::decode_layer(KvStore& kv, SeqId seq, int layer) {
   const DecodePolicy& d = *policy_->decode;
-  if (!d.due(step_ + 1)) return;
+  if (!d.due(step_ + 1) || window_layer(layer)) return;
   const double t0 = now_seconds();
   std::vector<std::vector<float>> scores(static_cast<size_t>(n_kv_));
   std::vector<int> lo(static_cast<size_t>(n_kv_), 0);
@@ -503,7 +510,7 @@ void KvCompressor::rerotate(KvStore& kv, SeqId seq) {
         const int32_t p = kv.slot_position(seq, l, h, i);
         if (p == i) continue;
         kv.read_slot(seq, l, h, i, k.data(), nullptr);
-        apply_rope(k.data(), 1, rope_.head_dim, rope_.n_rot, rope_.type, rope_.inv_freq.data(),
+        apply_rope(k.data(), 1, rope_.head_dim, rope_.n_rot, rope_.type, rope_.freq(l),
                    static_cast<float>(i - p) * rope_.pos_scale);
         kv.rewrite_key(seq, l, h, i, k.data(), i);
       }
@@ -521,9 +528,22 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
                                             int prompt_tokens) {
   if (!policy || policy->full) return nullptr;
   const ModelConfig& c = engine.model().config();
-  RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, engine.rope_inv_freq(), 1.0f / c.rope_linear_factor};
+  KV_CHECK(!policy->rerotate || !c.has_window_layers(),
+           "{}: re-rotation to cache-relative positions is not supported on a model with sliding-window layers "
+           "({}); drop rerotate=1",
+           policy->spec, c.arch);
+  KV_CHECK(!(policy->specache || policy->gate) || !c.has_window_layers(),
+           "{}: SpeCache and Attention-Gate are not supported on a model with sliding-window layers ({})",
+           policy->spec, c.arch);
+  RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, {}, 1.0f, {}};
+  for (const LayerRope& r : engine.rope()) rope.layer_inv_freq.push_back(r.inv_freq);
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),
                                              prompt_tokens, std::move(rope), engine.ctx());
+  if (c.has_window_layers()) {
+    std::vector<char> window(static_cast<size_t>(c.n_layers), 0);
+    for (int l = 0; l < c.n_layers; ++l) window[static_cast<size_t>(l)] = c.layers[static_cast<size_t>(l)].window > 0;
+    comp->set_window_layers(std::move(window));
+  }
   if (policy->scorer && policy->scorer->needs_output_projection()) {
     const Model& model = engine.model();
     comp->set_output_projection([&model](int layer, int64_t& rows, int64_t& cols) {

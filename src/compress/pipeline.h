@@ -127,6 +127,9 @@ class KvCompressor : public SequenceObserver {
 
   // The taps the policy needs while prefilling (enable them on the sequence before the prompt runs).
   TapConfig prefill_taps() const;
+  // Sliding-window layers (non-zero entries): the policy leaves them alone, since the engine already
+  // keeps only their window; budgets are computed as for any model and applied to the global layers.
+  void set_window_layers(std::vector<char> window_layers) { window_layers_ = std::move(window_layers); }
 
   void after_attention(KvStore& kv, SeqId seq, const Attention& a) override;
   void after_forward(KvStore& kv, SeqId seq) override;
@@ -172,6 +175,10 @@ class KvCompressor : public SequenceObserver {
   int n_kv_, group_;
   int32_t prompt_end_;
   RopeInfo rope_;
+  std::vector<char> window_layers_;
+  bool window_layer(int layer) const {
+    return static_cast<size_t>(layer) < window_layers_.size() && window_layers_[static_cast<size_t>(layer)] != 0;
+  }
   SequenceShape shape_;
   std::vector<HeadPlan> plans_;
   std::vector<double> preference_;

@@ -42,8 +42,12 @@ class HeadKv {
 struct RopeInfo {
   int head_dim = 0, n_rot = 0;
   RopeType type = RopeType::Normal;
-  std::vector<float> inv_freq;
+  std::vector<float> inv_freq;  // every layer's, unless layer_inv_freq has them per layer
   float pos_scale = 1.0f;
+  std::vector<std::vector<float>> layer_inv_freq;  // per layer (interleaved RoPE bases, e.g. Gemma 3)
+  const float* freq(int layer) const {
+    return layer_inv_freq.empty() ? inv_freq.data() : layer_inv_freq[static_cast<size_t>(layer)].data();
+  }
 };
 
 // Running first and second moments of one query head's pre-RoPE queries over the prompt (sinks

@@ -16,6 +16,17 @@ namespace {
 
 constexpr int kBlasMinQueries = 16;
 
+float query_scale(const AttentionQuery& a, int hd) {
+  return a.scale > 0 ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
+}
+
+// Gemma 2's soft-capping of attention scores (masked entries are set afterwards).
+void soft_cap(float* s, size_t n, float cap) {
+  if (cap <= 0) return;
+  const float inv = 1.0f / cap;
+  for (size_t i = 0; i < n; ++i) s[i] = cap * std::tanh(s[i] * inv);
+}
+
 // Number of slots whose position is <= p (slots are in ascending position order).
 int count_visible(const KvStore& store, const std::vector<uint32_t>& pages, int len, int32_t p) {
   const int P = store.layout().page_tokens;
@@ -150,7 +161,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
   const int T = a.T, R = T * G;  // query rows per KV head: row r = t * G + g
   const bool f16 = L.type == DType::F16;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = query_scale(a, hd);
   const Kernels& k = kernels();
 
   // The queries of each KV head, rows contiguous; their positions per row.
@@ -167,6 +178,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   };
   std::vector<Task> tasks;
   std::vector<int> first_task, first_seg_task, n_visible;  // per h; n_visible per (h, t) over the pages
+  std::vector<int> n_hidden;  // per (h, t): leading slots outside the sliding window
   int max_len = 0;
   for (int h = 0; h < HK; ++h) max_len = std::max(max_len, store.head_len(seq, layer, h));
   // Chunks of whole pages, enough of them to keep every thread busy even with few KV heads.
@@ -176,9 +188,13 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     const auto& pages = store.head_pages(seq, layer, h);
     const int len = store.head_len(seq, layer, h);
     first_task.push_back(static_cast<int>(tasks.size()));
-    for (int t = 0; t < T; ++t) n_visible.push_back(count_visible(store, pages, len, a.pos[t]));
+    for (int t = 0; t < T; ++t) {
+      n_visible.push_back(count_visible(store, pages, len, a.pos[t]));
+      n_hidden.push_back(a.window > 0 ? count_visible(store, pages, len, a.pos[t] - a.window) : 0);
+    }
     const int nv = *std::max_element(n_visible.end() - T, n_visible.end());
-    for (int s0 = 0; s0 < nv; s0 += chunk) tasks.push_back({h, s0, std::min(nv, s0 + chunk)});
+    const int nh = *std::min_element(n_hidden.end() - T, n_hidden.end()) / P * P;  // whole pages nobody sees
+    for (int s0 = nh; s0 < nv; s0 += chunk) tasks.push_back({h, s0, std::min(nv, s0 + chunk)});
     if (nv == 0) tasks.push_back({h, 0, 0});
     first_seg_task.push_back(static_cast<int>(tasks.size()));
     const auto& segs = store.segments(seq, layer, h);
@@ -208,6 +224,14 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
     float* O = partial_out.data() + ti * static_cast<size_t>(R * hd);
     if (task.seg >= 0) {
       segment_scores(store, seq, layer, task.h, task.seg, Q, R, scale, rpos.data(), task.s0, task.s1, S);
+      soft_cap(S, static_cast<size_t>(R) * static_cast<size_t>(n), a.softcap);
+      if (a.window > 0) {
+        const auto& pos = store.segments(seq, layer, task.h)[static_cast<size_t>(task.seg)].positions();
+        for (int r = 0; r < R; ++r)
+          for (int j = task.s0; j < task.s1; ++j)
+            if (pos[static_cast<size_t>(j)] <= rpos[static_cast<size_t>(r)] - a.window)
+              S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
+      }
     } else {
       const auto& pages = store.head_pages(seq, layer, task.h);
       for (int s = task.s0; s < task.s1;) {
@@ -218,9 +242,13 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
                     n);
         s += cnt;
       }
-      for (int r = 0; r < R; ++r) {  // causal: slots past each row's visible count
+      soft_cap(S, static_cast<size_t>(R) * static_cast<size_t>(n), a.softcap);
+      for (int r = 0; r < R; ++r) {  // causal: slots past each row's visible count (and before its window)
         const int nv = n_visible[static_cast<size_t>(task.h * T + r / G)];
+        const int nh = n_hidden[static_cast<size_t>(task.h * T + r / G)];
         for (int j = std::max(task.s0, nv); j < task.s1; ++j)
+          S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
+        for (int j = task.s0; j < std::min(task.s1, nh); ++j)
           S[r * n + (j - task.s0)] = -std::numeric_limits<float>::infinity();
       }
     }
@@ -329,7 +357,7 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
   const KvLayout& L = store.layout();
   const int H = L.n_heads, HK = L.n_kv_heads, G = H / HK, hd = L.head_dim, P = L.page_tokens;
   const bool f16 = L.type == DType::F16;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = query_scale(a, hd);
   const Kernels& k = kernels();
   const TapConfig& cfg = store.tap_config(seq);
 
@@ -378,13 +406,19 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
     for (int t = 0; t < a.T; ++t) {
       float* row = S.data() + static_cast<size_t>(t) * static_cast<size_t>(n);
       const int nv = static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(), a.pos[t]) - g.pos.begin());
-      if (nv == 0) {
+      const int nh = a.window > 0 ? static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(),
+                                                                      a.pos[t] - a.window) -
+                                                     g.pos.begin())
+                                  : 0;
+      if (nv <= nh) {
         std::fill_n(row, n, 0.0f);
         continue;
       }
-      const float M = k.max_of(row, nv);
-      const float inv = 1.0f / k.exp_shift_sum(row, nv, M);
-      for (int j = 0; j < nv; ++j) row[j] *= inv;
+      soft_cap(row + nh, static_cast<size_t>(nv - nh), a.softcap);
+      const float M = k.max_of(row + nh, nv - nh);
+      const float inv = 1.0f / k.exp_shift_sum(row + nh, nv - nh, M);
+      for (int j = nh; j < nv; ++j) row[j] *= inv;
+      std::fill(row, row + nh, 0.0f);
       std::fill(row + nv, row + n, 0.0f);
       if (cfg.enabled) record_taps(store.taps(seq, layer, qh), cfg, row, nv, n, a.pos[t], t == a.T - 1);
     }

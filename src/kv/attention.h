@@ -1,5 +1,6 @@
 // Causal attention of a chunk of queries over one sequence's paged, ragged KV lists (GQA aware).
-// Keys are post-RoPE; a query at position p attends to every stored slot with position <= p.
+// Keys are post-RoPE; a query at position p attends to every stored slot with position <= p (and,
+// with a sliding window W, > p - W).
 #pragma once
 #include <cstdint>
 
@@ -15,6 +16,9 @@ struct AttentionQuery {
   int T = 0;
   float* out = nullptr;  // T rows of n_heads * head_dim floats
   int64_t out_stride = 0;
+  float scale = 0.0f;    // of q.k; 0: 1 / sqrt(head_dim)
+  float softcap = 0.0f;  // scores become softcap * tanh(score / softcap) before the softmax; 0: none
+  int window = 0;        // sliding window: slots at or before p - window are hidden; 0: none
 };
 
 enum class AttentionPath {

@@ -226,6 +226,35 @@ void KvStore::retain(SeqId seq, int layer, int head, std::span<const int> keep) 
   }
 }
 
+int KvStore::drop_before(SeqId seq, int layer, int head, int32_t min_pos) {
+  HeadList& h = list(seq, layer, head);
+  const int P = layout_.page_tokens;
+  size_t n = 0;  // whole leading pages to drop
+  while (static_cast<int>(n + 1) * P <= h.len && slot_pos(h.pages[n])[P - 1] < min_pos) ++n;
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; ++i) pool_.release(h.pages[i]);
+  h.pages.erase(h.pages.begin(), h.pages.begin() + static_cast<std::ptrdiff_t>(n));
+  const int dropped = static_cast<int>(n) * P;
+  h.len -= dropped;
+  Sequence& s = get(seq);
+  if (!s.taps.empty()) {  // taps index slots: shift them with the slots
+    const int group = layout_.n_heads / layout_.n_kv_heads;
+    const auto shift = [&](std::vector<float>& v) {
+      v.erase(v.begin(), v.begin() + std::min<std::ptrdiff_t>(dropped, static_cast<std::ptrdiff_t>(v.size())));
+    };
+    for (int g = 0; g < group; ++g) {
+      HeadTaps& t = s.taps[static_cast<size_t>(layer * layout_.n_heads + head * group + g)];
+      shift(t.window_sum);
+      shift(t.window_sumsq);
+      shift(t.last_row);
+      shift(t.col_sums);
+      t.window_rows.clear();
+      t.window_cols = 0;
+    }
+  }
+  return dropped;
+}
+
 size_t KvStore::extra_bytes(const HeadList& h) const {
   size_t b = 2 * (h.exact.k.size() + h.exact.v.size()) + sizeof(int) * h.exact.slots.size();
   for (const QuantSegment& s : h.segments) b += s.bytes();

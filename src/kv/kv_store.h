@@ -82,6 +82,10 @@ class KvStore {
               std::span<const float> balancer = {});
   // Removes the last n slots of a head (a speculative token's row once its attention has run).
   void pop_back(SeqId seq, int layer, int head, int n);
+  // Drops the head's leading whole pages whose every slot has a position below `min_pos` (a sliding-
+  // window layer's keys that no later query can see); the rest keep their order and page offsets.
+  // Returns the slots dropped.
+  int drop_before(SeqId seq, int layer, int head, int32_t min_pos);
   // Exact F16 rows standing in for some slots of the head's first segment (SpeCache's prefetched
   // pairs): attention scores and reads these instead of the low-bit rows.
   struct ExactRows {

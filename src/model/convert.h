@@ -15,17 +15,24 @@ void convert_llama2c(const std::string& model_bin, const std::string& tokenizer_
 
 struct ModelShape {
   std::string name;
-  std::string arch = "llama";  // llama | mistral | qwen2
+  std::string arch = "llama";  // llama | mistral | qwen2 | qwen3 | gemma2 | gemma3 | phi3
   int dim = 64, n_layers = 2, n_heads = 4, n_kv_heads = 2, ffn_dim = 128, n_vocab = 320, ctx = 2048;
   float rope_base = 10000.0f;
   bool tied = true;
   DType type = DType::F16;
   uint64_t seed = 1;
+  int head_dim = 0;         // 0: dim / n_heads (qwen3 and gemma have wider heads)
+  float rms_eps = 1e-5f;
+  int window = 0;           // attention.sliding_window (gemma2/3, phi3), when non-zero
+  bool llama3_rope = false; // Llama 3.1+ RoPE: a rope_freqs tensor (factor 32, low 1, high 4, original 8192)
 };
-// Named real shapes: smollm-135m, llama-1b, and tiny test shapes. Throws for unknown names.
+// Named shapes: the real ones (smollm2-135m, llama3.2-1b, qwen2.5-0.5b, qwen3-0.6b, gemma2-2b,
+// gemma3-1b, phi3-mini, llama-1b, llama-8b, ...) and tiny test shapes of every family. Throws for
+// unknown names.
 ModelShape model_shape(const std::string& name);
 std::string model_shape_names();
-// Writes a model with random weights (and a byte-fallback SentencePiece vocabulary) of that shape.
+// Writes a model with random weights (and a byte-fallback SentencePiece vocabulary) of that shape,
+// with the metadata keys and tensors a converted checkpoint of its family has (llama.cpp loads it).
 void make_random_model(const ModelShape& shape, const std::string& out_gguf);
 
 // Re-quantizes every 2-D weight of a GGUF file to `type` ("q4_k_m" keeps the sensitive tensors at

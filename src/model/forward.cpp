@@ -34,6 +34,36 @@ void add_bias(float* y, const float* b, int64_t m, int64_t n) {
     for (int64_t j = 0; j < n; ++j) y[i * n + j] += b[j];
 }
 
+// RMSNorm of every head of M rows in place (qwen3/gemma3's Q and K norms).
+void head_norms(float* x, int64_t M, int heads, int hd, const float* w, float eps) {
+  if (!w) return;
+  for (int64_t i = 0; i < M * heads; ++i) rmsnorm(x + i * hd, w, x + i * hd, hd, eps);
+}
+
+// RMSNorm of M rows in place (gemma's post-attention and post-FFN norms).
+void rows_norm(float* x, int64_t M, int64_t dim, const float* w, float eps) {
+  if (!w) return;
+  for (int64_t r = 0; r < M; ++r) rmsnorm(x + r * dim, w, x + r * dim, static_cast<int>(dim), eps);
+}
+
+// The gate of a gated FFN times the up projection: SwiGLU or GeGLU (GELU's tanh form, as ggml's gelu).
+void gated(float* g, const float* u, size_t n, Activation act) {
+  if (act == Activation::Silu) {
+    for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    return;
+  }
+  constexpr float kSqrt2OverPi = 0.7978845608028654f, kCoef = 0.044715f;
+  for (size_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    g[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x))) * u[i];
+  }
+}
+
+void soft_cap(float* x, size_t n, float cap) {
+  if (cap <= 0) return;
+  for (size_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
+}
+
 }  // namespace
 
 Engine::Engine(const Model& model, const EngineOptions& options)
@@ -45,9 +75,12 @@ Engine::Engine(const Model& model, const EngineOptions& options)
                    options.kv_type, options.page_tokens}) {
   KV_CHECK(options.prefill_chunk > 0, "prefill chunk must be positive");
   set_blas_threads(1);
-  const ModelConfig& c = model.config();
-  for (int i = 0; i < c.n_rot / 2; ++i)
-    inv_freq_.push_back(std::pow(c.rope_freq_base, -2.0f * static_cast<float>(i) / static_cast<float>(c.n_rot)));
+  rope_ = rope_tables(model.config(), model.weights(), ctx_);
+}
+
+int Engine::layer_slot_bound(int layer) const {
+  const int w = model_.config().layers[static_cast<size_t>(layer)].window;
+  return w > 0 ? w + 2 * options_.page_tokens : 0;
 }
 
 void Engine::observe(SeqId seq, std::shared_ptr<SequenceObserver> observer, bool first) {
@@ -102,6 +135,8 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
       for (int32_t t : e.tokens) {
         dequantize_row(W.tok_embd.type, W.tok_embd.data + static_cast<size_t>(t) * W.tok_embd.row_bytes,
                        x.data() + r * dim, dim);
+        if (c.embed_scale != 1.0f)
+          for (int64_t i = 0; i < dim; ++i) x[static_cast<size_t>(r * dim + i)] *= c.embed_scale;
         ++r;
       }
   }
@@ -118,20 +153,29 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
         o->on_hidden(batch[b].seq, layer, &x[first_row[b] * dim], dim, static_cast<int>(batch[b].tokens.size()));
   };
 
-  const float pos_scale = 1.0f / c.rope_linear_factor;
   for (int l = 0; l < c.n_layers; ++l) {
     show_hidden(l);
     const LayerWeights& L = W.layers[static_cast<size_t>(l)];
+    const LayerAttention& LA = c.layers[static_cast<size_t>(l)];
+    const LayerRope& rope = rope_[static_cast<size_t>(l)];
     for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.attn_norm, &xn[r * dim], c.dim, c.rms_eps);
     matmul_many(pool_, {{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, xn.data(), M);
     add_bias(q.data(), L.bq, M, q_dim);
     add_bias(k.data(), L.bk, M, kv_dim);
     add_bias(v.data(), L.bv, M, kv_dim);
+    head_norms(q.data(), M, c.n_heads, c.head_dim, L.q_norm, c.rms_eps);
+    head_norms(k.data(), M, c.n_kv_heads, c.head_dim, L.k_norm, c.rms_eps);
     pool_.parallel_for(static_cast<size_t>(M), [&](size_t r0, size_t r1, int) {
       for (size_t r = r0; r < r1; ++r) {
-        const float p = static_cast<float>(pos[r]) * pos_scale;
-        apply_rope(&q[r * q_dim], c.n_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
-        apply_rope(&k[r * kv_dim], c.n_kv_heads, c.head_dim, c.n_rot, c.rope_type, inv_freq_.data(), p);
+        const float p = static_cast<float>(pos[r]);
+        apply_rope(&q[r * q_dim], c.n_heads, c.head_dim, c.n_rot, c.rope_type, rope.inv_freq.data(), p);
+        apply_rope(&k[r * kv_dim], c.n_kv_heads, c.head_dim, c.n_rot, c.rope_type, rope.inv_freq.data(), p);
+        if (rope.mscale != 1.0f) {  // YaRN / LongRoPE: the rotated dimensions are scaled
+          for (int h = 0; h < c.n_heads; ++h)
+            for (int i = 0; i < c.n_rot; ++i) q[r * q_dim + h * c.head_dim + i] *= rope.mscale;
+          for (int h = 0; h < c.n_kv_heads; ++h)
+            for (int i = 0; i < c.n_rot; ++i) k[r * kv_dim + h * c.head_dim + i] *= rope.mscale;
+        }
       }
     });
     for (size_t b = 0; b < batch.size(); ++b) {
@@ -143,20 +187,29 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
         for (int h = 0; h < c.n_kv_heads; ++h)
           kv_.append(e.seq, l, h, &k[(r0 + t) * kv_dim + h * c.head_dim], &v[(r0 + t) * kv_dim + h * c.head_dim],
                      pos[static_cast<size_t>(r0 + t)]);
-      AttentionQuery aq{&q[r0 * q_dim], q_dim, &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim};
+      AttentionQuery aq{&q[r0 * q_dim],      q_dim,         &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim,
+                        c.query_scale(), c.attn_softcap, LA.window};
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
       if (e.speculative > 0)
         for (int h = 0; h < c.n_kv_heads; ++h) kv_.pop_back(e.seq, l, h, e.speculative);
       for (const auto& o : watch[b])
         o->after_attention(kv_, e.seq, {l, aq.q, aq.out, q_dim, aq.pos, T, e.speculative, &pool_});
+      if (LA.window > 0) {
+        // A sliding-window layer keeps only what a later query can see: the next query, at the
+        // position after this entry, sees keys above next - window.
+        const int32_t next = pos[static_cast<size_t>(r0 + T - 1)] + 1 - e.speculative;
+        for (int h = 0; h < c.n_kv_heads; ++h) kv_.drop_before(e.seq, l, h, next - LA.window + 1);
+      }
     }
     matmul(pool_, L.wo, att.data(), M, tmp.data());
+    rows_norm(tmp.data(), M, dim, L.post_attn_norm, c.rms_eps);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
 
     for (int64_t r = 0; r < M; ++r) rmsnorm(&x[r * dim], L.ffn_norm, &xn[r * dim], c.dim, c.rms_eps);
     matmul_many(pool_, {{&L.w_gate, g.data()}, {&L.w_up, u.data()}}, xn.data(), M);
-    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    gated(g.data(), u.data(), g.size(), c.ffn_act);
     matmul(pool_, L.w_down, g.data(), M, tmp.data());
+    rows_norm(tmp.data(), M, dim, L.post_ffn_norm, c.rms_eps);
     for (size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
 
@@ -177,6 +230,7 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
   }
   std::vector<float> logits(static_cast<size_t>(n_logits * c.n_vocab));
   matmul(pool_, W.output, rows.data(), n_logits, logits.data());
+  soft_cap(logits.data(), logits.size(), c.final_softcap);
   // Unstored scoring passes the observers ask for (their own logits are not needed).
   for (size_t b = 0; b < batch.size(); ++b)
     for (const auto& o : watch[b])

@@ -12,6 +12,7 @@
 #include "kv/attention.h"
 #include "kv/kv_store.h"
 #include "model/model.h"
+#include "model/rope_tables.h"
 
 namespace kvwise {
 
@@ -77,8 +78,10 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   int ctx() const { return ctx_; }
   KvStore& kv() { return kv_; }
-  // RoPE frequencies of the model (for policies that move kept keys to new positions).
-  const std::vector<float>& rope_inv_freq() const { return inv_freq_; }
+  // RoPE frequencies of each layer, every scaling folded in (for policies that move kept keys).
+  const std::vector<LayerRope>& rope() const { return rope_; }
+  // The most KV slots a sliding-window layer holds per head (window + a page); 0 for global layers.
+  int layer_slot_bound(int layer) const;
   ThreadPool& pool() { return pool_; }
 
   SeqId new_sequence() { return kv_.create_sequence(); }
@@ -117,7 +120,7 @@ class Engine {
   int ctx_;
   ThreadPool pool_;
   KvStore kv_;
-  std::vector<float> inv_freq_;
+  std::vector<LayerRope> rope_;
   std::map<SeqId, std::vector<std::shared_ptr<SequenceObserver>>> observers_;
   const std::vector<std::shared_ptr<SequenceObserver>>* observers(SeqId seq) const;
   struct Guess {

@@ -7,41 +7,47 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "model/arch.h"
 #include "tensor/packed.h"
 #include "tensor/quant.h"
 
 namespace kvwise {
 
+const GgufTensorInfo& TensorBinder::find(const std::string& name, const std::vector<int64_t>& dims) {
+  const GgufTensorInfo* t = f_.find_tensor(name);
+  KV_CHECK(t != nullptr, "{}: missing required tensor '{}'", f_.path(), name);
+  KV_CHECK(t->dims == dims, "{}: tensor '{}' has shape {} but the config needs {}", f_.path(), name,
+           fmt::join(t->dims, "x"), fmt::join(dims, "x"));
+  KV_CHECK(dtype_info(t->type).compute, "{}: tensor '{}' has type {}, which kvwise cannot compute with", f_.path(),
+           name, dtype_name(t->type));
+  w_.mapped_bytes += t->bytes;
+  w_.parameters += t->elements();
+  return *t;
+}
+
+WeightView TensorBinder::matrix(const std::string& name, int64_t cols, int64_t rows) {
+  const GgufTensorInfo& t = find(name, {cols, rows});
+  return WeightView{t.type, f_.tensor_data(t), rows, cols, row_bytes(t.type, cols)};
+}
+
+WeightView TensorBinder::rows(const WeightView& m, int64_t r0, int64_t n) {
+  KV_CHECK(r0 >= 0 && n > 0 && r0 + n <= m.rows, "rows [{}, {}) of a {}-row matrix", r0, r0 + n, m.rows);
+  WeightView v = m;
+  v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  v.rows = n;
+  return v;
+}
+
+const float* TensorBinder::vec(const std::string& name, int64_t n, bool optional) {
+  if (optional && !f_.find_tensor(name)) return nullptr;
+  const GgufTensorInfo& t = find(name, {n});
+  if (t.type == DType::F32) return reinterpret_cast<const float*>(f_.tensor_data(t));
+  w_.owned.emplace_back(static_cast<size_t>(n));
+  dequantize_row(t.type, f_.tensor_data(t), w_.owned.back().data(), n);
+  return w_.owned.back().data();
+}
+
 namespace {
-
-struct Binder {
-  const GgufFile& f;
-  ModelWeights& w;
-
-  const GgufTensorInfo& find(const std::string& name, std::vector<int64_t> dims) {
-    const GgufTensorInfo* t = f.find_tensor(name);
-    KV_CHECK(t != nullptr, "{}: missing required tensor '{}'", f.path(), name);
-    KV_CHECK(t->dims == dims, "{}: tensor '{}' has shape {} but the config needs {}", f.path(), name,
-             fmt::join(t->dims, "x"), fmt::join(dims, "x"));
-    KV_CHECK(dtype_info(t->type).compute, "{}: tensor '{}' has type {}, which kvwise cannot compute with", f.path(),
-             name, dtype_name(t->type));
-    w.mapped_bytes += t->bytes;
-    w.parameters += t->elements();
-    return *t;
-  }
-  WeightView matrix(const std::string& name, int64_t cols, int64_t rows) {
-    const GgufTensorInfo& t = find(name, {cols, rows});
-    return WeightView{t.type, f.tensor_data(t), rows, cols, row_bytes(t.type, cols)};
-  }
-  const float* vec(const std::string& name, int64_t n, bool optional = false) {
-    if (optional && !f.find_tensor(name)) return nullptr;
-    const GgufTensorInfo& t = find(name, {n});
-    if (t.type == DType::F32) return reinterpret_cast<const float*>(f.tensor_data(t));
-    w.owned.emplace_back(static_cast<size_t>(n));
-    dequantize_row(t.type, f.tensor_data(t), w.owned.back().data(), n);
-    return w.owned.back().data();
-  }
-};
 
 bool repack_enabled() {
   const char* v = std::getenv("KVWISE_REPACK");
@@ -66,11 +72,11 @@ void repack(ModelWeights& mw, WeightView& w) {
 }  // namespace
 
 ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c) {
+  const ArchFamily* family = arch_registry().find(c.arch);
+  KV_CHECK(family != nullptr, "{}: no architecture file runs '{}'", f.path(), c.arch);
   ModelWeights w;
-  w.owned.reserve(static_cast<size_t>(8 * c.n_layers + 8));  // pointers into it must stay valid
-  Binder b{f, w};
-  const int64_t q_dim = static_cast<int64_t>(c.n_heads) * c.head_dim;
-  const int64_t kv_dim = static_cast<int64_t>(c.n_kv_heads) * c.head_dim;
+  w.owned.reserve(static_cast<size_t>(12 * c.n_layers + 12));  // pointers into it must stay valid
+  TensorBinder b{f, w};
   w.tok_embd = b.matrix("token_embd.weight", c.dim, c.n_vocab);
   w.output_norm = b.vec("output_norm.weight", c.dim);
   if (f.find_tensor("output.weight")) {
@@ -79,21 +85,12 @@ ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c) {
     w.output = w.tok_embd;
     w.tied_output = true;
   }
+  w.rope_freqs = b.vec("rope_freqs.weight", c.n_rot / 2, true);
+  w.rope_factors_long = b.vec("rope_factors_long.weight", c.n_rot / 2, true);
+  w.rope_factors_short = b.vec("rope_factors_short.weight", c.n_rot / 2, true);
   for (int l = 0; l < c.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
     LayerWeights L;
-    L.attn_norm = b.vec(p + "attn_norm.weight", c.dim);
-    L.wq = b.matrix(p + "attn_q.weight", c.dim, q_dim);
-    L.wk = b.matrix(p + "attn_k.weight", c.dim, kv_dim);
-    L.wv = b.matrix(p + "attn_v.weight", c.dim, kv_dim);
-    L.wo = b.matrix(p + "attn_output.weight", q_dim, c.dim);
-    L.bq = b.vec(p + "attn_q.bias", q_dim, !c.qkv_bias);
-    L.bk = b.vec(p + "attn_k.bias", kv_dim, !c.qkv_bias);
-    L.bv = b.vec(p + "attn_v.bias", kv_dim, !c.qkv_bias);
-    L.ffn_norm = b.vec(p + "ffn_norm.weight", c.dim);
-    L.w_gate = b.matrix(p + "ffn_gate.weight", c.dim, c.ffn_dim);
-    L.w_up = b.matrix(p + "ffn_up.weight", c.dim, c.ffn_dim);
-    L.w_down = b.matrix(p + "ffn_down.weight", c.ffn_dim, c.dim);
+    family->bind_layer(b, c, l, L);
     w.layers.push_back(L);
   }
   for (const LayerWeights& L : w.layers)

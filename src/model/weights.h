@@ -12,12 +12,16 @@ namespace kvwise {
 
 struct LayerWeights {
   const float* attn_norm = nullptr;
-  WeightView wq, wk, wv, wo;
+  WeightView wq, wk, wv, wo;  // views of one fused attn_qkv matrix where the family fuses them (phi3)
   const float* bq = nullptr;  // qwen2 only
   const float* bk = nullptr;
   const float* bv = nullptr;
+  const float* q_norm = nullptr;  // per-head RMSNorm weights (head_dim floats): qwen3, gemma3
+  const float* k_norm = nullptr;
+  const float* post_attn_norm = nullptr;  // gemma2/3: norm of the attention output before the residual add
   const float* ffn_norm = nullptr;
-  WeightView w_gate, w_up, w_down;
+  WeightView w_gate, w_up, w_down;  // gate and up may be the halves of one fused ffn_up (phi3)
+  const float* post_ffn_norm = nullptr;
 };
 
 struct ModelWeights {
@@ -25,6 +29,11 @@ struct ModelWeights {
   const float* output_norm = nullptr;
   WeightView output;  // tied to tok_embd when the file has no output.weight
   bool tied_output = false;
+  // RoPE frequency factors (n_rot / 2 floats; frequencies are divided by them): Llama 3's rope_freqs,
+  // Phi-3's rope_factors_long / _short. Null when the file has none.
+  const float* rope_freqs = nullptr;
+  const float* rope_factors_long = nullptr;
+  const float* rope_factors_short = nullptr;
   std::vector<LayerWeights> layers;
   // Small tensors stored in a non-f32 type are converted once and kept here.
   std::vector<std::vector<float>> owned;
@@ -38,7 +47,8 @@ struct ModelWeights {
   int64_t parameters = 0;
 };
 
-// Throws kvwise::Error naming the tensor when one is missing, mis-shaped or of an unsupported type.
+// Binds the tensors of the config's family (model/arch.h). Throws kvwise::Error naming the tensor
+// when one is missing, mis-shaped or of an unsupported type.
 // Quantized matrices with a packed layout are repacked (their mapped pages are then released), unless
 // the environment sets KVWISE_REPACK=0 (for comparisons).
 ModelWeights bind_weights(const GgufFile& f, const ModelConfig& c);

@@ -228,18 +228,23 @@ std::shared_ptr<SequenceObserver> LivePrefixCache::capture_observer(const Prefix
 void LivePrefixCache::store_layer(const KvStore& kv, SeqId seq, int layer, int block, prefix::BlockKey key) {
   std::lock_guard<std::mutex> lk(mu_);
   KV_ASSERT(cache_->tier_of(key) == 0, "prefix block {:016x} left memory while pinned", key);
+  const int bt = opt_.block_tokens;
+  // A sliding-window layer may already have dropped the block's first rows (slots then start past
+  // position 0): such a block is not captured (it stays unfilled and is never stored or served).
+  int slot0 = block * bt;
+  if (kv.head_len(seq, layer, 0) > 0) slot0 -= kv.slot_position(seq, layer, 0, 0);
+  if (slot0 < 0) return;
   uint8_t* data = memory_->layer_to_fill(key, layer);
   if (!data) return;  // another sequence with this prefix got here first
-  const int bt = opt_.block_tokens;
   const size_t rb = row_bytes_, sr = codec_.store_row_bytes();
   std::vector<uint8_t> rows(codec_.raw() ? 0 : 2 * static_cast<size_t>(bt) * sr);
   for (int h = 0; h < layout_.n_kv_heads; ++h) {
     uint8_t* k = data + head_offset(layer, h);
     if (codec_.raw()) {
-      kv.copy_rows(seq, layer, h, block * bt, bt, k, k + static_cast<size_t>(bt) * rb);
+      kv.copy_rows(seq, layer, h, slot0, bt, k, k + static_cast<size_t>(bt) * rb);
       continue;
     }
-    kv.copy_rows(seq, layer, h, block * bt, bt, rows.data(), rows.data() + static_cast<size_t>(bt) * sr);
+    kv.copy_rows(seq, layer, h, slot0, bt, rows.data(), rows.data() + static_cast<size_t>(bt) * sr);
     codec_.encode(rows.data(), 2 * bt, k);  // K rows then V rows, as the block lays them out
   }
   if (memory_->filled(key, layer)) {

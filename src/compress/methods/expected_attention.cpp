@@ -96,7 +96,7 @@ class ExpectedAttentionScorer : public TokenScorer {
       double cs = 0, sn = 0;
       for (int f = 0; f < n_future_; ++f) {
         const double angle =
-            static_cast<double>(c.prompt_end + f) * c.rope->pos_scale * c.rope->inv_freq[static_cast<size_t>(i)];
+            static_cast<double>(c.prompt_end + f) * c.rope->pos_scale * c.rope->freq(c.layer)[i];
         cs += std::cos(angle);
         sn += std::sin(angle);
       }
