@@ -6,11 +6,13 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "base/error.h"
 #include "model/convert.h"
 #include "model/forward.h"
 #include "model/gguf_writer.h"
+#include "tensor/fp16.h"
 #include "tensor/packed.h"
 #include "test_support.h"
 
@@ -108,6 +110,58 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RandomModels,
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// The types kvwise reads but does not write (llama-quantize's fallbacks and presets): a model whose
+// every matrix is random blocks of the type, with sane f16 scales, against the oracle's own numpy
+// dequantizers of the same bytes.
+TEST(Reference, EveryReadableWeightType) {
+  struct Scales {
+    const char* type;
+    std::vector<std::pair<int, float>> f16_fields;  // byte offset in the block -> value
+  };
+  const std::vector<Scales> cases = {
+      {"q4_1", {{0, 0.0125f}, {2, -0.1f}}},   {"q5_0", {{0, 0.006f}}},
+      {"q5_1", {{0, 0.006f}, {2, -0.1f}}},    {"q2_k", {{80, 0.003f}, {82, 0.0015f}}},
+      {"q3_k", {{108, 0.0008f}}},             {"q5_k", {{0, 0.0001f}, {2, 0.0016f}}},
+      {"iq4_nl", {{0, 0.0008f}}},             {"iq4_xs", {{0, 0.00003f}}},
+  };
+  const ModelShape s = model_shape("tiny-k");
+  const std::string base = test::temp_path("tiny-k-base.gguf");
+  make_random_model(s, base);
+  auto f = GgufFile::open(base);
+  for (const Scales& c : cases) {
+    const DType t = parse_dtype(c.type);
+    const DTypeInfo& info = dtype_info(t);
+    GgufWriter w;
+    copy_metadata(*f, w);
+    uint64_t rng = 0x9E3779B97F4A7C15ULL;
+    for (const auto& tensor : f->tensors()) {
+      if (tensor.dims.size() != 2) {
+        w.add_tensor(tensor.name, tensor.dims, tensor.type,
+                     std::vector<uint8_t>(f->tensor_data(tensor), f->tensor_data(tensor) + tensor.bytes));
+        continue;
+      }
+      const size_t blocks = static_cast<size_t>(tensor.elements() / info.block_elems);
+      std::vector<uint8_t> bytes(blocks * static_cast<size_t>(info.block_bytes));
+      for (auto& b : bytes) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        b = static_cast<uint8_t>(rng >> 24);
+      }
+      for (size_t blk = 0; blk < blocks; ++blk)
+        for (const auto& [off, v] : c.f16_fields) {
+          const uint16_t h = fp32_to_fp16(v);
+          std::memcpy(&bytes[blk * static_cast<size_t>(info.block_bytes) + static_cast<size_t>(off)], &h, 2);
+        }
+      w.add_tensor(tensor.name, tensor.dims, t, std::move(bytes));
+    }
+    const std::string path = test::temp_path(std::string("tiny-k-") + c.type + ".gguf");
+    w.write(path);
+    SCOPED_TRACE(c.type);
+    compare_with_reference(path, some_tokens(20, s.n_vocab), packable(t, 8, 256) ? 3e-2 : 1e-3, 7);
+  }
+}
 
 // Linear RoPE scaling (positions divided by the factor) and the mistral architecture name.
 TEST(Reference, LinearRopeScalingAndMistral) {

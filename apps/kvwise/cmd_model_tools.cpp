@@ -192,7 +192,8 @@ void add_quantize(CLI::App& app) {
 void add_make_model(CLI::App& app) {
   struct Opts {
     std::string shape, out, type, arch;
-    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, ctx = 0, window = 0;
+    float embed_scale = 0;
     uint64_t seed = 1;
     bool untied = false;
   };
@@ -209,6 +210,12 @@ void add_make_model(CLI::App& app) {
   cmd->add_option("--ffn", o->ffn, "override: feed-forward width");
   cmd->add_option("--vocab", o->vocab, "override: vocabulary size");
   cmd->add_option("--ctx", o->ctx, "override: context length");
+  cmd->add_option("--window", o->window, "override: sliding window of the window layers (gemma2/3, phi3)")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--embed-scale", o->embed_scale,
+                  "token embeddings drawn from [-S, S] (default 1; gemma 1/sqrt(dim)); small values give the random "
+                  "model softer output distributions (tied embeddings are also the output matrix)")
+      ->check(CLI::Range(1e-6, 100.0));
   cmd->add_option("--seed", o->seed, "random seed");
   cmd->add_flag("--untied", o->untied, "separate output matrix");
   cmd->callback([o] {
@@ -222,6 +229,8 @@ void add_make_model(CLI::App& app) {
     if (o->ffn) s.ffn_dim = o->ffn;
     if (o->vocab) s.n_vocab = o->vocab;
     if (o->ctx) s.ctx = o->ctx;
+    if (o->window) s.window = o->window;
+    if (o->embed_scale > 0) s.embed_scale = o->embed_scale;
     if (o->untied) s.tied = false;
     s.seed = o->seed;
     make_random_model(s, o->out);

@@ -10,6 +10,12 @@ namespace kvwise {
 GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
                         const std::function<void(const std::string&)>& on_text,
                         const std::function<void(SeqId)>& on_sequence) {
+  return generate(engine, prompt, n_predict, sampler, GenerateHooks{on_text, on_sequence, {}, false});
+}
+
+GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
+                        const GenerateHooks& hooks) {
+  const auto& on_text = hooks.on_text;
   KV_CHECK(!prompt.empty(), "the prompt is empty (and the model adds no BOS token)");
   KV_CHECK(static_cast<int>(prompt.size()) <= engine.ctx(), "the prompt has {} tokens, more than the context of {}",
            prompt.size(), engine.ctx());
@@ -22,7 +28,7 @@ GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int 
   const size_t others = pages.bytes_in_use();  // other sequences' pages (the peak is measured above them)
   pages.reset_peak();
   try {
-    if (on_sequence) on_sequence(seq);
+    if (hooks.on_sequence) hooks.on_sequence(seq);
     double t0 = now_seconds();
     std::vector<float> logits = engine.prefill(seq, prompt);
     r.prefill_seconds = now_seconds() - t0;
@@ -33,8 +39,9 @@ GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int 
     std::string shown = tok.decode(all);
     t0 = now_seconds();
     for (int i = 0; i < n_predict; ++i) {
+      if (hooks.on_logits) hooks.on_logits(logits.data(), n_vocab);
       const int32_t next = sampler.sample(logits.data(), n_vocab);
-      if (tok.is_end_of_generation(next)) {
+      if (!hooks.ignore_eos && tok.is_end_of_generation(next)) {
         r.stopped_at_eos = true;
         break;
       }

@@ -21,8 +21,19 @@ struct GenerateResult {
   bool stopped_at_eos = false;
 };
 
-// on_text receives each new piece of generated text as soon as it is final (for streaming);
-// on_sequence runs once the sequence exists, before the prompt (to attach a KV policy).
+struct GenerateHooks {
+  // Each new piece of generated text as soon as it is final (for streaming).
+  std::function<void(const std::string&)> on_text;
+  // Once the sequence exists, before the prompt (to attach a KV policy).
+  std::function<void(SeqId)> on_sequence;
+  // The logits each generated token is sampled from (n_vocab floats), before sampling.
+  std::function<void(const float* logits, int n_vocab)> on_logits;
+  bool ignore_eos = false;  // keep generating past end-of-generation tokens (comparisons, benchmarks)
+};
+
+GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
+                        const GenerateHooks& hooks);
+// on_text and on_sequence as in GenerateHooks.
 GenerateResult generate(Engine& engine, const std::vector<int32_t>& prompt, int n_predict, Sampler& sampler,
                         const std::function<void(const std::string&)>& on_text = {},
                         const std::function<void(SeqId)>& on_sequence = {});

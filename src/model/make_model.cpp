@@ -150,7 +150,7 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
     w.add_tensor(name, {n}, DType::F32, random_tensor(rng, n, 1, DType::F32, scale, offset));
   };
   // Gemma scales embeddings up by sqrt(dim): its random embeddings are drawn that much smaller.
-  const float embd_scale = gemma ? 1.0f / std::sqrt(static_cast<float>(s.dim)) : 1.0f;
+  const float embd_scale = s.embed_scale > 0 ? s.embed_scale : gemma ? 1.0f / std::sqrt(static_cast<float>(s.dim)) : 1.0f;
   w.add_tensor("token_embd.weight", {s.dim, s.n_vocab}, t, random_tensor(rng, s.dim, s.n_vocab, t, embd_scale));
   vec("output_norm.weight", s.dim, 0.1f, 1.0f);
   if (!s.tied) mat("output.weight", s.dim, s.n_vocab);

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <utility>
+#include <vector>
 
 namespace kvwise {
 
@@ -23,5 +25,9 @@ class Sampler {
 };
 
 int32_t argmax(const float* logits, int n);
+
+// The k most likely tokens of a logits row and their log-probabilities (log-softmax), most likely
+// first; ties go to the lower id.
+std::vector<std::pair<int32_t, float>> top_log_probs(const float* logits, int n, int k);
 
 }  // namespace kvwise

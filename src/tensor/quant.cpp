@@ -12,6 +12,12 @@ namespace kvwise {
 
 namespace {
 
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
 void dequant_q4_k(const BlockQ4_K* b, int64_t nb, float* y) {
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_fp32(b[i].d), dmin = fp16_to_fp32(b[i].dmin);
@@ -66,6 +72,118 @@ void dequant_q6_k(const BlockQ6_K* b, int64_t nb, float* y) {
       ql += 64;
       qh += 32;
       sc += 8;
+    }
+  }
+}
+
+// The remaining llama.cpp types, read (not written): scalar definitions following ggml's reference
+// dequantizers; byte layouts in the comments. Products run them through the generic block path.
+
+// Q4_1: {f16 d, f16 m, 16 bytes of 4-bit codes}: x = d * q + m.
+void dequant_q4_1(const uint8_t* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i, b += 20, y += 32) {
+    const float d = fp16_to_fp32(load_u16(b)), m = fp16_to_fp32(load_u16(b + 2));
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * (b[4 + j] & 0xF) + m;
+      y[j + 16] = d * (b[4 + j] >> 4) + m;
+    }
+  }
+}
+
+// Q5_0 / Q5_1: {f16 d, [f16 m,] 32 fifth bits (u32), 16 bytes of low nibbles}: Q5_0 x = d * (q - 16),
+// Q5_1 x = d * q + m.
+void dequant_q5(const uint8_t* b, int64_t nb, float* y, bool with_min) {
+  const int bytes = with_min ? 24 : 22, h = with_min ? 4 : 2;
+  for (int64_t i = 0; i < nb; ++i, b += bytes, y += 32) {
+    const float d = fp16_to_fp32(load_u16(b)), m = with_min ? fp16_to_fp32(load_u16(b + 2)) : 0.0f;
+    uint32_t qh;
+    std::memcpy(&qh, b + h, 4);
+    const uint8_t* qs = b + h + 4;
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = (qs[j] & 0xF) | (((qh >> j) << 4) & 0x10);
+      const int x1 = (qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+      y[j] = with_min ? d * x0 + m : d * (x0 - 16);
+      y[j + 16] = with_min ? d * x1 + m : d * (x1 - 16);
+    }
+  }
+}
+
+// Q2_K: {16 bytes of 4-bit scale | 4-bit min, 64 bytes of 2-bit codes, f16 d, f16 dmin}.
+void dequant_q2_k(const uint8_t* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i, b += 84) {
+    const uint8_t* scales = b;
+    const uint8_t* q = b + 16;
+    const float d = fp16_to_fp32(load_u16(b + 80)), dmin = fp16_to_fp32(load_u16(b + 82));
+    int is = 0;
+    for (int n = 0; n < QK_K; n += 128, q += 32)
+      for (int shift = 0; shift < 8; shift += 2)
+        for (int half = 0; half < 2; ++half) {
+          const uint8_t sc = scales[is++];
+          const float dl = d * (sc & 0xF), ml = dmin * (sc >> 4);
+          for (int l = 0; l < 16; ++l) *y++ = dl * ((q[l + 16 * half] >> shift) & 3) - ml;
+        }
+  }
+}
+
+// Q3_K: {32 bytes of high bits (hmask), 64 bytes of 2-bit codes, 12 bytes of 16 packed 6-bit scales, f16 d}:
+// x = d * (scale - 32) * (low2 - (high bit clear ? 4 : 0)).
+void dequant_q3_k(const uint8_t* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i, b += 110) {
+    const uint8_t* hm = b;
+    const uint8_t* q = b + 32;
+    const float d = fp16_to_fp32(load_u16(b + 108));
+    uint32_t aux[4];
+    std::memcpy(aux, b + 96, 12);
+    const uint32_t tmp = aux[2], k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    aux[2] = ((aux[0] >> 4) & k2) | (((tmp >> 4) & k1) << 4);
+    aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
+    aux[0] = (aux[0] & k2) | (((tmp >> 0) & k1) << 4);
+    aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
+    int8_t scales[16];
+    std::memcpy(scales, aux, 16);
+    int is = 0;
+    uint8_t m = 1;
+    for (int n = 0; n < QK_K; n += 128, q += 32)
+      for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1))
+        for (int half = 0; half < 2; ++half) {
+          const float dl = d * (scales[is++] - 32);
+          for (int l = 0; l < 16; ++l) {
+            const int idx = l + 16 * half;
+            *y++ = dl * (((q[idx] >> shift) & 3) - ((hm[idx] & m) ? 0 : 4));
+          }
+        }
+  }
+}
+
+// IQ4_NL / IQ4_XS: 4-bit indices into a fixed non-linear table.
+constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// IQ4_NL: {f16 d, 16 bytes of indices} per 32.
+void dequant_iq4_nl(const uint8_t* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i, b += 18, y += 32) {
+    const float d = fp16_to_fp32(load_u16(b));
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * kIq4Values[b[2 + j] & 0xF];
+      y[j + 16] = d * kIq4Values[b[2 + j] >> 4];
+    }
+  }
+}
+
+// IQ4_XS: {f16 d, u16 high scale bits, 4 bytes of low scale nibbles, 128 bytes of indices} per 256:
+// eight sub-blocks of 32 with 6-bit scales (ls - 32).
+void dequant_iq4_xs(const uint8_t* b, int64_t nb, float* y) {
+  for (int64_t i = 0; i < nb; ++i, b += 136) {
+    const float d = fp16_to_fp32(load_u16(b));
+    const uint16_t scales_h = load_u16(b + 2);
+    const uint8_t* scales_l = b + 4;
+    const uint8_t* qs = b + 8;
+    for (int ib = 0; ib < 8; ++ib, qs += 16, y += 32) {
+      const int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((scales_h >> (2 * ib)) & 3) << 4);
+      const float dl = d * (ls - 32);
+      for (int j = 0; j < 16; ++j) {
+        y[j] = dl * kIq4Values[qs[j] & 0xF];
+        y[j + 16] = dl * kIq4Values[qs[j] >> 4];
+      }
     }
   }
 }
@@ -241,6 +359,20 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     case DType::Q6_K:
       dequant_q6_k(static_cast<const BlockQ6_K*>(src), nb, dst);
       return;
+    case DType::Q4_1:
+      return dequant_q4_1(static_cast<const uint8_t*>(src), nb, dst);
+    case DType::Q5_0:
+      return dequant_q5(static_cast<const uint8_t*>(src), nb, dst, false);
+    case DType::Q5_1:
+      return dequant_q5(static_cast<const uint8_t*>(src), nb, dst, true);
+    case DType::Q2_K:
+      return dequant_q2_k(static_cast<const uint8_t*>(src), nb, dst);
+    case DType::Q3_K:
+      return dequant_q3_k(static_cast<const uint8_t*>(src), nb, dst);
+    case DType::IQ4_NL:
+      return dequant_iq4_nl(static_cast<const uint8_t*>(src), nb, dst);
+    case DType::IQ4_XS:
+      return dequant_iq4_xs(static_cast<const uint8_t*>(src), nb, dst);
     default:
       fail("tensor type {} is not supported for computation", info.name);
   }
