@@ -4,6 +4,8 @@
 #include <cmath>
 #include <random>
 
+#include "base/error.h"
+#include "model/quantize_mix.h"
 #include "tensor/fp16.h"
 #include "tensor/quant.h"
 #include "tensor/quant_blocks.h"
@@ -45,6 +47,43 @@ TEST(Quant, RoundTripErrorBounds) {
   // Fewer bits, more error: the types are ordered as their bit widths say.
   EXPECT_LT(roundtrip_error(DType::Q8_0, x), roundtrip_error(DType::Q6_K, x));
   EXPECT_LT(roundtrip_error(DType::Q6_K, x), roundtrip_error(DType::Q4_K, x));
+  // The 5-bit writers (llama.cpp's Q5_K_M base and its Q4_K/Q5_K fallbacks).
+  EXPECT_LT(roundtrip_error(DType::Q5_0, x), 0.08);
+  EXPECT_LT(roundtrip_error(DType::Q5_1, x), 0.08);
+  EXPECT_LT(roundtrip_error(DType::Q5_K, x), 0.08);
+  EXPECT_LT(roundtrip_error(DType::Q5_K, x), roundtrip_error(DType::Q4_K, x));
+  EXPECT_LT(roundtrip_error(DType::Q5_0, x), roundtrip_error(DType::Q4_0, x));
+}
+
+// llama.cpp's preset mix (llama_tensor_get_type), on the tensors of a 2-layer model of SmolLM's width
+// (576: not a multiple of 256) and of a 1024-wide one with a separate output matrix.
+TEST(QuantMix, FollowsLlamaCppPresets) {
+  const QuantPreset q4km = quant_preset("Q4_K_M");
+  const QuantModelInfo tied{2, 2, false}, untied{2, 2, true};
+  const auto type = [](const QuantPreset& p, const QuantModelInfo& m, const std::string& name, int64_t cols,
+                       int v = 0) { return dtype_name(choose_tensor_type(p, m, name, 2, cols, v).type); };
+  // 1024 wide: the tied embedding is the output (Q6_K); attn_v / ffn_down get Q6_K on the last layer
+  // (use_more_bits: the first and last eighth, every third between).
+  EXPECT_STREQ(type(q4km, tied, "token_embd.weight", 1024), "Q6_K");
+  EXPECT_STREQ(type(q4km, untied, "token_embd.weight", 1024), "Q4_K");
+  EXPECT_STREQ(type(q4km, untied, "output.weight", 1024), "Q6_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_v.weight", 1024, 0), "Q4_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.1.attn_v.weight", 1024, 1), "Q6_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.ffn_down.weight", 3072), "Q4_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.1.ffn_down.weight", 3072), "Q6_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_q.weight", 1024), "Q4_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_qkv.weight", 1024), "Q5_K");
+  // 576 wide: Q4_K falls back to Q5_0, Q6_K to Q8_0, the output to Q8_0.
+  EXPECT_STREQ(type(q4km, tied, "token_embd.weight", 576), "Q8_0");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_q.weight", 576), "Q5_0");
+  EXPECT_STREQ(type(q4km, tied, "blk.1.attn_v.weight", 576, 1), "Q8_0");
+  EXPECT_STREQ(type(quant_preset("q5_k_m"), tied, "blk.0.attn_q.weight", 576), "Q5_1");
+  // Other presets: the output is Q6_K unless the preset is Q8_0; 1-D tensors stay F32.
+  EXPECT_STREQ(type(quant_preset("q4_0"), untied, "output.weight", 1024), "Q6_K");
+  EXPECT_STREQ(type(quant_preset("q8_0"), untied, "output.weight", 1024), "Q8_0");
+  EXPECT_STREQ(type(quant_preset("q4_0"), untied, "blk.0.ffn_down.weight", 3072), "Q4_0");
+  EXPECT_EQ(choose_tensor_type(q4km, tied, "blk.0.attn_norm.weight", 1, 1024, 0).type, DType::F32);
+  EXPECT_THROW(quant_preset("q3_k_xl"), Error);
 }
 
 TEST(Quant, ZerosStayZero) {

@@ -22,6 +22,19 @@ def main():
         print(f"| {shape} | {wtype} | {producer} | {r['agree']}/{r['positions']} | {r['diverged']} | "
               f"{r['near_ties']} | {r.get('max_gap_at_divergence', 0):.4f} | {r['max_lp_err']:.4f} | {mean:.4f} | "
               f"{r.get('exact_err_kvwise', 0):.4f} | {r.get('exact_err_llama', 0):.4f} |")
+    mix_table(sys.argv[1])
+
+
+def mix_table(d):
+    rows = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(d, "mix-*.json")))]
+    if not rows:
+        return
+    print()
+    print("| shape | preset | tensors with the same type (kvwise quantize vs llama-quantize) | first differences |")
+    print("|---|---|---:|---|")
+    for r in rows:
+        shape, preset = r["label"].split("|")
+        print(f"| {shape} | {preset} | {r['same']}/{r['tensors']} | {'; '.join(r['differ'][:3])} |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "model/arch.h"
 #include "model/convert.h"
+#include "model/quantize_mix.h"
 
 namespace kvwise::cli {
 
@@ -165,12 +166,14 @@ void add_convert(CLI::App& app) {
 void add_quantize(CLI::App& app) {
   struct Opts {
     std::string in, out, type;
+    bool quiet = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("quantize", "re-quantize a GGUF model's weights");
   cmd->add_option("input", o->in, "input GGUF")->required();
   cmd->add_option("output", o->out, "output GGUF")->required();
-  cmd->add_option("type", o->type, "f32, f16, bf16, q8_0, q4_0, q4_k, q4_k_m, q6_k")->required();
+  cmd->add_option("type", o->type, "preset: " + quant_preset_names() + " (llama.cpp's tensor mix)")->required();
+  cmd->add_flag("-q,--quiet", o->quiet, "no per-tensor lines");
   cmd->callback([o] {
     Progress progress("quantize", 1);
     const QuantizeSummary s = quantize_model(o->in, o->out, o->type, [&](size_t done, size_t total) {
@@ -178,14 +181,18 @@ void add_quantize(CLI::App& app) {
       progress.update(done);
     });
     progress.finish();
+    if (!o->quiet)
+      for (const QuantizedTensor& t : s.tensors)
+        std::fprintf(stderr, "  %-36s %-6s -> %-6s %s\n", t.name.c_str(), t.from.c_str(), t.to.c_str(),
+                     t.reason.c_str());
     std::string mix;
     for (const auto& [type, n] : s.tensors_per_type) mix += fmt::format("{}{} {}", mix.empty() ? "" : ", ", n, type);
     std::fprintf(stderr, "wrote %s: %s\n", o->out.c_str(), mix.c_str());
     if (!s.fell_back.empty())
       std::fprintf(stderr,
-                   "kvwise quantize: warning: %zu tensor(s) stayed F16 because their rows do not fill whole %s "
-                   "blocks (first: %s)\n",
-                   s.fell_back.size(), o->type.c_str(), s.fell_back.front().c_str());
+                   "kvwise quantize: %zu tensor(s) took llama.cpp's fallback type because their rows do not fill "
+                   "whole blocks of the preset's type (first: %s)\n",
+                   s.fell_back.size(), s.fell_back.front().c_str());
   });
 }
 

@@ -36,14 +36,19 @@ std::string model_shape_names();
 // with the metadata keys and tensors a converted checkpoint of its family has (llama.cpp loads it).
 void make_random_model(const ModelShape& shape, const std::string& out_gguf);
 
-// Re-quantizes every 2-D weight of a GGUF file to `type` ("q4_k_m" keeps the sensitive tensors at
-// Q6_K as llama.cpp does); norms and biases stay F32.
-// Returns what it did: the count of tensors per written type, and the tensors that could not take
-// the asked type because their rows do not fill whole blocks (written as F16 instead). on_tensor(done,
-// total) reports progress.
+// Re-quantizes a GGUF file with one of llama.cpp's presets (model/quantize_mix.h: q4_0, q8_0, q4_k_m,
+// q5_k_m, q6_k, ...), choosing each tensor's type as llama-quantize does, fallbacks included; norms,
+// biases and RoPE factors stay F32. Returns every tensor's choice and the count per written type;
+// on_tensor(done, total) reports progress.
+struct QuantizedTensor {
+  std::string name;
+  std::string from, to;  // type names
+  std::string reason;    // empty: the preset's type
+};
 struct QuantizeSummary {
   std::map<std::string, int> tensors_per_type;
-  std::vector<std::string> fell_back;
+  std::vector<QuantizedTensor> tensors;
+  std::vector<std::string> fell_back;  // tensors whose rows did not fit the type they were meant to get
 };
 QuantizeSummary quantize_model(const std::string& in_gguf, const std::string& out_gguf, const std::string& type,
                                const std::function<void(size_t, size_t)>& on_tensor = {});

@@ -216,54 +216,117 @@ void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
   }
 }
 
-// A straightforward min/max Q4_K quantizer (ggml searches scales more carefully; the format is the same).
+// A straightforward min/max quantizer of one 256-element super-block into 8 sub-blocks of 32 with
+// 6-bit scales and mins and `bits`-bit codes (Q4_K, Q5_K; ggml searches scales more carefully, the
+// format is the same). Writes d, dmin, the 12 packed scale bytes and the codes (0 .. 2^bits - 1).
+void quant_k_minmax(const float* x, int bits, uint16_t* d_out, uint16_t* dmin_out, uint8_t* scales12,
+                    uint8_t* codes) {
+  const float levels = static_cast<float>((1 << bits) - 1);
+  float scale[8], minv[8];
+  for (int j = 0; j < 8; ++j) {
+    const float* s = x + 32 * j;
+    float lo = s[0], hi = s[0];
+    for (int l = 1; l < 32; ++l) {
+      lo = std::min(lo, s[l]);
+      hi = std::max(hi, s[l]);
+    }
+    lo = std::min(lo, 0.0f);
+    minv[j] = -lo;
+    scale[j] = (hi - lo) / levels;
+  }
+  const float max_scale = *std::max_element(scale, scale + 8);
+  const float max_min = *std::max_element(minv, minv + 8);
+  *d_out = fp32_to_fp16(max_scale / 63.0f);
+  *dmin_out = fp32_to_fp16(max_min / 63.0f);
+  const float dq = fp16_to_fp32(*d_out), dminq = fp16_to_fp32(*dmin_out);
+  uint8_t sc[8], mn[8];
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = static_cast<uint8_t>(std::clamp<long>(dq > 0 ? std::lround(scale[j] / dq) : 0, 0, 63));
+    mn[j] = static_cast<uint8_t>(std::clamp<long>(dminq > 0 ? std::lround(minv[j] / dminq) : 0, 0, 63));
+  }
+  std::memset(scales12, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      scales12[j] = sc[j];
+      scales12[j + 4] = mn[j];
+    } else {
+      scales12[j + 4] = static_cast<uint8_t>((sc[j] & 0xF) | ((mn[j] & 0xF) << 4));
+      scales12[j - 4] |= static_cast<uint8_t>((sc[j] >> 4) << 6);
+      scales12[j] |= static_cast<uint8_t>((mn[j] >> 4) << 6);
+    }
+  }
+  const int top = (1 << bits) - 1;
+  for (int j = 0; j < 8; ++j) {
+    const float ds = dq * sc[j], m = dminq * mn[j];
+    for (int l = 0; l < 32; ++l)
+      codes[32 * j + l] = static_cast<uint8_t>(
+          ds > 0 ? std::clamp<int>(static_cast<int>(std::lround((x[32 * j + l] + m) / ds)), 0, top) : 0);
+  }
+}
+
 void quant_q4_k(const float* x, BlockQ4_K* b, int64_t nb) {
+  uint8_t codes[QK_K];
   for (int64_t i = 0; i < nb; ++i, x += QK_K) {
-    float scale[8], minv[8];
-    for (int j = 0; j < 8; ++j) {
-      const float* s = x + 32 * j;
-      float lo = s[0], hi = s[0];
-      for (int l = 1; l < 32; ++l) {
-        lo = std::min(lo, s[l]);
-        hi = std::max(hi, s[l]);
+    quant_k_minmax(x, 4, &b[i].d, &b[i].dmin, b[i].scales, codes);
+    for (int j = 0; j < 8; j += 2)
+      for (int l = 0; l < 32; ++l)
+        b[i].qs[(j / 2) * 32 + l] = static_cast<uint8_t>(codes[32 * j + l] | (codes[32 * (j + 1) + l] << 4));
+  }
+}
+
+void quant_q5_k(const float* x, BlockQ5_K* b, int64_t nb) {
+  uint8_t codes[QK_K];
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    quant_k_minmax(x, 5, &b[i].d, &b[i].dmin, b[i].scales, codes);
+    std::memset(b[i].qh, 0, sizeof(b[i].qh));
+    for (int j = 0; j < 8; j += 2)
+      for (int l = 0; l < 32; ++l)
+        b[i].qs[(j / 2) * 32 + l] =
+            static_cast<uint8_t>((codes[32 * j + l] & 0xF) | ((codes[32 * (j + 1) + l] & 0xF) << 4));
+    for (int j = 0; j < 8; ++j)
+      for (int l = 0; l < 32; ++l) b[i].qh[l] |= static_cast<uint8_t>((codes[32 * j + l] >> 4) << j);
+  }
+}
+
+// Q5_0 (as ggml's reference: the signed extreme maps to -16) and Q5_1 (min/max), 32 per block.
+void quant_q5(const float* x, uint8_t* b, int64_t nb, bool with_min) {
+  const int bytes = with_min ? 24 : 22, h = with_min ? 4 : 2;
+  for (int64_t i = 0; i < nb; ++i, x += 32, b += bytes) {
+    float d, m = 0;
+    if (with_min) {
+      float lo = x[0], hi = x[0];
+      for (int j = 1; j < 32; ++j) {
+        lo = std::min(lo, x[j]);
+        hi = std::max(hi, x[j]);
       }
-      lo = std::min(lo, 0.0f);
-      minv[j] = -lo;
-      scale[j] = (hi - lo) / 15.0f;
+      d = (hi - lo) / 31.0f;
+      m = lo;
+    } else {
+      float amax = 0, max = 0;
+      for (int j = 0; j < 32; ++j)
+        if (std::fabs(x[j]) > amax) {
+          amax = std::fabs(x[j]);
+          max = x[j];
+        }
+      d = max / -16.0f;
     }
-    const float max_scale = *std::max_element(scale, scale + 8);
-    const float max_min = *std::max_element(minv, minv + 8);
-    const float d = max_scale / 63.0f, dmin = max_min / 63.0f;
-    b[i].d = fp32_to_fp16(d);
-    b[i].dmin = fp32_to_fp16(dmin);
-    const float dq = fp16_to_fp32(b[i].d), dminq = fp16_to_fp32(b[i].dmin);
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) {
-      sc[j] = static_cast<uint8_t>(std::clamp<long>(dq > 0 ? std::lround(scale[j] / dq) : 0, 0, 63));
-      mn[j] = static_cast<uint8_t>(std::clamp<long>(dminq > 0 ? std::lround(minv[j] / dminq) : 0, 0, 63));
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const uint16_t dh = fp32_to_fp16(d), mh = fp32_to_fp16(m);
+    std::memcpy(b, &dh, 2);
+    if (with_min) std::memcpy(b + 2, &mh, 2);
+    uint32_t qh = 0;
+    uint8_t* qs = b + h + 4;
+    for (int j = 0; j < 16; ++j) {
+      const auto code = [&](float v) {
+        const float t = with_min ? (v - m) * id + 0.5f : v * id + 16.5f;
+        return std::clamp(static_cast<int>(t), 0, 31);
+      };
+      const int q0 = code(x[j]), q1 = code(x[j + 16]);
+      qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + 16);
     }
-    std::memset(b[i].scales, 0, 12);
-    for (int j = 0; j < 8; ++j) {
-      if (j < 4) {
-        b[i].scales[j] = sc[j];
-        b[i].scales[j + 4] = mn[j];
-      } else {
-        b[i].scales[j + 4] = static_cast<uint8_t>((sc[j] & 0xF) | ((mn[j] & 0xF) << 4));
-        b[i].scales[j - 4] |= static_cast<uint8_t>((sc[j] >> 4) << 6);
-        b[i].scales[j] |= static_cast<uint8_t>((mn[j] >> 4) << 6);
-      }
-    }
-    for (int j = 0; j < 8; ++j) {
-      const float ds = dq * sc[j], m = dminq * mn[j];
-      for (int l = 0; l < 32; ++l) {
-        const int q = ds > 0 ? std::clamp<int>(static_cast<int>(std::lround((x[32 * j + l] + m) / ds)), 0, 15) : 0;
-        uint8_t& dst = b[i].qs[(j / 2) * 32 + l];
-        if (j % 2 == 0)
-          dst = static_cast<uint8_t>(q);
-        else
-          dst |= static_cast<uint8_t>(q << 4);
-      }
-    }
+    std::memcpy(b + h, &qh, 4);
   }
 }
 
@@ -407,6 +470,15 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       return;
     case DType::Q6_K:
       quant_q6_k(src, static_cast<BlockQ6_K*>(dst), nb);
+      return;
+    case DType::Q5_K:
+      quant_q5_k(src, static_cast<BlockQ5_K*>(dst), nb);
+      return;
+    case DType::Q5_0:
+      quant_q5(src, static_cast<uint8_t*>(dst), nb, false);
+      return;
+    case DType::Q5_1:
+      quant_q5(src, static_cast<uint8_t*>(dst), nb, true);
       return;
     default:
       fail("quantization to {} is not supported", info.name);
