@@ -84,7 +84,10 @@ def main():
                         if v > -80:
                             key = "exact_err_" + eng
                             res[key] = max(res[key], abs(v - lp[tok]))
-            for i in range(min(len(lt), len(kt))):
+            if not (len(lt) == len(ls) and len(kt) == len(ks)):
+                res.setdefault("notes", []).append(f"lengths: llama {len(lt)} tokens / {len(ls)} probs, "
+                                                   f"kvwise {len(kt)} / {len(ks)}")
+            for i in range(min(len(lt), len(kt), len(ls), len(ks))):
                 res["positions"] += 1
                 for tok, lp in ls[i].items():
                     # llama-server reports probabilities that underflow a float as -FLT_MAX: not comparable.

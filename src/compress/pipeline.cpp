@@ -480,6 +480,23 @@ std::vector<int32_t> KvCompressor::scoring_pass(KvStore& kv, SeqId seq) {
   return {};
 }
 
+// Sliding-window layers are trimmed by the engine after the observers ran: their part of the report is
+// taken once the prompt's last step is over.
+void KvCompressor::report_window_layers(KvStore& kv, SeqId seq) {
+  if (window_layers_.empty()) return;
+  report_.bytes_after = 0;
+  for (int l = 0; l < layout_.n_layers; ++l) {
+    if (window_layer(l)) {
+      for (int h = 0; h < n_kv_; ++h) {
+        report_.head_tokens[static_cast<size_t>(l)][static_cast<size_t>(h)] = kv.head_len(seq, l, h);
+        report_.head_bytes[static_cast<size_t>(l)][static_cast<size_t>(h)] = kv.bytes_head(seq, l, h);
+      }
+      report_.layer_bytes_after[static_cast<size_t>(l)] = kv.bytes_layer(seq, l);
+    }
+    report_.bytes_after += report_.layer_bytes_after[static_cast<size_t>(l)];
+  }
+}
+
 void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
   if (recon_ && recon_->running()) return;  // the reconstruction pass's own step
   if (recon_ && !prefill_done_) {
@@ -489,6 +506,7 @@ void KvCompressor::after_forward(KvStore& kv, SeqId seq) {
   if (!prefill_done_) return;
   if (!taps_switched_) {
     switch_taps(kv, seq);
+    report_window_layers(kv, seq);
   } else {
     ++step_;
     report_.decode_steps = step_;

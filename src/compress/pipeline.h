@@ -176,6 +176,7 @@ class KvCompressor : public SequenceObserver {
   int32_t prompt_end_;
   RopeInfo rope_;
   std::vector<char> window_layers_;
+  void report_window_layers(KvStore& kv, SeqId seq);
   bool window_layer(int layer) const {
     return static_cast<size_t>(layer) < window_layers_.size() && window_layers_[static_cast<size_t>(layer)] != 0;
   }
