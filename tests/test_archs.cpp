@@ -13,6 +13,7 @@
 #include "model/arch.h"
 #include "model/convert.h"
 #include "model/generate.h"
+#include "model/sampler.h"
 #include "test_support.h"
 
 namespace kvwise {
@@ -180,6 +181,70 @@ TEST(Archs, ServerPrefixCacheOnASlidingWindowModel) {
   EXPECT_EQ(second["choices"][0]["text"], expected);
   EXPECT_GT(second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0) << second.dump();
   test::stop_server(cached);
+}
+
+// Logprobs as lm-eval-harness and OpenAI clients use them: echo + max_tokens 0 scores a prompt (each
+// token's logprob equals the engine's own log-softmax), generated tokens carry their logprob and
+// alternatives, chat has OpenAI's content list, return_tokens gives the ids, and what cannot be done
+// (logprobs with stream) is a 400.
+TEST(Archs, ServerLogprobs) {
+  const std::string path = tiny_model("tiny-qwen3");
+  auto server = test::start_server("-m " + q(path) + " -t 1");
+  httplib::Client c("127.0.0.1", server.port);
+  c.set_read_timeout(60, 0);
+  const auto post = [&](const std::string& route, const json& body) {
+    auto r = c.Post(route.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(r);
+    return r ? std::make_pair(r->status, json::parse(r->body)) : std::make_pair(0, json());
+  };
+  const std::vector<int32_t> prompt{1, 50, 60, 70, 80, 90};
+  auto [st, scored] = post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}});
+  ASSERT_EQ(st, 200) << scored.dump();
+  const json& lp = scored["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), prompt.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_EQ(scored["usage"]["completion_tokens"], 0);
+  auto model = Model::load(path);
+  EngineOptions o;
+  Engine e(*model, o);
+  const auto logits = e.prefill(e.new_sequence(), prompt, true);
+  const int V = model->config().n_vocab;
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    const float want = token_log_prob(logits.data() + (i - 1) * static_cast<size_t>(V), V, prompt[i]);
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want, 2e-3) << i;
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
+  }
+  auto [st2, gen] = post("/v1/completions", {{"prompt", prompt},
+                                             {"max_tokens", 3},
+                                             {"temperature", 0},
+                                             {"ignore_eos", true},
+                                             {"logprobs", 3},
+                                             {"return_tokens", true}});
+  ASSERT_EQ(st2, 200) << gen.dump();
+  const json& g = gen["choices"][0];
+  ASSERT_EQ(g["tokens"].size(), 3u);
+  ASSERT_EQ(g["logprobs"]["token_logprobs"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    double best = -1e30;
+    for (const auto& [piece, v] : g["logprobs"]["top_logprobs"][i].items()) best = std::max(best, v.get<double>());
+    EXPECT_NEAR(g["logprobs"]["token_logprobs"][i].get<double>(), best, 1e-6) << "greedy picks the likeliest";
+  }
+  auto [st3, chat] = post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                   {"max_tokens", 2},
+                                                   {"ignore_eos", true},
+                                                   {"logprobs", true},
+                                                   {"top_logprobs", 2}});
+  ASSERT_EQ(st3, 200) << chat.dump();
+  const json& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["top_logprobs"].size(), 2u);
+  EXPECT_TRUE(content[0]["bytes"].is_array());
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"logprobs", 1}, {"stream", true}}).first, 400);
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 0}}).first, 400);
+  EXPECT_EQ(post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"top_logprobs", 2}})
+                .first,
+            400);
+  test::stop_server(server);
 }
 
 }  // namespace

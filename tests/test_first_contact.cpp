@@ -292,14 +292,18 @@ TEST(RequestFields, UnsupportedFieldsAre400sUnlessTheyAreOff) {
                                                                       {"user", "alice"},
                                                                       {"model", "x"},
                                                                       {"best_of", 1},
+                                                                      {"logprobs", 5},
+                                                                      {"echo", true},
+                                                                      {"return_tokens", true},
                                                                       {"suffix", nullptr}}) {
     json b = base;
     b[k] = v;
     EXPECT_EQ(status(b), 200) << k;
   }
   for (const auto& [k, v] : std::vector<std::pair<std::string, json>>{{"frequency_penalty", 0.5},
-                                                                      {"logprobs", 5},
-                                                                      {"echo", true},
+                                                                      {"logprobs", true},
+                                                                      {"logprobs", 21},
+                                                                      {"top_logprobs", 3},
                                                                       {"logit_bias", {{"5", 10}}},
                                                                       {"tools", json::array()},
                                                                       {"n_predict", 5},

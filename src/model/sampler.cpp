@@ -44,6 +44,14 @@ int32_t Sampler::sample(const float* logits, int n) {
   return idx[dist(rng_)];
 }
 
+float token_log_prob(const float* logits, int n, int32_t token) {
+  double m = -INFINITY;
+  for (int i = 0; i < n; ++i) m = std::max<double>(m, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - m);
+  return static_cast<float>(logits[token] - (m + std::log(sum)));
+}
+
 std::vector<std::pair<int32_t, float>> top_log_probs(const float* logits, int n, int k) {
   k = std::clamp(k, 0, n);
   double m = -INFINITY;

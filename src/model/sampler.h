@@ -29,5 +29,7 @@ int32_t argmax(const float* logits, int n);
 // The k most likely tokens of a logits row and their log-probabilities (log-softmax), most likely
 // first; ties go to the lower id.
 std::vector<std::pair<int32_t, float>> top_log_probs(const float* logits, int n, int k);
+// log softmax(logits)[token].
+float token_log_prob(const float* logits, int n, int32_t token);
 
 }  // namespace kvwise

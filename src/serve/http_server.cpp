@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/utf8.h"
 #include "compress/pipeline.h"
 #include "compress/registry.h"
 #include "serve/chat_template.h"
@@ -101,10 +102,18 @@ struct Channel {
   Completion result;
 };
 
+// What the response carries beyond the text.
+struct ResponseShape {
+  int logprobs = -1;  // >= 0: per-token logprobs with this many alternatives
+  bool echo = false;  // completions: the prompt first (and its logprobs)
+  bool return_tokens = false;
+};
+
 struct Parsed {
   ServeRequest req;
   bool stream = false;
   bool include_usage = false;
+  ResponseShape shape;
 };
 
 }  // namespace
@@ -139,6 +148,9 @@ struct HttpServer::Impl {
     ServeRequest& r = p.req;
     r.max_tokens = f.max_tokens;
     r.ignore_eos = f.ignore_eos;
+    r.logprobs = f.logprobs;
+    r.prompt_logprobs = f.echo && f.logprobs >= 0;
+    p.shape = {f.logprobs, f.echo, f.return_tokens};
     r.sampling = f.sampling;
     r.stop = std::move(f.stop);
     r.kv_category = std::move(f.kv_category);
@@ -254,12 +266,61 @@ struct HttpServer::Impl {
     };
   }
 
-  json completion_body(const Completion& c, const std::string& id, long created, bool chat) const {
+  // OpenAI's legacy completions logprobs: parallel lists of token strings, logprobs, alternatives
+  // (a token string -> logprob object per token) and text offsets; the prompt's first token has null.
+  json completion_logprobs(const Completion& c, const ResponseShape& shape) const {
+    const Tokenizer& tok = engine.model().tokenizer();
+    json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+    size_t offset = 0;
+    const auto add = [&](const TokenLogprob& t) {
+      const std::string piece = utf8_sanitize(tok.token_to_piece(t.token));
+      tokens.push_back(piece);
+      offsets.push_back(offset);
+      offset += piece.size();
+      if (!t.has_logprob) {
+        lps.push_back(nullptr);
+        tops.push_back(nullptr);
+        return;
+      }
+      lps.push_back(t.logprob);
+      json top = json::object();
+      for (const auto& [id, lp] : t.top) top[utf8_sanitize(tok.token_to_piece(id))] = lp;
+      tops.push_back(std::move(top));
+    };
+    if (shape.echo)
+      for (const TokenLogprob& t : c.prompt_logprobs) add(t);
+    for (const TokenLogprob& t : c.logprobs) add(t);
+    return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+  }
+
+  // The chat format: per generated token its text, logprob, UTF-8 bytes and alternatives.
+  json chat_logprobs(const Completion& c) const {
+    const Tokenizer& tok = engine.model().tokenizer();
+    const auto entry = [&](int32_t id, float lp) {
+      const std::string piece = tok.token_to_piece(id);
+      json bytes = json::array();
+      for (const char ch : piece) bytes.push_back(static_cast<unsigned char>(ch));
+      return json{{"token", utf8_sanitize(piece)}, {"logprob", lp}, {"bytes", bytes}};
+    };
+    json content = json::array();
+    for (const TokenLogprob& t : c.logprobs) {
+      json e = entry(t.token, t.logprob);
+      e["top_logprobs"] = json::array();
+      for (const auto& [id, lp] : t.top) e["top_logprobs"].push_back(entry(id, lp));
+      content.push_back(std::move(e));
+    }
+    return {{"content", content}};
+  }
+
+  json completion_body(const Completion& c, const std::string& id, long created, bool chat,
+                       const ResponseShape& shape) const {
     json choice = {{"index", 0}, {"finish_reason", c.finish_reason}, {"logprobs", nullptr}};
     if (chat)
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
     else
-      choice["text"] = c.text;
+      choice["text"] = shape.echo ? utf8_sanitize(engine.model().tokenizer().decode(c.prompt)) + c.text : c.text;
+    if (shape.logprobs >= 0) choice["logprobs"] = chat ? chat_logprobs(c) : completion_logprobs(c, shape);
+    if (shape.return_tokens) choice["tokens"] = c.tokens;
     return json{{"id", id},
                 {"object", chat ? "chat.completion" : "text_completion"},
                 {"created", created},
@@ -273,19 +334,19 @@ struct HttpServer::Impl {
   // opt.heartbeat_every until the body, so a client that went away is noticed at a failed write and
   // its sequence freed. (cpp-httplib 0.11 has no other way to see a closed connection.)
   void respond_whole(const std::shared_ptr<Channel>& ch, uint64_t sid, httplib::Response& res, const std::string& id,
-                     long created, bool chat) {
+                     long created, bool chat, const ResponseShape& shape) {
     {
       std::unique_lock<std::mutex> lk(ch->mu);
       if (ch->cv.wait_for(lk, std::chrono::duration<double>(opt.heartbeat_after), [&] { return ch->done; })) {
         const Completion& c = ch->result;
         if (c.finish_reason == "error") return send_error(res, 500, kInternalError, "server_error");
-        res.set_content(dump(completion_body(c, id, created, chat)), "application/json");
+        res.set_content(dump(completion_body(c, id, created, chat, shape)), "application/json");
         return;
       }
     }
     res.set_chunked_content_provider(
         "application/json",
-        [this, ch, sid, id, created, chat](size_t, httplib::DataSink& sink) {
+        [this, ch, sid, id, created, chat, shape](size_t, httplib::DataSink& sink) {
           Completion c;
           {
             std::unique_lock<std::mutex> lk(ch->mu);
@@ -305,7 +366,7 @@ struct HttpServer::Impl {
             c = ch->result;
           }
           const std::string body = c.finish_reason == "error" ? error_body(500, kInternalError, "server_error")
-                                                              : dump(completion_body(c, id, created, chat));
+                                                              : dump(completion_body(c, id, created, chat, shape));
           sink.write(body.data(), body.size());
           sink.done();
           return true;
@@ -332,7 +393,7 @@ struct HttpServer::Impl {
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(n);
     const long created = static_cast<long>(std::time(nullptr));
     const uint64_t sid = sched.submit(std::move(p.req));
-    if (!p.stream) return respond_whole(ch, sid, res, id, created, chat);
+    if (!p.stream) return respond_whole(ch, sid, res, id, created, chat, p.shape);
     const bool include_usage = p.include_usage;
     auto first = std::make_shared<bool>(true);
     res.set_header("Cache-Control", "no-cache");

@@ -56,7 +56,8 @@ T field(const json& body, const char* key, T def) {
 
 void parse_sampling(const json& body, const RequestLimits& limits, uint64_t default_seed, RequestFields& r) {
   r.max_tokens = field<int>(body, "max_tokens", field<int>(body, "max_completion_tokens", 16));
-  if (r.max_tokens < 1) bad("max_tokens must be at least 1");
+  if (r.max_tokens < 0 || (r.max_tokens == 0 && !(r.echo && r.logprobs >= 0)))
+    bad("max_tokens must be at least 1 (0 only with echo and logprobs, to score the prompt)");
   if (r.max_tokens > limits.ctx)
     bad(fmt::format("max_tokens ({}) exceeds the context of {} tokens", r.max_tokens, limits.ctx));
   r.ignore_eos = field<bool>(body, "ignore_eos", false);
@@ -84,6 +85,34 @@ void parse_sampling(const json& body, const RequestLimits& limits, uint64_t defa
   r.stream = field<bool>(body, "stream", false);
   if (body.contains("stream_options") && body["stream_options"].is_object())
     r.include_usage = field<bool>(body["stream_options"], "include_usage", false);
+}
+
+// logprobs / echo / return_tokens (completions) and logprobs / top_logprobs (chat).
+void parse_logprobs(const json& body, bool chat, RequestFields& r) {
+  const auto lp = body.find("logprobs");
+  if (chat) {
+    const bool on = field<bool>(body, "logprobs", false);
+    const int top = field<int>(body, "top_logprobs", -1);
+    if (top != -1 && (top < 0 || top > 20)) bad("top_logprobs must be in [0, 20]");
+    if (top >= 0 && !on) bad("top_logprobs needs logprobs: true");
+    if (on) r.logprobs = std::max(0, top);
+    if (field<bool>(body, "echo", false) || field<bool>(body, "return_tokens", false))
+      bad("'echo' and 'return_tokens' are /v1/completions fields");
+  } else if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
+    bad("'top_logprobs' is a /v1/chat/completions field (on /v1/completions, logprobs is the count)");
+  } else if (lp != body.end() && !lp->is_null()) {
+    if (lp->is_boolean()) {
+      if (lp->get<bool>()) bad("'logprobs' on /v1/completions is an integer (0 to 20): the alternatives per token");
+    } else {
+      r.logprobs = static_cast<int>(exact_integer(*lp, "logprobs", 0, 20));
+    }
+  }
+  if (!chat) {
+    r.echo = field<bool>(body, "echo", false);
+    r.return_tokens = field<bool>(body, "return_tokens", false);
+  }
+  if ((r.logprobs >= 0 || r.echo) && field<bool>(body, "stream", false))
+    bad("logprobs and echo are not supported with stream (ask without streaming)");
 }
 
 void parse_extensions(const json& body, RequestFields& r) {
@@ -150,13 +179,13 @@ void check_fields(const json& body, bool chat) {
                                             "top_k",      "seed",        "n",
                                             "stop",       "stream",      "stream_options",
                                             "kv_policy",  "kv_budget",   "kv_category",
-                                            "cache_salt", "user"};
+                                            "cache_salt", "user",        "logprobs",
+                                            "top_logprobs", "echo",      "return_tokens"};
   // Fields with the value that changes nothing (null is always that).
   const auto neutral = [](const std::string& key, const json& v) {
     if (v.is_null()) return true;
     if (key == "frequency_penalty" || key == "presence_penalty") return v.is_number() && v.get<double>() == 0.0;
     if (key == "repeat_penalty") return v.is_number() && v.get<double>() == 1.0;
-    if (key == "logprobs" || key == "echo") return v.is_boolean() && !v.get<bool>();
     if (key == "best_of") return v.is_number_integer() && v.get<int64_t>() == 1;
     if (key == "logit_bias") return v.is_object() && v.empty();
     if (key == "suffix") return v.is_string() && v.get<std::string>().empty();
@@ -174,7 +203,8 @@ void check_fields(const json& body, bool chat) {
     const std::string shown = key.size() > 64 ? key.substr(0, 64) + "..." : key;
     bad(
         fmt::format("'{}' is not supported by kvwise{}; supported fields: {}, max_tokens, temperature, top_p, top_k, "
-                    "seed, n (1), stop, stream, stream_options, kv_policy, kv_budget, kv_category, cache_salt, user",
+                    "seed, n (1), stop, stream, stream_options, logprobs, top_logprobs (chat), echo and return_tokens "
+                    "(completions), kv_policy, kv_budget, kv_category, cache_salt, user",
                     shown,
                     key == (chat ? "prompt" : "messages")
                         ? (chat ? " on /v1/chat/completions (use messages)" : " on /v1/completions (use prompt)")
@@ -202,6 +232,7 @@ RequestFields parse_request_fields(std::string_view text, bool chat, const Reque
   if (!body.is_object()) bad("the body must be a JSON object");
   check_fields(body, chat);
   RequestFields r;
+  parse_logprobs(body, chat, r);
   parse_sampling(body, limits, default_seed, r);
   parse_extensions(body, r);
   if (chat)

@@ -35,6 +35,13 @@ struct RequestFields {
   std::vector<ChatMessage> messages;
   int max_tokens = 16;
   bool ignore_eos = false;
+  // Completions: logprobs N (0-20: each token's logprob and its N likeliest alternatives), echo (the
+  // prompt comes back first, with its tokens' logprobs when logprobs is set; max_tokens 0 then scores
+  // the prompt alone, lm-eval-harness's loglikelihood requests), return_tokens (llama.cpp: token ids).
+  // Chat: logprobs true with top_logprobs N. -1: off.
+  int logprobs = -1;
+  bool echo = false;
+  bool return_tokens = false;
   SamplerParams sampling;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false;

@@ -57,7 +57,9 @@ Scheduler::~Scheduler() {
 
 uint64_t Scheduler::submit(ServeRequest r) {
   KV_CHECK(!r.prompt.empty(), "the prompt is empty");
-  KV_CHECK(r.max_tokens >= 1, "max_tokens must be at least 1");
+  KV_CHECK(r.max_tokens >= 1 || (r.max_tokens == 0 && r.prompt_logprobs),
+           "max_tokens must be at least 1 (0 only to score the prompt: echo with logprobs)");
+  KV_CHECK(r.logprobs <= 20, "logprobs must be at most 20");
   for (const std::string& s : r.stop) KV_CHECK(!s.empty(), "a stop string is empty");
   const long need = static_cast<long>(r.prompt.size()) + r.max_tokens;
   KV_CHECK(static_cast<long>(r.prompt.size()) <= engine_.ctx(), "the prompt has {} tokens, more than the context of {}",
@@ -92,6 +94,7 @@ uint64_t Scheduler::submit(ServeRequest r) {
   a->shown = engine_.model().tokenizer().decode(a->req.prompt);  // pieces are what comes after the prompt
   a->prompt_text_size = a->shown.size();
   a->result.prompt_tokens = static_cast<int>(a->req.prompt.size());
+  a->result.prompt = a->req.prompt;
   queue_.push_back(a);
   live_[a->id] = a;
   ++stats_.requests;
@@ -172,7 +175,8 @@ void Scheduler::admit_cached_prefix(Active& a) {
   // whose statistics need every prompt query (H2O, the gate) computes the whole prompt; its blocks
   // are still captured for others.
   const int P = static_cast<int>(a.req.prompt.size());
-  const int min_compute = !p || p->full                 ? 1
+  const int min_compute = a.req.prompt_logprobs          ? P  // every prompt token's logits are needed
+                          : !p || p->full                 ? 1
                           : p->needs_every_prompt_query ? P
                                                         : std::max(1, sequence_shape(*p, P).window);
   a.lease =
@@ -195,7 +199,8 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
       if (budget <= 0) continue;
       const size_t n = std::min(left, static_cast<size_t>(budget));
       budget -= static_cast<int>(n);
-      batch.push_back({a->seq, std::span<const int32_t>(a->req.prompt.data() + a->prefilled, n), false});
+      batch.push_back(
+          {a->seq, std::span<const int32_t>(a->req.prompt.data() + a->prefilled, n), a->req.prompt_logprobs});
       prefill_len.push_back(n);
     } else {
       batch.push_back({a->seq, std::span<const int32_t>(&a->next_token, 1), false});
@@ -217,16 +222,40 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
     std::lock_guard<std::mutex> lk(mu_);
     ++stats_.steps;
   }
+  size_t row = 0;  // logits rows: one per entry, or one per token of a prompt-scoring entry
   for (size_t i = 0; i < owner.size(); ++i) {
     Active& a = *owner[i];
+    const size_t rows = batch[i].all_logits ? batch[i].tokens.size() : 1;
+    const float* first_row = logits.data() + row * static_cast<size_t>(V);
+    row += rows;
     // Whatever goes wrong with one request (a tokenizer that cannot decode, a callback that throws)
     // fails that request alone; the others and the server go on.
     try {
-      advance(a, logits.data() + i * static_cast<size_t>(V), prefill_len[i]);
+      if (rows > 1 || (batch[i].all_logits && prefill_len[i] > 0)) {
+        score_prompt(a, first_row, prefill_len[i]);
+        first_row += (rows - 1) * static_cast<size_t>(V);  // the last row predicts what comes next
+      }
+      advance(a, first_row, prefill_len[i]);
     } catch (const std::exception& e) {
       log_internal_error(fmt::format("request {}", a.id), e);
       finish(a, "error", fmt::format("internal error: {}", e.what()));
     }
+  }
+}
+
+// The logprobs of the prompt tokens a prefill chunk of n tokens predicts: row j holds the logits after
+// prompt token prefilled + j, i.e. the distribution of the token after it.
+void Scheduler::score_prompt(Active& a, const float* rows, size_t n) {
+  const int V = engine_.model().config().n_vocab;
+  const std::vector<int32_t>& p = a.req.prompt;
+  const int k = std::max(0, a.req.logprobs);
+  if (a.prefilled == 0) a.result.prompt_logprobs.push_back({p[0], 0.0f, false, {}});
+  for (size_t j = 0; j < n; ++j) {
+    const size_t next = a.prefilled + j + 1;
+    if (next >= p.size()) break;
+    const float* z = rows + j * static_cast<size_t>(V);
+    a.result.prompt_logprobs.push_back(
+        {p[next], token_log_prob(z, V, p[next]), true, k > 0 ? top_log_probs(z, V, k) : decltype(TokenLogprob::top){}});
   }
 }
 
@@ -243,8 +272,19 @@ void Scheduler::advance(Active& a, const float* logits, size_t prefill_len) {
       }
       if (a.prefilled < a.req.prompt.size()) return;
       a.result.kv_bytes_peak = engine_.kv().bytes_sequence(a.seq);
+      if (a.req.max_tokens == 0) {  // scoring the prompt only
+        finish(a, "length");
+        return;
+      }
     }
+    std::vector<std::pair<int32_t, float>> top;
+    if (a.req.logprobs >= 0) top = top_log_probs(logits, V, std::max(1, a.req.logprobs));
     const int32_t next = a.sampler.sample(logits, V);
+    if (a.req.logprobs >= 0) {
+      TokenLogprob lp{next, token_log_prob(logits, V, next), true, top};
+      lp.top.resize(static_cast<size_t>(a.req.logprobs));
+      a.result.logprobs.push_back(std::move(lp));
+    }
     if (a.t_first == 0) a.t_first = now_seconds();
     if (tok.is_end_of_generation(next) && !a.req.ignore_eos) {
       finish(a, "stop");

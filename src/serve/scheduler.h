@@ -21,8 +21,20 @@
 
 namespace kvwise {
 
+// A token's log-probability under the distribution it was generated (or read) from, and the most
+// likely tokens of that distribution.
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  bool has_logprob = true;  // false for the first prompt token (nothing predicts it)
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct Completion {
   std::vector<int32_t> tokens;
+  std::vector<int32_t> prompt;
+  std::vector<TokenLogprob> logprobs;         // per generated token (ServeRequest::logprobs >= 0)
+  std::vector<TokenLogprob> prompt_logprobs;  // per prompt token (ServeRequest::prompt_logprobs)
   std::string text;
   std::string finish_reason;  // stop | length | cancelled | error
   std::string error;
@@ -37,8 +49,11 @@ struct Completion {
 
 struct ServeRequest {
   std::vector<int32_t> prompt;
-  int max_tokens = 16;
+  int max_tokens = 16;      // 0 only with prompt_logprobs (scoring a text, as lm-eval-harness does)
   bool ignore_eos = false;  // generate max_tokens tokens even past end-of-generation (benchmarks)
+  int logprobs = -1;        // >= 0: each generated token's logprob and its `logprobs` likeliest alternatives
+  // The prompt tokens' logprobs (OpenAI's echo): the whole prompt is computed (no prefix-cache blocks).
+  bool prompt_logprobs = false;
   SamplerParams sampling;
   std::shared_ptr<const KvPolicy> policy;  // null or full: no compression
   // Generation ends before the first occurrence of any of these (not included in the text). Text
@@ -93,6 +108,7 @@ class Scheduler {
   struct Active;
   void run();
   void step(std::vector<std::shared_ptr<Active>>& running);
+  void score_prompt(Active& a, const float* rows, size_t n);
   void advance(Active& a, const float* logits, size_t prefill_len);
   void admit_cached_prefix(Active& a);
   void finish(Active& a, const std::string& reason, const std::string& error = {});
