@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <fmt/ranges.h>
+
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -12,6 +14,7 @@
 #include "compress/registry.h"
 #include "model/arch.h"
 #include "model/convert.h"
+#include "model/gguf_writer.h"
 #include "model/generate.h"
 #include "model/sampler.h"
 #include "test_support.h"
@@ -245,6 +248,43 @@ TEST(Archs, ServerLogprobs) {
                 .first,
             400);
   test::stop_server(server);
+}
+
+// /tokenize and /detokenize (llama-server's endpoints and bodies), and `kvwise tokenize` on a
+// vocab-only GGUF (metadata, no tensors).
+TEST(Archs, TokenizeEndpointsAndVocabOnlyFiles) {
+  const std::string path = tiny_model("tiny");
+  auto server = test::start_server("-m " + q(path) + " -t 1");
+  httplib::Client c("127.0.0.1", server.port);
+  auto r = c.Post("/tokenize", json{{"content", "hello world"}, {"add_special", true}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json ids = json::parse(r->body)["tokens"];
+  auto model = Model::load(path);
+  EXPECT_EQ(ids.get<std::vector<int32_t>>(), model->tokenizer().encode("hello world", true));
+  auto d = c.Post("/detokenize", json{{"tokens", ids}}.dump(), "application/json");
+  ASSERT_TRUE(d);
+  ASSERT_EQ(d->status, 200) << d->body;
+  EXPECT_EQ(json::parse(d->body)["content"], model->tokenizer().decode(ids.get<std::vector<int32_t>>()));
+  auto p = c.Post("/tokenize", json{{"content", "hi"}, {"with_pieces", true}}.dump(), "application/json");
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(json::parse(p->body)["tokens"][0].contains("piece")) << p->body;
+  auto bad = c.Post("/tokenize", json{{"content", "hi"}, {"frobnicate", 1}}.dump(), "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  auto bad_ids = c.Post("/detokenize", json{{"tokens", {1, 999999}}}.dump(), "application/json");
+  ASSERT_TRUE(bad_ids);
+  EXPECT_EQ(bad_ids->status, 400);
+  test::stop_server(server);
+  // A vocab-only copy: every metadata key, no tensors.
+  auto f = GgufFile::open(path);
+  GgufWriter w;
+  copy_metadata(*f, w);
+  const std::string vocab = test::temp_path("vocab-only.gguf");
+  w.write(vocab);
+  const auto t = test::run_kvwise("tokenize -m " + q(vocab) + " -p 'hello world'");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out, fmt::format("{}\n", fmt::join(model->tokenizer().encode("hello world", true), " ")));
 }
 
 }  // namespace

@@ -117,13 +117,15 @@ void add_tokenize(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("tokenize", "print the token ids of a text (as the engine tokenizes prompts)");
-  cmd->add_option("-m,--model", o->m.model, "GGUF model (default: the bundled model)");
+  cmd->add_option("-m,--model", o->m.model, "GGUF model or a vocab-only GGUF (default: the bundled model)");
   auto* p = cmd->add_option("-p,--prompt", o->prompt, "text");
   cmd->add_option("-f,--file", o->file, "read the text from a file")->excludes(p);
   cmd->add_flag("!--no-bos", o->bos, "do not prepend BOS");
   cmd->add_flag("--json", o->json, "print JSON: ids and pieces");
   cmd->callback([o] {
-    auto model = Model::load(resolve_model_path(o->m));
+    // Only the vocabulary is read: a vocab-only GGUF (llama.cpp's ggml-vocab-*.gguf) works too.
+    auto file = GgufFile::open(resolve_model_path(o->m));
+    auto tokenizer = Tokenizer::from_gguf(*file);
     std::string text = o->prompt;
     if (!o->file.empty()) {
       std::ifstream in(o->file, std::ios::binary);
@@ -132,7 +134,7 @@ void add_tokenize(CLI::App& app) {
       ss << in.rdbuf();
       text = ss.str();
     }
-    const Tokenizer& tok = model->tokenizer();
+    const Tokenizer& tok = *tokenizer;
     const std::vector<int32_t> ids = tok.encode(text, o->bos);
     if (o->json) {
       nlohmann::json j;

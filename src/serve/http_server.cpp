@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -586,6 +587,64 @@ struct HttpServer::Impl {
     return m;
   }
 
+  // llama.cpp's /tokenize ({"content", "add_special" = false, "parse_special" = true, "with_pieces" =
+  // false}) and /detokenize ({"tokens"}); unknown fields are 400s, as everywhere.
+  void handle_tokens(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                     bool tokenize) {
+    try {
+      if (!authorized(req)) throw HttpError{401, kUnauthorized, "authentication_error"};
+      json body;
+      try {
+        body = json::parse(read_body(req, reader));
+      } catch (const json::exception& e) {
+        throw HttpError{400, std::string("malformed JSON: ") + e.what(), "invalid_request_error"};
+      }
+      const auto bad = [](const std::string& m) { throw HttpError{400, m, "invalid_request_error"}; };
+      if (!body.is_object()) bad("the body must be a JSON object");
+      const std::vector<std::string> known =
+          tokenize ? std::vector<std::string>{"content", "add_special", "parse_special", "with_pieces"}
+                   : std::vector<std::string>{"tokens"};
+      for (const auto& item : body.items())
+        if (std::find(known.begin(), known.end(), item.key()) == known.end())
+          bad(fmt::format("'{}' is not supported (fields: {})", item.key().substr(0, 64), fmt::join(known, ", ")));
+      const Tokenizer& tok = engine.model().tokenizer();
+      const auto flag = [&](const char* key, bool def) {
+        if (!body.contains(key)) return def;
+        if (!body[key].is_boolean()) bad(fmt::format("'{}' must be true or false", key));
+        return body[key].get<bool>();
+      };
+      if (tokenize) {
+        if (!body.contains("content") || !body["content"].is_string()) bad("'content' must be a string");
+        const std::vector<int32_t> ids =
+            tok.encode(body["content"].get<std::string>(), flag("add_special", false), flag("parse_special", true));
+        json out = json::array();
+        const bool pieces = flag("with_pieces", false);
+        for (int32_t id : ids) {
+          if (!pieces) {
+            out.push_back(id);
+            continue;
+          }
+          const std::string piece = tok.token_to_piece(id);
+          json bytes = json::array();
+          for (const char ch : piece) bytes.push_back(static_cast<unsigned char>(ch));
+          out.push_back({{"id", id}, {"piece", utf8_sanitize(piece) == piece ? json(piece) : bytes}});
+        }
+        res.set_content(dump(json{{"tokens", out}}), "application/json");
+        return;
+      }
+      if (!body.contains("tokens") || !body["tokens"].is_array()) bad("'tokens' must be a list of token ids");
+      std::vector<int32_t> ids;
+      for (const json& x : body["tokens"]) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= engine.model().config().n_vocab)
+          bad(fmt::format("token ids must be integers in [0, {})", engine.model().config().n_vocab));
+        ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+      }
+      res.set_content(dump(json{{"content", utf8_sanitize(tok.decode(ids))}}), "application/json");
+    } catch (const HttpError& e) {
+      send_error(res, e.status, e.message, e.type);
+    }
+  }
+
   void routes() {
     srv.new_task_queue = [n = opt.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     srv.set_payload_max_length(opt.max_body_bytes);
@@ -612,6 +671,10 @@ struct HttpServer::Impl {
                                        const httplib::ContentReader& reader) { handle(req, res, reader, false); });
     srv.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res,
                                             const httplib::ContentReader& reader) { handle(req, res, reader, true); });
+    srv.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res,
+                                 const httplib::ContentReader& reader) { handle_tokens(req, res, reader, true); });
+    srv.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res,
+                                   const httplib::ContentReader& reader) { handle_tokens(req, res, reader, false); });
     srv.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       ++http_errors;
       if (!res.body.empty()) return;
