@@ -29,7 +29,7 @@ port=${PORT:-18181}
 kv=${KVWISE:-$PWD/build/apps/kvwise/kvwise}
 dir="$root/tmp/kvwise-models"
 mkdir -p "$out" "$dir"
-rm -f "$out"/cmp-*.json "$out"/mix-*.json
+[ -n "${KEEP:-}" ] || rm -f "$out"/cmp-*.json "$out"/mix-*.json  # KEEP=1: add to an earlier run
 {
   lscpu | grep -E 'Model name|^CPU\(s\)'
   chroot "$root" dpkg-query -W llama.cpp-tools 2>/dev/null | sed 's/^/llama.cpp: /'

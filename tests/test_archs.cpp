@@ -2,10 +2,9 @@
 // sliding-window models (window layers left alone and bounded, global layers compressed, what cannot
 // work refused), the CLI (inspect, make-model shapes, generate's top logprobs) and the server with its
 // prefix cache on a sliding-window model (the same text as a cache-free server).
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-
-#include <fmt/ranges.h>
 
 #include <nlohmann/json.hpp>
 
@@ -14,8 +13,8 @@
 #include "compress/registry.h"
 #include "model/arch.h"
 #include "model/convert.h"
-#include "model/gguf_writer.h"
 #include "model/generate.h"
+#include "model/gguf_writer.h"
 #include "model/sampler.h"
 #include "test_support.h"
 
@@ -63,9 +62,8 @@ TEST(Archs, PoliciesLeaveWindowLayersToTheirWindow) {
     auto policy = make_policy(spec, Budget::parse("0.5"));
     std::shared_ptr<KvCompressor> comp;
     Sampler s(SamplerParams{0, 0, 1, 1});
-    const GenerateResult r = generate(e, prompt, 6, s, {}, [&](SeqId seq) {
-      comp = attach_policy(e, seq, policy, static_cast<int>(prompt.size()));
-    });
+    const GenerateResult r = generate(
+        e, prompt, 6, s, {}, [&](SeqId seq) { comp = attach_policy(e, seq, policy, static_cast<int>(prompt.size())); });
     EXPECT_EQ(r.tokens.size(), 6u);
     ASSERT_TRUE(comp);
     const auto& heads = comp->report().head_tokens;
@@ -91,8 +89,7 @@ TEST(Archs, InspectNamesTheFamilyAndItsWindows) {
   const auto r = test::run_kvwise("inspect " + q(path));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("family gemma3"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("sliding window of 9 tokens on 5 of 6 layers (global layers: 5)"), std::string::npos)
-      << r.out;
+  EXPECT_NE(r.out.find("sliding window of 9 tokens on 5 of 6 layers (global layers: 5)"), std::string::npos) << r.out;
   const auto j = test::run_kvwise("inspect --json " + q(path));
   ASSERT_EQ(j.exit_code, 0) << j.err;
   const json info = json::parse(j.out);
@@ -105,13 +102,12 @@ TEST(Archs, InspectNamesTheFamilyAndItsWindows) {
 // make-model's real shapes, shrunk with --layers and --vocab, load with their families' traits.
 TEST(Archs, MakeModelWritesTheRealShapes) {
   const std::map<std::string, std::string> family = {
-      {"llama3.2-1b", "llama"}, {"qwen2.5-0.5b", "qwen2"}, {"qwen3-0.6b", "qwen3"}, {"gemma3-1b", "gemma3"},
+      {"llama3.2-1b", "llama"}, {"qwen2.5-0.5b", "qwen2"}, {"qwen3-0.6b", "qwen3"},  {"gemma3-1b", "gemma3"},
       {"gemma2-2b", "gemma2"},  {"phi3-mini", "phi3"},     {"smollm2-135m", "llama"}};
   for (const auto& [shape, fam] : family) {
     SCOPED_TRACE(shape);
     const std::string out = test::temp_path(shape + ".gguf");
-    const auto r =
-        test::run_kvwise("make-model --shape " + shape + " --layers 1 --vocab 512 --type q8_0 -o " + q(out));
+    const auto r = test::run_kvwise("make-model --shape " + shape + " --layers 1 --vocab 512 --type q8_0 -o " + q(out));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto m = Model::load(out);
     EXPECT_EQ(m->config().family, fam);
@@ -168,8 +164,8 @@ TEST(Archs, ServerPrefixCacheOnASlidingWindowModel) {
   const auto complete = [&](int port) {
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
-    auto r = c.Post("/v1/completions",
-                    json{{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}}.dump(), "application/json");
+    auto r = c.Post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 8}, {"temperature", 0}}.dump(),
+                    "application/json");
     EXPECT_TRUE(r);
     if (!r) return json();
     EXPECT_EQ(r->status, 200) << r->body;
@@ -244,9 +240,9 @@ TEST(Archs, ServerLogprobs) {
   EXPECT_TRUE(content[0]["bytes"].is_array());
   EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"logprobs", 1}, {"stream", true}}).first, 400);
   EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 0}}).first, 400);
-  EXPECT_EQ(post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"top_logprobs", 2}})
-                .first,
-            400);
+  EXPECT_EQ(
+      post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"top_logprobs", 2}}).first,
+      400);
   test::stop_server(server);
 }
 

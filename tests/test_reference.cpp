@@ -120,10 +120,10 @@ TEST(Reference, EveryReadableWeightType) {
     std::vector<std::pair<int, float>> f16_fields;  // byte offset in the block -> value
   };
   const std::vector<Scales> cases = {
-      {"q4_1", {{0, 0.0125f}, {2, -0.1f}}},   {"q5_0", {{0, 0.006f}}},
-      {"q5_1", {{0, 0.006f}, {2, -0.1f}}},    {"q2_k", {{80, 0.003f}, {82, 0.0015f}}},
-      {"q3_k", {{108, 0.0008f}}},             {"q5_k", {{0, 0.0001f}, {2, 0.0016f}}},
-      {"iq4_nl", {{0, 0.0008f}}},             {"iq4_xs", {{0, 0.00003f}}},
+      {"q4_1", {{0, 0.0125f}, {2, -0.1f}}}, {"q5_0", {{0, 0.006f}}},
+      {"q5_1", {{0, 0.006f}, {2, -0.1f}}},  {"q2_k", {{80, 0.003f}, {82, 0.0015f}}},
+      {"q3_k", {{108, 0.0008f}}},           {"q5_k", {{0, 0.0001f}, {2, 0.0016f}}},
+      {"iq4_nl", {{0, 0.0008f}}},           {"iq4_xs", {{0, 0.00003f}}},
   };
   const ModelShape s = model_shape("tiny-k");
   const std::string base = test::temp_path("tiny-k-base.gguf");

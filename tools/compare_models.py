@@ -34,7 +34,15 @@ def llama(port, prompt, n, k):
     req = urllib.request.Request(f"http://127.0.0.1:{port}/completion", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     d = json.load(urllib.request.urlopen(req, timeout=600))
-    steps = [{t["id"]: t["logprob"] for t in p["top_logprobs"]} for p in d["completion_probabilities"]]
+    # llama-server leaves out the entry of a token whose text is an incomplete UTF-8 sequence (byte
+    # tokens): align its entries with the generated tokens by id; unmatched positions have no logprobs.
+    entries, steps, k = d["completion_probabilities"], [], 0
+    for tok in d["tokens"]:
+        if k < len(entries) and entries[k]["id"] == tok:
+            steps.append({t["id"]: t["logprob"] for t in entries[k]["top_logprobs"]})
+            k += 1
+        else:
+            steps.append(None)
     return d["tokens"], steps
 
 
@@ -80,7 +88,7 @@ def main():
                 z = ref_forward.forward(reader, prompt)[-1]
                 lp = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
                 for eng, steps in (("kvwise", ks), ("llama", ls)):
-                    for tok, v in steps[0].items():
+                    for tok, v in (steps[0] or {}).items():
                         if v > -80:
                             key = "exact_err_" + eng
                             res[key] = max(res[key], abs(v - lp[tok]))
@@ -89,7 +97,7 @@ def main():
                                                    f"kvwise {len(kt)} / {len(ks)}")
             for i in range(min(len(lt), len(kt), len(ls), len(ks))):
                 res["positions"] += 1
-                for tok, lp in ls[i].items():
+                for tok, lp in (ls[i] or {}).items():
                     # llama-server reports probabilities that underflow a float as -FLT_MAX: not comparable.
                     if tok in ks[i] and lp > -80:
                         e = abs(ks[i][tok] - lp)
@@ -99,7 +107,7 @@ def main():
                 if lt[i] == kt[i]:
                     res["agree"] += 1
                     continue
-                top = sorted(ls[i].values(), reverse=True)
+                top = sorted((ls[i] or {}).values(), reverse=True)
                 if len(top) > 1 and top[0] - top[1] < NEAR_TIE:
                     res["near_ties"] += 1
                 else:

@@ -24,8 +24,8 @@ void add_generate(CLI::App& app) {
   add_model_options(*cmd, o->m);
   add_policy_options(*cmd, o->pol);
   auto* text = cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, i.e. just BOS)");
-  auto* file = cmd->add_option("-f,--file", o->prompt_file, "read the prompt from this file (llama.cpp's -f)")
-                   ->excludes(text);
+  auto* file =
+      cmd->add_option("-f,--file", o->prompt_file, "read the prompt from this file (llama.cpp's -f)")->excludes(text);
   cmd->add_option("--prompt-tokens", o->prompt_tokens, "the prompt as token ids (comma separated; nothing is added)")
       ->delimiter(',')
       ->excludes(text)
@@ -72,9 +72,7 @@ void add_generate(CLI::App& app) {
       std::fputs(piece.c_str(), stdout);
       std::fflush(stdout);
     };
-    hooks.on_sequence = [&](SeqId seq) {
-      comp = attach_policy(engine, seq, policy, static_cast<int>(prompt.size()));
-    };
+    hooks.on_sequence = [&](SeqId seq) { comp = attach_policy(engine, seq, policy, static_cast<int>(prompt.size())); };
     if (o->top_logprobs > 0)
       hooks.on_logits = [&](const float* logits, int n_vocab) {
         nlohmann::json step = nlohmann::json::array();

@@ -102,8 +102,8 @@ void add_inspect(CLI::App& app) {
     }
     std::printf("family %s (%s)\n", c.family.c_str(), arch_registry().find(c.arch)->summary.c_str());
     if (windowed > 0)
-      std::printf("sliding window of %d tokens on %d of %d layers (global layers: %s)\n", window, windowed,
-                  c.n_layers, global.empty() ? "none" : global.c_str());
+      std::printf("sliding window of %d tokens on %d of %d layers (global layers: %s)\n", window, windowed, c.n_layers,
+                  global.empty() ? "none" : global.c_str());
     std::printf("KV bytes per token: %zu (f16), %zu (f32); at the full context of %d: %s (f16)\n", kv16, kv32,
                 c.ctx_len, human_bytes(static_cast<double>(c.kv_bytes_for(c.ctx_len, 2))).c_str());
   });

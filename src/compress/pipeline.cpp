@@ -173,7 +173,8 @@ void KvCompressor::accumulate_queries(const Attention& a) {
     const int32_t pos = a.pos[t];
     if (pos < first || pos >= prompt_end_) continue;
     std::copy_n(a.q + t * a.stride, H * d, q.begin());
-    apply_rope(q.data(), H, d, rope_.n_rot, rope_.type, rope_.freq(a.layer), -static_cast<float>(pos) * rope_.pos_scale);
+    apply_rope(q.data(), H, d, rope_.n_rot, rope_.type, rope_.freq(a.layer),
+               -static_cast<float>(pos) * rope_.pos_scale);
     for (int h = 0; h < H; ++h) {
       QueryStats& st = qstats_[static_cast<size_t>(a.layer * H + h)];
       if (st.sum.empty()) {
@@ -551,8 +552,8 @@ std::shared_ptr<KvCompressor> attach_policy(Engine& engine, SeqId seq, std::shar
            "({}); drop rerotate=1",
            policy->spec, c.arch);
   KV_CHECK(!(policy->specache || policy->gate) || !c.has_window_layers(),
-           "{}: SpeCache and Attention-Gate are not supported on a model with sliding-window layers ({})",
-           policy->spec, c.arch);
+           "{}: SpeCache and Attention-Gate are not supported on a model with sliding-window layers ({})", policy->spec,
+           c.arch);
   RopeInfo rope{c.head_dim, c.n_rot, c.rope_type, {}, 1.0f, {}};
   for (const LayerRope& r : engine.rope()) rope.layer_inv_freq.push_back(r.inv_freq);
   auto comp = std::make_shared<KvCompressor>(policy, engine.kv().layout(), engine.kv().next_position(seq),

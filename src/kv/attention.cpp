@@ -178,7 +178,7 @@ void attend_direct(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const
   };
   std::vector<Task> tasks;
   std::vector<int> first_task, first_seg_task, n_visible;  // per h; n_visible per (h, t) over the pages
-  std::vector<int> n_hidden;  // per (h, t): leading slots outside the sliding window
+  std::vector<int> n_hidden;                               // per (h, t): leading slots outside the sliding window
   int max_len = 0;
   for (int h = 0; h < HK; ++h) max_len = std::max(max_len, store.head_len(seq, layer, h));
   // Chunks of whole pages, enough of them to keep every thread busy even with few KV heads.
@@ -406,10 +406,10 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
     for (int t = 0; t < a.T; ++t) {
       float* row = S.data() + static_cast<size_t>(t) * static_cast<size_t>(n);
       const int nv = static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(), a.pos[t]) - g.pos.begin());
-      const int nh = a.window > 0 ? static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(),
-                                                                      a.pos[t] - a.window) -
-                                                     g.pos.begin())
-                                  : 0;
+      const int nh =
+          a.window > 0
+              ? static_cast<int>(std::upper_bound(g.pos.begin(), g.pos.end(), a.pos[t] - a.window) - g.pos.begin())
+              : 0;
       if (nv <= nh) {
         std::fill_n(row, n, 0.0f);
         continue;

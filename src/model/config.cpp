@@ -64,8 +64,8 @@ ModelConfig read_common_config(const GgufFile& f) {
     c.rope_scaling = RopeScaling::LongRope;
   } else {
     KV_CHECK(scaling == "none",
-             "{}: unsupported RoPE scaling '{}' (kvwise supports none, linear, yarn, llama3 and longrope)",
-             f.path(), scaling);
+             "{}: unsupported RoPE scaling '{}' (kvwise supports none, linear, yarn, llama3 and longrope)", f.path(),
+             scaling);
   }
   c.rope_attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
   const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
@@ -98,8 +98,8 @@ size_t ModelConfig::kv_bytes_for(int64_t tokens, size_t element_bytes, int page_
   size_t total = 0;
   for (const LayerAttention& l : layers) {
     const int64_t held = l.window > 0 ? std::min<int64_t>(tokens, l.window + 2 * int64_t{page_tokens}) : tokens;
-    total += 2 * static_cast<size_t>(held) * static_cast<size_t>(n_kv_heads) * static_cast<size_t>(head_dim) *
-             element_bytes;
+    total +=
+        2 * static_cast<size_t>(held) * static_cast<size_t>(n_kv_heads) * static_cast<size_t>(head_dim) * element_bytes;
   }
   return total;
 }

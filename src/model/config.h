@@ -23,9 +23,9 @@ enum class RopeScaling {
 
 // What differs between layers of one model (interleaved sliding-window and global layers).
 struct LayerAttention {
-  int window = 0;                 // a query at p sees keys at p - window < pos <= p; 0: every earlier key
-  float rope_base = 10000.0f;     // RoPE base of this layer
-  float rope_freq_scale = 1.0f;   // linear scaling: positions are multiplied by this (1 / factor)
+  int window = 0;                // a query at p sees keys at p - window < pos <= p; 0: every earlier key
+  float rope_base = 10000.0f;    // RoPE base of this layer
+  float rope_freq_scale = 1.0f;  // linear scaling: positions are multiplied by this (1 / factor)
 };
 
 struct ModelConfig {
@@ -47,13 +47,13 @@ struct ModelConfig {
   RopeType rope_type = RopeType::Normal;
 
   // Family traits.
-  bool qkv_bias = false;      // biases on Q, K and V (qwen2)
-  bool qk_norm = false;       // per-head RMSNorm of Q and K before RoPE (qwen3, gemma3)
-  bool post_norms = false;    // RMSNorm of the attention and FFN outputs before each residual add (gemma2/3)
-  float embed_scale = 1.0f;   // token embeddings are multiplied by this (gemma: sqrt(dim))
-  float attn_scale = 0.0f;    // scale of q.k; 0 means 1 / sqrt(head_dim)
-  float attn_softcap = 0.0f;  // scores become cap * tanh(score / cap) (gemma2); 0: none
-  float final_softcap = 0.0f; // the same on the logits
+  bool qkv_bias = false;       // biases on Q, K and V (qwen2)
+  bool qk_norm = false;        // per-head RMSNorm of Q and K before RoPE (qwen3, gemma3)
+  bool post_norms = false;     // RMSNorm of the attention and FFN outputs before each residual add (gemma2/3)
+  float embed_scale = 1.0f;    // token embeddings are multiplied by this (gemma: sqrt(dim))
+  float attn_scale = 0.0f;     // scale of q.k; 0 means 1 / sqrt(head_dim)
+  float attn_softcap = 0.0f;   // scores become cap * tanh(score / cap) (gemma2); 0: none
+  float final_softcap = 0.0f;  // the same on the logits
   Activation ffn_act = Activation::Silu;
 
   RopeScaling rope_scaling = RopeScaling::None;

@@ -21,11 +21,11 @@ struct ModelShape {
   bool tied = true;
   DType type = DType::F16;
   uint64_t seed = 1;
-  int head_dim = 0;         // 0: dim / n_heads (qwen3 and gemma have wider heads)
+  int head_dim = 0;  // 0: dim / n_heads (qwen3 and gemma have wider heads)
   float rms_eps = 1e-5f;
-  int window = 0;           // attention.sliding_window (gemma2/3, phi3), when non-zero
-  bool llama3_rope = false; // Llama 3.1+ RoPE: a rope_freqs tensor (factor 32, low 1, high 4, original 8192)
-  float embed_scale = 0;    // token embeddings drawn from [-s, s]; 0: 1 (gemma: 1 / sqrt(dim))
+  int window = 0;            // attention.sliding_window (gemma2/3, phi3), when non-zero
+  bool llama3_rope = false;  // Llama 3.1+ RoPE: a rope_freqs tensor (factor 32, low 1, high 4, original 8192)
+  float embed_scale = 0;     // token embeddings drawn from [-s, s]; 0: 1 (gemma: 1 / sqrt(dim))
 };
 // Named shapes: the real ones (smollm2-135m, llama3.2-1b, qwen2.5-0.5b, qwen3-0.6b, gemma2-2b,
 // gemma3-1b, phi3-mini, llama-1b, llama-8b, ...) and tiny test shapes of every family. Throws for

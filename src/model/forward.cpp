@@ -187,8 +187,9 @@ std::vector<float> Engine::forward(std::span<const BatchEntry> batch) {
         for (int h = 0; h < c.n_kv_heads; ++h)
           kv_.append(e.seq, l, h, &k[(r0 + t) * kv_dim + h * c.head_dim], &v[(r0 + t) * kv_dim + h * c.head_dim],
                      pos[static_cast<size_t>(r0 + t)]);
-      AttentionQuery aq{&q[r0 * q_dim],      q_dim,         &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim,
-                        c.query_scale(), c.attn_softcap, LA.window};
+      AttentionQuery aq{
+          &q[r0 * q_dim], q_dim,    &pos[static_cast<size_t>(r0)], T, &att[r0 * q_dim], q_dim, c.query_scale(),
+          c.attn_softcap, LA.window};
       attend(pool_, kv_, e.seq, l, aq, options_.attention_path);
       if (e.speculative > 0)
         for (int h = 0; h < c.n_kv_heads; ++h) kv_.pop_back(e.seq, l, h, e.speculative);

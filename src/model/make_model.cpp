@@ -1,9 +1,9 @@
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
-
-#include <fmt/ranges.h>
 
 #include "base/error.h"
 #include "model/convert.h"
@@ -30,8 +30,7 @@ const std::map<std::string, ModelShape>& shapes() {
     add({"qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0f, true, DType::F16, 1, 0, 1e-6f});
     add({"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, true, DType::F16, 1, 128, 1e-6f});
     add({"gemma2-2b", "gemma2", 2304, 26, 8, 4, 9216, 256000, 8192, 10000.0f, true, DType::F16, 1, 256, 1e-6f, 4096});
-    add({"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 1000000.0f, true, DType::F16, 1, 256, 1e-6f,
-         512});
+    add({"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 1000000.0f, true, DType::F16, 1, 256, 1e-6f, 512});
     add({"phi3-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 4096, 10000.0f, false, DType::F16, 1, 0, 1e-5f, 2047});
     // Small shapes for tests: GQA llama, qwen2 (biases, neox RoPE), untied output, and one of every
     // family with a short sliding window so that tests cross it.
@@ -150,7 +149,9 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
     w.add_tensor(name, {n}, DType::F32, random_tensor(rng, n, 1, DType::F32, scale, offset));
   };
   // Gemma scales embeddings up by sqrt(dim): its random embeddings are drawn that much smaller.
-  const float embd_scale = s.embed_scale > 0 ? s.embed_scale : gemma ? 1.0f / std::sqrt(static_cast<float>(s.dim)) : 1.0f;
+  const float embd_scale = s.embed_scale > 0 ? s.embed_scale
+                           : gemma           ? 1.0f / std::sqrt(static_cast<float>(s.dim))
+                                             : 1.0f;
   w.add_tensor("token_embd.weight", {s.dim, s.n_vocab}, t, random_tensor(rng, s.dim, s.n_vocab, t, embd_scale));
   vec("output_norm.weight", s.dim, 0.1f, 1.0f);
   if (!s.tied) mat("output.weight", s.dim, s.n_vocab);

@@ -12,8 +12,8 @@ namespace {
 
 const std::vector<QuantPreset>& presets() {
   static const std::vector<QuantPreset> p = {
-      {"f32", DType::F32, 0, false},    {"f16", DType::F16, 1, false},   {"bf16", DType::BF16, 32, false},
-      {"q4_0", DType::Q4_0, 2, false},  {"q8_0", DType::Q8_0, 7, false}, {"q4_k_m", DType::Q4_K, 15, true},
+      {"f32", DType::F32, 0, false},     {"f16", DType::F16, 1, false},    {"bf16", DType::BF16, 32, false},
+      {"q4_0", DType::Q4_0, 2, false},   {"q8_0", DType::Q8_0, 7, false},  {"q4_k_m", DType::Q4_K, 15, true},
       {"q5_k_m", DType::Q5_K, 17, true}, {"q6_k", DType::Q6_K, 18, false}, {"q4_k", DType::Q4_K, 15, false},
       {"q5_k", DType::Q5_K, 17, false},
   };
@@ -56,8 +56,8 @@ std::string quant_preset_names() {
   return out;
 }
 
-TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo& m, const std::string& name,
-                                     int n_dims, int64_t cols, int index_attn_v) {
+TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo& m, const std::string& name, int n_dims,
+                                     int64_t cols, int index_attn_v) {
   // Only 2-D weights are quantized; norms, biases and RoPE factors stay F32.
   if (n_dims != 2 || name.size() < 7 || name.compare(name.size() - 7, 7, ".weight") != 0)
     return {DType::F32, n_dims == 2 ? "not a weight" : ""};

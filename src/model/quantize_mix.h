@@ -35,7 +35,7 @@ struct TensorQuantChoice {
 
 // The type a tensor gets. `cols`: its row length; `index_attn_v`: how many attn_v tensors came before
 // it (llama.cpp counts them in file order).
-TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo& m, const std::string& name,
-                                     int n_dims, int64_t cols, int index_attn_v);
+TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo& m, const std::string& name, int n_dims,
+                                     int64_t cols, int index_attn_v);
 
 }  // namespace kvwise

@@ -20,8 +20,7 @@ std::vector<float> llama3_factors(const ModelConfig& c) {
     } else if (wavelen > low_wavelen) {
       f[static_cast<size_t>(i)] = c.rope_scaling_factor;
     } else {
-      const double smooth =
-          (c.rope_orig_ctx / wavelen - c.llama3_low_freq) / (c.llama3_high_freq - c.llama3_low_freq);
+      const double smooth = (c.rope_orig_ctx / wavelen - c.llama3_low_freq) / (c.llama3_high_freq - c.llama3_low_freq);
       f[static_cast<size_t>(i)] = static_cast<float>(1.0 / ((1 - smooth) / c.rope_scaling_factor + smooth));
     }
   }
@@ -42,8 +41,8 @@ std::vector<LayerRope> rope_tables(const ModelConfig& c, const ModelWeights& w, 
     factors.assign(w.rope_freqs, w.rope_freqs + half);
   } else if (w.rope_factors_long || w.rope_factors_short) {
     const float* f = ctx > c.rope_orig_ctx && w.rope_factors_long ? w.rope_factors_long
-                     : w.rope_factors_short                        ? w.rope_factors_short
-                                                                   : w.rope_factors_long;
+                     : w.rope_factors_short                       ? w.rope_factors_short
+                                                                  : w.rope_factors_long;
     factors.assign(f, f + half);
   } else if (c.rope_scaling == RopeScaling::Llama3) {
     factors = llama3_factors(c);
@@ -59,7 +58,8 @@ std::vector<LayerRope> rope_tables(const ModelConfig& c, const ModelWeights& w, 
     if (yarn) {
       freq_scale = 1.0f / c.rope_scaling_factor;
       low = std::max(0.0, std::floor(yarn_corr_dim(c.n_rot, c.rope_orig_ctx, c.yarn_beta_fast, la.rope_base)));
-      high = std::min(c.n_rot - 1.0, std::ceil(yarn_corr_dim(c.n_rot, c.rope_orig_ctx, c.yarn_beta_slow, la.rope_base)));
+      high =
+          std::min(c.n_rot - 1.0, std::ceil(yarn_corr_dim(c.n_rot, c.rope_orig_ctx, c.yarn_beta_slow, la.rope_base)));
       r.mscale *= 1.0f + 0.1f * std::log(1.0f / freq_scale);
     }
     for (int i = 0; i < half; ++i) {

@@ -174,13 +174,13 @@ void parse_messages(const json& body, RequestFields& r) {
 // carries the value that means "off" (what OpenAI clients send by default); metadata like `user` is
 // accepted and has no effect.
 void check_fields(const json& body, bool chat) {
-  static const char* const implemented[] = {"model",      "max_tokens",  "max_completion_tokens",
-                                            "ignore_eos", "temperature", "top_p",
-                                            "top_k",      "seed",        "n",
-                                            "stop",       "stream",      "stream_options",
-                                            "kv_policy",  "kv_budget",   "kv_category",
-                                            "cache_salt", "user",        "logprobs",
-                                            "top_logprobs", "echo",      "return_tokens"};
+  static const char* const implemented[] = {"model",        "max_tokens",  "max_completion_tokens",
+                                            "ignore_eos",   "temperature", "top_p",
+                                            "top_k",        "seed",        "n",
+                                            "stop",         "stream",      "stream_options",
+                                            "kv_policy",    "kv_budget",   "kv_category",
+                                            "cache_salt",   "user",        "logprobs",
+                                            "top_logprobs", "echo",        "return_tokens"};
   // Fields with the value that changes nothing (null is always that).
   const auto neutral = [](const std::string& key, const json& v) {
     if (v.is_null()) return true;

@@ -175,8 +175,8 @@ void Scheduler::admit_cached_prefix(Active& a) {
   // whose statistics need every prompt query (H2O, the gate) computes the whole prompt; its blocks
   // are still captured for others.
   const int P = static_cast<int>(a.req.prompt.size());
-  const int min_compute = a.req.prompt_logprobs          ? P  // every prompt token's logits are needed
-                          : !p || p->full                 ? 1
+  const int min_compute = a.req.prompt_logprobs         ? P  // every prompt token's logits are needed
+                          : !p || p->full               ? 1
                           : p->needs_every_prompt_query ? P
                                                         : std::max(1, sequence_shape(*p, P).window);
   a.lease =

@@ -219,8 +219,7 @@ void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
 // A straightforward min/max quantizer of one 256-element super-block into 8 sub-blocks of 32 with
 // 6-bit scales and mins and `bits`-bit codes (Q4_K, Q5_K; ggml searches scales more carefully, the
 // format is the same). Writes d, dmin, the 12 packed scale bytes and the codes (0 .. 2^bits - 1).
-void quant_k_minmax(const float* x, int bits, uint16_t* d_out, uint16_t* dmin_out, uint8_t* scales12,
-                    uint8_t* codes) {
+void quant_k_minmax(const float* x, int bits, uint16_t* d_out, uint16_t* dmin_out, uint8_t* scales12, uint8_t* codes) {
   const float levels = static_cast<float>((1 << bits) - 1);
   float scale[8], minv[8];
   for (int j = 0; j < 8; ++j) {

@@ -95,8 +95,7 @@ class ExpectedAttentionScorer : public TokenScorer {
     for (int i = 0; i < half; ++i) {
       double cs = 0, sn = 0;
       for (int f = 0; f < n_future_; ++f) {
-        const double angle =
-            static_cast<double>(c.prompt_end + f) * c.rope->pos_scale * c.rope->freq(c.layer)[i];
+        const double angle = static_cast<double>(c.prompt_end + f) * c.rope->pos_scale * c.rope->freq(c.layer)[i];
         cs += std::cos(angle);
         sn += std::sin(angle);
       }

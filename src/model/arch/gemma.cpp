@@ -21,8 +21,8 @@ void configure_gemma(const GgufFile& f, ModelConfig& c, bool gemma3) {
   c.ffn_act = Activation::GeluTanh;
   c.qk_norm = gemma3;
   const bool big = c.n_layers == (gemma3 ? 62 : 46);  // the 27B models scale queries by dim / heads
-  c.attn_scale = big ? 1.0f / std::sqrt(static_cast<float>(c.dim / c.n_heads))
-                     : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  c.attn_scale =
+      big ? 1.0f / std::sqrt(static_cast<float>(c.dim / c.n_heads)) : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const auto window = f.get_int(a + "attention.sliding_window");
   KV_CHECK(!window || (*window >= 0 && *window < (int64_t{1} << 30)), "{}: {}attention.sliding_window out of range",
            f.path(), a);
