@@ -54,6 +54,21 @@ void compare_with_reference(const std::string& gguf, const std::vector<int32_t>&
   EXPECT_LT(max_err / max_ref, tol) << gguf << ": max error " << max_err << " of " << max_ref;
 }
 
+// A copy of a GGUF file with metadata set (and tensors named in `drop` left out).
+std::string rewrite_gguf(const std::string& in, const std::string& out_name,
+                         const std::vector<std::pair<std::string, GgufValue>>& set, const std::string& drop = "") {
+  auto f = GgufFile::open(in);
+  GgufWriter w;
+  copy_metadata(*f, w);
+  for (const auto& [k, v] : set) w.set(k, v);
+  for (const auto& t : f->tensors())
+    if (t.name != drop)
+      w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
+  const std::string out = test::temp_path(out_name);
+  w.write(out);
+  return out;
+}
+
 std::vector<int32_t> some_tokens(int n, int vocab) {
   std::vector<int32_t> ids{1};
   for (int i = 1; i < n; ++i) ids.push_back(3 + (i * 37) % (vocab - 3));
@@ -222,17 +237,11 @@ TEST(Reference, Llama3RopeFactorsFromTensorOrMetadata) {
   s.ctx = 16384;
   const std::string with_tensor = test::temp_path("tiny-llama3-tensor.gguf");
   make_random_model(s, with_tensor);
-  auto f = GgufFile::open(with_tensor);
-  GgufWriter w;
-  copy_metadata(*f, w);
-  w.set("llama.rope.scaling.type", GgufValue::str("llama3"));
-  w.set("llama.rope.scaling.factor", GgufValue::f32(32.0f));
-  w.set("llama.rope.scaling.original_context_length", GgufValue::u32(8192));
-  for (const auto& t : f->tensors())
-    if (t.name != "rope_freqs.weight")
-      w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
-  const std::string from_meta = test::temp_path("tiny-llama3-meta.gguf");
-  w.write(from_meta);
+  const std::string from_meta = rewrite_gguf(with_tensor, "tiny-llama3-meta.gguf",
+                                             {{"llama.rope.scaling.type", GgufValue::str("llama3")},
+                                              {"llama.rope.scaling.factor", GgufValue::f32(32.0f)},
+                                              {"llama.rope.scaling.original_context_length", GgufValue::u32(8192)}},
+                                             "rope_freqs.weight");
   compare_with_reference(with_tensor, some_tokens(40, s.n_vocab), 1e-3);
   auto a = Model::load(with_tensor), b = Model::load(from_meta);
   EngineOptions o;
@@ -250,16 +259,10 @@ TEST(Reference, YarnRopeScaling) {
   const ModelShape s = model_shape("tiny-qwen2");
   const std::string base = test::temp_path("tiny-qwen2-base.gguf");
   make_random_model(s, base);
-  auto f = GgufFile::open(base);
-  GgufWriter w;
-  copy_metadata(*f, w);
-  w.set("qwen2.rope.scaling.type", GgufValue::str("yarn"));
-  w.set("qwen2.rope.scaling.factor", GgufValue::f32(4.0f));
-  w.set("qwen2.rope.scaling.original_context_length", GgufValue::u32(256));
-  for (const auto& t : f->tensors())
-    w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
-  const std::string yarn = test::temp_path("tiny-qwen2-yarn.gguf");
-  w.write(yarn);
+  const std::string yarn = rewrite_gguf(base, "tiny-qwen2-yarn.gguf",
+                                        {{"qwen2.rope.scaling.type", GgufValue::str("yarn")},
+                                         {"qwen2.rope.scaling.factor", GgufValue::f32(4.0f)},
+                                         {"qwen2.rope.scaling.original_context_length", GgufValue::u32(256)}});
   auto m = Model::load(yarn);
   EngineOptions o;
   Engine e(*m, o);
