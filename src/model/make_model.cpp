@@ -130,7 +130,22 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
   for (int b = 0; b < 256; ++b) add(fmt::format("<0x{:02X}>", b), 6);
   add("\xE2\x96\x81", 1);
   for (char c = 33; c < 127; ++c) add(std::string(1, c), 1);
-  while (static_cast<int>(tokens.size()) < s.n_vocab) add(fmt::format("\xE2\x96\x81w{}", tokens.size()), 1);
+  // The family's chat control tokens close the vocabulary, as in the real checkpoints (llama.cpp's
+  // vocabulary loader looks some of them up by text, e.g. Phi-3's).
+  std::vector<std::string> specials;
+  if (s.arch == "phi3")
+    specials = {"<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
+                "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"};
+  else if (s.arch == "qwen2" || s.arch == "qwen3")
+    specials = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+  else if (s.arch == "gemma2" || s.arch == "gemma3")
+    specials = {"<start_of_turn>", "<end_of_turn>"};
+  else if (s.llama3_rope)
+    specials = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+  KV_CHECK(s.n_vocab >= 259 + 96 + static_cast<int>(specials.size()), "vocabulary too small for the special tokens");
+  while (static_cast<int>(tokens.size()) < s.n_vocab - static_cast<int>(specials.size()))
+    add(fmt::format("\xE2\x96\x81w{}", tokens.size()), 1);
+  for (const std::string& t : specials) add(t, 3);
   w.set("tokenizer.ggml.model", GgufValue::str("llama"));
   w.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, std::move(tokens)));
   w.set("tokenizer.ggml.scores", GgufValue::array(GgufType::F32, std::move(scores)));
