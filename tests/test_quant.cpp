@@ -72,7 +72,8 @@ TEST(QuantMix, FollowsLlamaCppPresets) {
   EXPECT_STREQ(type(q4km, tied, "blk.0.ffn_down.weight", 3072), "Q4_K");
   EXPECT_STREQ(type(q4km, tied, "blk.1.ffn_down.weight", 3072), "Q6_K");
   EXPECT_STREQ(type(q4km, tied, "blk.0.attn_q.weight", 1024), "Q4_K");
-  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_qkv.weight", 1024), "Q5_K");
+  EXPECT_STREQ(type(q4km, tied, "blk.0.attn_qkv.weight", 1024, 0), "Q4_K");  // counted as attn_v
+  EXPECT_STREQ(type(q4km, tied, "blk.1.attn_qkv.weight", 1024, 1), "Q6_K");
   // 576 wide: Q4_K falls back to Q5_0, Q6_K to Q8_0, the output to Q8_0.
   EXPECT_STREQ(type(q4km, tied, "token_embd.weight", 576), "Q8_0");
   EXPECT_STREQ(type(q4km, tied, "blk.0.attn_q.weight", 576), "Q5_0");

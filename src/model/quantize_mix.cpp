@@ -71,13 +71,12 @@ TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo&
     } else if (p.base != DType::Q8_0) {
       c = {DType::Q6_K, "output"};
     }
-  } else if (p.k_mix && (has(name, "attn_v.weight"))) {
+  } else if (p.k_mix && (has(name, "attn_v.weight") || has(name, "attn_qkv.weight"))) {
+    // A fused QKV counts as an attn_v (measured against llama-quantize on phi3: Q6_K on the same layers).
     if (use_more_bits(index_attn_v, m.n_attn_v)) c = {DType::Q6_K, "more bits (attn_v)"};
   } else if (p.k_mix && has(name, "ffn_down.weight")) {
     const int layer = layer_of(name);
     if (layer >= 0 && use_more_bits(layer, m.n_layers)) c = {DType::Q6_K, "more bits (ffn_down)"};
-  } else if (p.k_mix && has(name, "attn_qkv.weight")) {
-    c = {p.base == DType::Q4_K ? DType::Q5_K : DType::Q6_K, "more bits (attn_qkv)"};
   }
   // A row that does not fill the type's blocks: llama.cpp's per-tensor fallback.
   const DTypeInfo& info = dtype_info(c.type);

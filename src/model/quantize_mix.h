@@ -1,6 +1,6 @@
 // llama.cpp's tensor-type mix for its common quantization presets (llama_tensor_get_type in
 // llama-quant.cpp, for dense models): which tensors get more bits (output, attn_v and ffn_down in the
-// _M presets, fused attn_qkv), how the output / tied embedding is handled, and the per-tensor fallback
+// _M presets, a fused attn_qkv counting as attn_v), how the output / tied embedding is handled, and the per-tensor fallback
 // when a row does not fill the preset type's blocks. kvwise quantize follows it so that both tools
 // write the same mix (scripts/compare-llamacpp-models.sh checks it tensor by tensor).
 #pragma once
@@ -33,8 +33,8 @@ struct TensorQuantChoice {
   std::string reason;  // empty: the preset's type; else why it differs ("output", "more bits", "fallback: ...")
 };
 
-// The type a tensor gets. `cols`: its row length; `index_attn_v`: how many attn_v tensors came before
-// it (llama.cpp counts them in file order).
+// The type a tensor gets. `cols`: its row length; `index_attn_v`: how many attn_v / attn_qkv tensors
+// came before it (llama.cpp counts them in file order).
 TensorQuantChoice choose_tensor_type(const QuantPreset& p, const QuantModelInfo& m, const std::string& name, int n_dims,
                                      int64_t cols, int index_attn_v);
 

@@ -30,7 +30,8 @@ QuantizeSummary quantize_model(const std::string& in_gguf, const std::string& ou
   for (const auto& t : in->tensors()) {
     const TensorQuantChoice c =
         choose_tensor_type(preset, info, t.name, static_cast<int>(t.dims.size()), t.dims[0], attn_v);
-    if (t.name.find("attn_v.weight") != std::string::npos) ++attn_v;
+    if (t.name.find("attn_v.weight") != std::string::npos || t.name.find("attn_qkv.weight") != std::string::npos)
+      ++attn_v;
     DType target = c.type;
     if (t.dims.size() != 2 && t.type != DType::F32) target = DType::F32;
     if (c.reason.rfind("fallback", 0) == 0) summary.fell_back.push_back(t.name);
