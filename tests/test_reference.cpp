@@ -185,15 +185,9 @@ TEST(Reference, LinearRopeScalingAndMistral) {
   const std::string base = test::temp_path("tiny-mistral.gguf");
   make_random_model(s, base);
   compare_with_reference(base, some_tokens(40, s.n_vocab), 1e-3);
-  auto f = GgufFile::open(base);
-  GgufWriter w;
-  copy_metadata(*f, w);
-  w.set("mistral.rope.scaling.type", GgufValue::str("linear"));
-  w.set("mistral.rope.scaling.factor", GgufValue::f32(4.0f));
-  for (const auto& t : f->tensors())
-    w.add_tensor(t.name, t.dims, t.type, std::vector<uint8_t>(f->tensor_data(t), f->tensor_data(t) + t.bytes));
-  const std::string scaled = test::temp_path("tiny-mistral-linear4.gguf");
-  w.write(scaled);
+  const std::string scaled = rewrite_gguf(
+      base, "tiny-mistral-linear4.gguf",
+      {{"mistral.rope.scaling.type", GgufValue::str("linear")}, {"mistral.rope.scaling.factor", GgufValue::f32(4.0f)}});
   ASSERT_FLOAT_EQ(Model::load(scaled)->config().rope_linear_factor, 4.0f);
   compare_with_reference(scaled, some_tokens(40, s.n_vocab), 1e-3);
 }

@@ -20,13 +20,6 @@ float query_scale(const AttentionQuery& a, int hd) {
   return a.scale > 0 ? a.scale : 1.0f / std::sqrt(static_cast<float>(hd));
 }
 
-// Gemma 2's soft-capping of attention scores (masked entries are set afterwards).
-void soft_cap(float* s, size_t n, float cap) {
-  if (cap <= 0) return;
-  const float inv = 1.0f / cap;
-  for (size_t i = 0; i < n; ++i) s[i] = cap * std::tanh(s[i] * inv);
-}
-
 // Number of slots whose position is <= p (slots are in ascending position order).
 int count_visible(const KvStore& store, const std::vector<uint32_t>& pages, int len, int32_t p) {
   const int P = store.layout().page_tokens;
@@ -428,6 +421,12 @@ void attend_blas(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const A
 }
 
 }  // namespace
+
+void soft_cap(float* x, size_t n, float cap) {
+  if (cap <= 0) return;
+  const float inv = 1.0f / cap;
+  for (size_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
+}
 
 void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& query, AttentionPath path) {
   if (query.T == 0) return;

@@ -27,6 +27,9 @@ enum class AttentionPath {
   Blas,    // gather the head's K/V once, sgemm for QKᵀ and PV
 };
 
+// x[i] = cap * tanh(x[i] / cap) (Gemma 2's soft-capping of attention scores and logits); cap <= 0: none.
+void soft_cap(float* x, size_t n, float cap);
+
 // Updates the sequence's statistic taps when they are enabled.
 void attend(ThreadPool& pool, KvStore& store, SeqId seq, int layer, const AttentionQuery& query,
             AttentionPath path = AttentionPath::Auto);

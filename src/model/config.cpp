@@ -68,6 +68,12 @@ ModelConfig read_common_config(const GgufFile& f) {
              scaling);
   }
   c.rope_attn_factor = static_cast<float>(f.get_float(a + "rope.scaling.attn_factor").value_or(1.0));
+  // What the RoPE tables divide by or take logarithms of: a bad value would be silent garbage.
+  KV_CHECK(c.rope_orig_ctx > 0, "{}: rope.scaling.original_context_length must be positive", f.path());
+  for (const auto& [key, v] : {std::pair<const char*, float>{"rope.scaling.attn_factor", c.rope_attn_factor},
+                               {"rope.scaling.yarn_beta_fast", c.yarn_beta_fast},
+                               {"rope.scaling.yarn_beta_slow", c.yarn_beta_slow}})
+    KV_CHECK(std::isfinite(v) && v > 0, "{}: {}{} = {} must be a positive number", f.path(), a, key, v);
   const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
   KV_CHECK(tokens && tokens->type == GgufType::ARRAY, "{}: missing tokenizer.ggml.tokens", f.path());
   c.n_vocab = static_cast<int>(tokens->as_array().size());

@@ -59,11 +59,6 @@ void gated(float* g, const float* u, size_t n, Activation act) {
   }
 }
 
-void soft_cap(float* x, size_t n, float cap) {
-  if (cap <= 0) return;
-  for (size_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
-}
-
 }  // namespace
 
 Engine::Engine(const Model& model, const EngineOptions& options)

@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "model/convert.h"
 #include "model/gguf_writer.h"
+#include "model/rope_tables.h"
 #include "tensor/quant.h"
 
 namespace kvwise {
@@ -134,8 +135,9 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
   // vocabulary loader looks some of them up by text, e.g. Phi-3's).
   std::vector<std::string> specials;
   if (s.arch == "phi3")
-    specials = {"<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
-                "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"};
+    specials = {"<|endoftext|>",    "<|assistant|>",    "<|placeholder1|>", "<|placeholder2|>",
+                "<|placeholder3|>", "<|placeholder4|>", "<|system|>",       "<|end|>",
+                "<|placeholder5|>", "<|placeholder6|>", "<|user|>"};
   else if (s.arch == "qwen2" || s.arch == "qwen3")
     specials = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
   else if (s.arch == "gemma2" || s.arch == "gemma3")
@@ -172,19 +174,7 @@ void make_random_model(const ModelShape& s, const std::string& out_gguf) {
   if (!s.tied) mat("output.weight", s.dim, s.n_vocab);
   if (s.llama3_rope) {
     // Llama 3.1's RoPE factors (factor 32, low 1, high 4, original context 8192), as its converter writes them.
-    std::vector<float> f;
-    for (int64_t i = 0; i < hd / 2; ++i) {
-      const double freq = std::pow(static_cast<double>(s.rope_base), -2.0 * static_cast<double>(i) / hd);
-      const double wavelen = 2 * M_PI / freq, low_wavelen = 8192.0 / 1.0, high_wavelen = 8192.0 / 4.0;
-      double factor = 1.0;
-      if (wavelen > low_wavelen) {
-        factor = 32.0;
-      } else if (wavelen >= high_wavelen) {
-        const double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
-        factor = 1.0 / ((1 - smooth) / 32.0 + smooth);
-      }
-      f.push_back(static_cast<float>(factor));
-    }
+    const std::vector<float> f = llama3_rope_factors(static_cast<int>(hd), s.rope_base, 32.0, 1.0, 4.0, 8192);
     std::vector<uint8_t> bytes(f.size() * 4);
     std::memcpy(bytes.data(), f.data(), bytes.size());
     w.add_tensor("rope_freqs.weight", {hd / 2}, DType::F32, std::move(bytes));

@@ -7,32 +7,28 @@ namespace kvwise {
 
 namespace {
 
-// Llama 3's factors when a file names the scaling without carrying the rope_freqs tensor (as Meta's
-// reference computes them; the converter writes the same numbers into rope_freqs).
-std::vector<float> llama3_factors(const ModelConfig& c) {
-  std::vector<float> f(static_cast<size_t>(c.n_rot / 2), 1.0f);
-  const double low_wavelen = c.rope_orig_ctx / c.llama3_low_freq, high_wavelen = c.rope_orig_ctx / c.llama3_high_freq;
-  for (int i = 0; i < c.n_rot / 2; ++i) {
-    const double freq = std::pow(static_cast<double>(c.rope_freq_base), -2.0 * i / c.n_rot);
-    const double wavelen = 2 * M_PI / freq;
-    if (wavelen < high_wavelen) {
-      f[static_cast<size_t>(i)] = 1.0f;
-    } else if (wavelen > low_wavelen) {
-      f[static_cast<size_t>(i)] = c.rope_scaling_factor;
-    } else {
-      const double smooth = (c.rope_orig_ctx / wavelen - c.llama3_low_freq) / (c.llama3_high_freq - c.llama3_low_freq);
-      f[static_cast<size_t>(i)] = static_cast<float>(1.0 / ((1 - smooth) / c.rope_scaling_factor + smooth));
-    }
-  }
-  return f;
-}
-
 // The dimension (pair index) where YaRN's ramp crosses a rotation count (ggml_rope_yarn_corr_dim).
 double yarn_corr_dim(int n_rot, int orig_ctx, double rotations, double base) {
   return n_rot * std::log(orig_ctx / (rotations * 2 * M_PI)) / (2 * std::log(base));
 }
 
 }  // namespace
+
+std::vector<float> llama3_rope_factors(int n_rot, double base, double factor, double low_freq, double high_freq,
+                                       int orig_ctx) {
+  std::vector<float> f(static_cast<size_t>(n_rot / 2), 1.0f);
+  const double low_wavelen = orig_ctx / low_freq, high_wavelen = orig_ctx / high_freq;
+  for (int i = 0; i < n_rot / 2; ++i) {
+    const double wavelen = 2 * M_PI / std::pow(base, -2.0 * i / n_rot);
+    if (wavelen > low_wavelen) {
+      f[static_cast<size_t>(i)] = static_cast<float>(factor);
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (orig_ctx / wavelen - low_freq) / (high_freq - low_freq);
+      f[static_cast<size_t>(i)] = static_cast<float>(1.0 / ((1 - smooth) / factor + smooth));
+    }
+  }
+  return f;
+}
 
 std::vector<LayerRope> rope_tables(const ModelConfig& c, const ModelWeights& w, int ctx) {
   const int half = c.n_rot / 2;
@@ -45,7 +41,9 @@ std::vector<LayerRope> rope_tables(const ModelConfig& c, const ModelWeights& w, 
                                                                   : w.rope_factors_long;
     factors.assign(f, f + half);
   } else if (c.rope_scaling == RopeScaling::Llama3) {
-    factors = llama3_factors(c);
+    // A file that names the scaling without carrying the rope_freqs tensor.
+    factors = llama3_rope_factors(c.n_rot, c.rope_freq_base, c.rope_scaling_factor, c.llama3_low_freq,
+                                  c.llama3_high_freq, c.rope_orig_ctx);
   }
   std::vector<LayerRope> out(static_cast<size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {

@@ -17,6 +17,11 @@ struct LayerRope {
   float mscale = 1.0f;
 };
 
+// Llama 3's per-dimension RoPE divisors (Meta's reference; the converter writes them into rope_freqs):
+// n_rot / 2 factors for a base, scaling factor, low/high frequency factors and original context.
+std::vector<float> llama3_rope_factors(int n_rot, double base, double factor, double low_freq, double high_freq,
+                                       int orig_ctx);
+
 // ctx: the context the engine runs with (Phi-3 picks its long factors above the original context).
 std::vector<LayerRope> rope_tables(const ModelConfig& c, const ModelWeights& w, int ctx);
 

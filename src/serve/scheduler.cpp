@@ -231,7 +231,7 @@ void Scheduler::step(std::vector<std::shared_ptr<Active>>& running) {
     // Whatever goes wrong with one request (a tokenizer that cannot decode, a callback that throws)
     // fails that request alone; the others and the server go on.
     try {
-      if (rows > 1 || (batch[i].all_logits && prefill_len[i] > 0)) {
+      if (batch[i].all_logits) {  // a prompt-scoring prefill chunk (decode steps never ask for all rows)
         score_prompt(a, first_row, prefill_len[i]);
         first_row += (rows - 1) * static_cast<size_t>(V);  // the last row predicts what comes next
       }
@@ -254,8 +254,8 @@ void Scheduler::score_prompt(Active& a, const float* rows, size_t n) {
     const size_t next = a.prefilled + j + 1;
     if (next >= p.size()) break;
     const float* z = rows + j * static_cast<size_t>(V);
-    a.result.prompt_logprobs.push_back(
-        {p[next], token_log_prob(z, V, p[next]), true, k > 0 ? top_log_probs(z, V, k) : decltype(TokenLogprob::top){}});
+    a.result.prompt_logprobs.push_back({p[next], token_log_prob(z, V, p[next]), true,
+                                        k > 0 ? top_log_probs(z, V, k) : std::vector<std::pair<int32_t, float>>{}});
   }
 }
 
@@ -277,14 +277,11 @@ void Scheduler::advance(Active& a, const float* logits, size_t prefill_len) {
         return;
       }
     }
-    std::vector<std::pair<int32_t, float>> top;
-    if (a.req.logprobs >= 0) top = top_log_probs(logits, V, std::max(1, a.req.logprobs));
     const int32_t next = a.sampler.sample(logits, V);
-    if (a.req.logprobs >= 0) {
-      TokenLogprob lp{next, token_log_prob(logits, V, next), true, top};
-      lp.top.resize(static_cast<size_t>(a.req.logprobs));
-      a.result.logprobs.push_back(std::move(lp));
-    }
+    if (a.req.logprobs >= 0)  // from the logits before sampling (which the sampler does not change)
+      a.result.logprobs.push_back(
+          {next, token_log_prob(logits, V, next), true,
+           a.req.logprobs > 0 ? top_log_probs(logits, V, a.req.logprobs) : std::vector<std::pair<int32_t, float>>{}});
     if (a.t_first == 0) a.t_first = now_seconds();
     if (tok.is_end_of_generation(next) && !a.req.ignore_eos) {
       finish(a, "stop");
